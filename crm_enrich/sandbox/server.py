@@ -1,0 +1,60 @@
+"""Runs the simulators together, each on its own HTTPS port, trusted
+through a locally generated CA."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from crm_enrich.sandbox.clodura import CloduraSimConfig, create_clodura_app
+from crm_enrich.sandbox.common import Certificates, ServedApp, ensure_certificates
+from crm_enrich.sandbox.salesforce import SalesforceSimConfig, create_salesforce_app
+
+SANDBOX_CLODURA_KEY = "sandbox-clodura-key"
+
+
+@dataclass
+class Sandbox:
+    certs: Certificates
+    clodura: ServedApp
+    salesforce: ServedApp
+    clodura_config: CloduraSimConfig
+    salesforce_config: SalesforceSimConfig
+
+    @property
+    def info(self) -> dict:
+        return {
+            "ca_bundle": str(self.certs.ca_pem),
+            "clodura_url": self.clodura.url,
+            "clodura_api_key": SANDBOX_CLODURA_KEY,
+            "salesforce_url": self.salesforce.url,
+            "salesforce_org_id": self.salesforce_config.org_id,
+            "salesforce_client_id": self.salesforce_config.client_id,
+            "salesforce_client_secret": self.salesforce_config.client_secret,
+        }
+
+    def stop(self) -> None:
+        self.clodura.stop()
+        self.salesforce.stop()
+
+
+def start_sandbox(state_dir: Path, listener_url: str | None = None,
+                  clodura_config: CloduraSimConfig | None = None,
+                  salesforce_config: SalesforceSimConfig | None = None,
+                  clodura_port: int = 0, salesforce_port: int = 0) -> Sandbox:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    certs = ensure_certificates(state_dir)
+    clodura_config = clodura_config or CloduraSimConfig(api_keys={SANDBOX_CLODURA_KEY: "Max"})
+    salesforce_config = salesforce_config or SalesforceSimConfig()
+    if listener_url:
+        salesforce_config.listener_url = listener_url
+    sandbox = Sandbox(
+        certs=certs,
+        clodura=ServedApp(create_clodura_app(clodura_config), certs, port=clodura_port).start(),
+        salesforce=ServedApp(create_salesforce_app(salesforce_config), certs, port=salesforce_port).start(),
+        clodura_config=clodura_config,
+        salesforce_config=salesforce_config,
+    )
+    (state_dir / "sandbox.json").write_text(json.dumps(sandbox.info, indent=2))
+    return sandbox

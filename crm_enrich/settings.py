@@ -1,0 +1,169 @@
+"""Settings from the environment (12-factor), validated once at start-up.
+
+A missing or invalid setting stops the process with one message naming it.
+Nothing defaults to the sandbox: the demo and the tests set every URL
+explicitly, so a real deployment cannot talk to a simulator by accident.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Clodura's documented per-key limits (contracts/clodura.md §5), as
+# (requests, window seconds).
+CLODURA_PLAN_LIMITS: dict[str, list[tuple[int, int]]] = {
+    **{
+        plan: [(10, 1), (100, 60), (2000, 86400)]
+        for plan in ("max", "payg", "professional", "enterprise", "prospect_pro", "prospect")
+    },
+    "starter": [(1, 1), (10, 60), (600, 86400)],
+    "basic": [(1, 1), (10, 60), (600, 86400)],
+    "lifetime": [(1, 1), (10, 60), (300, 86400)],
+    "free": [(1, 1), (10, 60), (300, 86400)],
+}
+
+# The provider usage policy allows caching Clodura data for at most a day.
+PROVIDER_DATA_MAX_TTL_S = 86_400
+
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate_limits(text: str) -> list[tuple[int, int]]:
+    """'10/second;100/minute;2000/day' -> [(10, 1), (100, 60), (2000, 86400)]"""
+    limits = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        count, _, unit = part.partition("/")
+        if unit not in _UNIT_SECONDS or not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"'{part}' is not of the form N/second|minute|hour|day")
+        limits.append((int(count), _UNIT_SECONDS[unit]))
+    if not limits:
+        raise ValueError("no limits given")
+    return limits
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    public_base_url: HttpUrl
+
+    clodura_api_key: str = Field(min_length=1)
+    clodura_base_url: HttpUrl = HttpUrl("https://api.clodura.ai")
+    clodura_plan: str = "max"
+    clodura_rate_limits: str | None = None
+
+    clearout_api_token: str | None = None
+    clearout_base_url: HttpUrl = HttpUrl("https://api.clearout.io/v2")
+
+    salesforce_login_url: HttpUrl
+    salesforce_client_id: str = Field(min_length=1)
+    salesforce_client_secret: str | None = None
+    salesforce_username: str | None = None
+    salesforce_private_key_file: Path | None = None
+    salesforce_api_version: str = Field(default="59.0", pattern=r"^\d+\.\d$")
+    salesforce_org_id: str = Field(pattern=r"^00D[a-zA-Z0-9]{12}([a-zA-Z0-9]{3})?$")
+    salesforce_webhook_secret: str = Field(min_length=16)
+
+    admin_token: str = Field(min_length=16)
+    secret_key: str = Field(min_length=16)
+
+    field_map: Path | None = None
+    verify_poll_after_s: int = Field(default=300, ge=1)
+    verify_give_up_after_s: int = Field(default=3600, ge=1)
+    writeback_max_delay_s: float = Field(default=2.0, gt=0, le=60)
+    provider_cache_ttl_s: int = Field(default=PROVIDER_DATA_MAX_TTL_S, ge=1, le=PROVIDER_DATA_MAX_TTL_S)
+
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("clodura_plan")
+    @classmethod
+    def _known_plan(cls, value: str) -> str:
+        plan = value.strip().lower().replace(" ", "_").replace("-", "_")
+        plan = {"free_forever": "free", "default": "free", "pay_as_you_go": "payg"}.get(plan, plan)
+        if plan not in CLODURA_PLAN_LIMITS:
+            raise ValueError(f"unknown plan; one of {', '.join(sorted(CLODURA_PLAN_LIMITS))}")
+        return plan
+
+    @field_validator("salesforce_webhook_secret")
+    @classmethod
+    def _webhook_secret_shape(cls, value: str) -> str:
+        # Standard Webhooks secrets are "whsec_" + base64 of the key bytes.
+        if not value.startswith("whsec_"):
+            raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
+        try:
+            key = base64.b64decode(value[6:] + "==", validate=False)
+        except binascii.Error:
+            raise ValueError("the part after whsec_ is not base64") from None
+        if len(key) < 24:
+            raise ValueError("the key must be at least 24 bytes")
+        return value
+
+    @field_validator("clodura_rate_limits")
+    @classmethod
+    def _valid_limits(cls, value: str | None) -> str | None:
+        if value:
+            parse_rate_limits(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_salesforce_auth(self) -> "Settings":
+        jwt = self.salesforce_username and self.salesforce_private_key_file
+        if not (self.salesforce_client_secret or jwt):
+            raise ValueError(
+                "set SALESFORCE_CLIENT_SECRET (client credentials) or "
+                "SALESFORCE_USERNAME + SALESFORCE_PRIVATE_KEY_FILE (JWT bearer)"
+            )
+        if self.salesforce_private_key_file and not self.salesforce_private_key_file.is_file():
+            raise ValueError(f"SALESFORCE_PRIVATE_KEY_FILE {self.salesforce_private_key_file} is not a file")
+        return self
+
+    @property
+    def clodura_limits(self) -> list[tuple[int, int]]:
+        if self.clodura_rate_limits:
+            return parse_rate_limits(self.clodura_rate_limits)
+        return CLODURA_PLAN_LIMITS[self.clodura_plan]
+
+    @property
+    def org_id_15(self) -> str:
+        return self.salesforce_org_id[:15]
+
+
+class SettingsError(SystemExit):
+    """Raised at start-up with one line per bad setting."""
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+        problem = "is missing" if err["type"] == "missing" else f"is invalid: {err['msg']}"
+        lines.append(f"crm-enrich: setting {name} {problem}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def exit_on_bad_settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        raise

@@ -1,0 +1,43 @@
+"""The web process: receives, authenticates, de-duplicates, enqueues and
+answers. It does no provider or Salesforce work itself."""
+from __future__ import annotations
+
+from flask import Flask
+
+from crm_enrich.logs import configure_logging
+from crm_enrich.settings import Settings, exit_on_bad_settings
+from crm_enrich.worker.celery_app import ENRICH_RECORD, create_celery
+from crm_enrich.worker.jobs import JobStore
+
+# Publishing to a broker that is down must fail fast so we can answer 503
+# while Salesforce's own request (60 s timeout) is still open.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or exit_on_bad_settings()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["SECRET_KEY"] = settings.secret_key
+
+    celery = create_celery(settings, name="crm_enrich_web")
+    store = JobStore.from_url(settings.redis_url, provider_ttl_s=settings.provider_cache_ttl_s)
+
+    def enqueue(job_id: str) -> None:
+        celery.send_task(ENRICH_RECORD, args=[job_id], retry=True, retry_policy=PUBLISH_RETRY)
+
+    app.extensions["crm_enrich"] = {"settings": settings, "store": store, "enqueue": enqueue}
+
+    from crm_enrich.web import events, health, outbound_message
+
+    app.register_blueprint(outbound_message.bp)
+    app.register_blueprint(events.bp)
+    app.register_blueprint(health.bp)
+    return app
+
+
+def services() -> dict:
+    from flask import current_app
+
+    return current_app.extensions["crm_enrich"]

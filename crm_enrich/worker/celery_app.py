@@ -1,0 +1,42 @@
+"""Celery configuration, shared by the worker and by the web app (which only
+sends tasks by name and never imports the worker's code)."""
+from __future__ import annotations
+
+from celery import Celery
+
+from crm_enrich.settings import Settings
+
+ENRICH_RECORD = "crm_enrich.enrich_record"
+
+# Tasks are short (waits are parked in Redis, never slept), so an unacked
+# task whose worker machine died can be redelivered after minutes, not the
+# default hour. Must stay above the longest task run plus any countdown.
+VISIBILITY_TIMEOUT_S = 300
+
+
+def celery_config(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        # At-least-once: a task is acked only after it ran, and a task whose
+        # worker process died is handed back to the queue.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "enrich",
+        "task_time_limit": 240,
+        "task_soft_time_limit": 200,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }
+
+
+def create_celery(settings: Settings, name: str = "crm_enrich") -> Celery:
+    app = Celery(name)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,102 @@
+"""The field map: for each Salesforce field, where its value comes from and
+the rule that decides whether we may write it. Pure logic."""
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+RULES = ("fill_blank", "tracked", "always")
+SOURCE_GROUPS = ("person", "organisation", "verification", "email", "phone", "meta")
+
+
+class FieldMapError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    field: str
+    source: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    objects: dict[str, tuple[FieldRule, ...]]
+
+    def rules_for(self, object_type: str) -> tuple[FieldRule, ...]:
+        return self.objects.get(object_type, ())
+
+    def target_fields(self, object_type: str) -> list[str]:
+        return [r.field for r in self.rules_for(object_type)]
+
+    def sources_used(self, object_type: str) -> set[str]:
+        return {r.source for r in self.rules_for(object_type)}
+
+
+def load_field_map(path: Path | None = None) -> FieldMap:
+    if path is None:
+        text = resources.files("crm_enrich").joinpath("default_field_map.toml").read_text()
+        where = "default field map"
+    else:
+        text, where = Path(path).read_text(), str(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FieldMapError(f"{where}: {exc}") from None
+    objects = {}
+    for object_type, fields in raw.items():
+        if not isinstance(fields, dict):
+            raise FieldMapError(f"{where}: [{object_type}] must be a table of fields")
+        rules = []
+        for field_name, spec in fields.items():
+            if not isinstance(spec, dict) or set(spec) != {"from", "rule"}:
+                raise FieldMapError(f"{where}: {object_type}.{field_name} needs exactly 'from' and 'rule'")
+            if spec["rule"] not in RULES:
+                raise FieldMapError(f"{where}: {object_type}.{field_name}: rule must be one of {RULES}")
+            if spec["from"].partition(".")[0] not in SOURCE_GROUPS:
+                raise FieldMapError(f"{where}: {object_type}.{field_name}: unknown source {spec['from']!r}")
+            rules.append(FieldRule(field_name, spec["from"], spec["rule"]))
+        objects[object_type] = tuple(rules)
+    return FieldMap(objects)
+
+
+def is_blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def value_hash(value) -> str:
+    """What we remember of a tracked value: its hash, never the value."""
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:32]
+
+
+def to_salesforce(value):
+    if isinstance(value, (list, tuple)):
+        return "; ".join(str(v) for v in value)
+    return value
+
+
+def plan_changes(field_map: FieldMap, object_type: str, current: dict, sources: dict,
+                 tracked_hashes: dict[str, str]) -> dict:
+    """The fields to write: each rule applied to the record's current value.
+
+    `tracked_hashes` holds, per field, the hash of the value we last wrote."""
+    changes = {}
+    for rule in field_map.rules_for(object_type):
+        value = to_salesforce(sources.get(rule.source))
+        if is_blank(value):
+            continue
+        existing = current.get(rule.field)
+        if existing == value:
+            continue
+        if rule.rule == "always":
+            changes[rule.field] = value
+        elif rule.rule == "fill_blank":
+            if is_blank(existing):
+                changes[rule.field] = value
+        elif is_blank(existing) or tracked_hashes.get(rule.field) == value_hash(existing):
+            changes[rule.field] = value
+    return changes

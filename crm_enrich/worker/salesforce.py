@@ -1,0 +1,155 @@
+"""Salesforce access: we obtain the OAuth token ourselves (client
+credentials or JWT bearer) and hand simple-salesforce only session_id +
+instance_url ("direct" mode), so a rejected token can never send it into
+its re-login recursion (contracts/salesforce.md §4.6). Writes go through
+`restful`, which is bounded and records Sforce-Limit-Info.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import jwt
+import requests
+from requests.adapters import HTTPAdapter
+from simple_salesforce import Salesforce, format_soql
+from simple_salesforce.exceptions import SalesforceError as SimpleSalesforceError
+from simple_salesforce.exceptions import SalesforceExpiredSession
+
+from crm_enrich.settings import Settings
+
+TIMEOUT = (5, 60)
+RETRYABLE_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
+GONE_CODES = {"ENTITY_IS_DELETED", "NOT_FOUND"}
+
+
+class SalesforceFailure(Exception):
+    def __init__(self, code: str, message: str, retryable: bool = False):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+    @property
+    def record_gone(self) -> bool:
+        return self.code in GONE_CODES
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """simple-salesforce sets no timeout of its own (issue #148)."""
+
+    def send(self, request, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = TIMEOUT
+        return super().send(request, **kwargs)
+
+
+def new_http_session() -> requests.Session:
+    session = requests.Session()
+    session.mount("https://", _TimeoutAdapter())
+    session.mount("http://", _TimeoutAdapter())
+    return session
+
+
+@dataclass
+class Token:
+    access_token: str
+    instance_url: str
+
+
+class TokenProvider:
+    def __init__(self, settings: Settings, session: requests.Session):
+        self.settings = settings
+        self.session = session
+        self._token: Token | None = None
+        self._lock = threading.Lock()
+
+    def get(self, refresh: bool = False) -> Token:
+        with self._lock:
+            if self._token is None or refresh:
+                self._token = self._request()
+            return self._token
+
+    def _request(self) -> Token:
+        s = self.settings
+        url = f"{str(s.salesforce_login_url).rstrip('/')}/services/oauth2/token"
+        if s.salesforce_username and s.salesforce_private_key_file:
+            assertion = jwt.encode(
+                {"iss": s.salesforce_client_id, "sub": s.salesforce_username,
+                 "aud": str(s.salesforce_login_url).rstrip("/"), "exp": int(time.time()) + 180},
+                s.salesforce_private_key_file.read_bytes(), algorithm="RS256")
+            data = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
+            auth = None
+        else:
+            data = {"grant_type": "client_credentials"}
+            auth = (s.salesforce_client_id, s.salesforce_client_secret)
+        try:
+            resp = self.session.post(url, data=data, auth=auth, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            raise SalesforceFailure("LOGIN_UNAVAILABLE", type(exc).__name__, retryable=True) from None
+        if resp.status_code >= 500:
+            raise SalesforceFailure("LOGIN_UNAVAILABLE", f"HTTP {resp.status_code}", retryable=True)
+        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        if resp.status_code != 200 or "access_token" not in body:
+            raise SalesforceFailure(body.get("error", "LOGIN_FAILED"),
+                                    body.get("error_description", f"HTTP {resp.status_code}"))
+        return Token(body["access_token"], body["instance_url"])
+
+
+def _failure_from(exc: SimpleSalesforceError) -> SalesforceFailure:
+    content = exc.content
+    first = content[0] if isinstance(content, list) and content and isinstance(content[0], dict) else {}
+    code = first.get("errorCode") or first.get("statusCode") or f"HTTP_{exc.status}"
+    message = str(first.get("message", ""))[:300]
+    retryable = code in RETRYABLE_CODES or (exc.status or 0) >= 500
+    return SalesforceFailure(code, message, retryable)
+
+
+class SalesforceGateway:
+    """One per worker process (requests sessions are not shared across forks)."""
+
+    def __init__(self, settings: Settings, session: requests.Session | None = None):
+        self.settings = settings
+        self.session = session or new_http_session()
+        self.tokens = TokenProvider(settings, self.session)
+        self.api_usage: tuple[int, int] | None = None
+
+    def _client(self, token: Token) -> Salesforce:
+        return Salesforce(instance_url=token.instance_url, session_id=token.access_token,
+                          session=self.session, version=self.settings.salesforce_api_version)
+
+    def _call(self, fn):
+        """Run fn(sf). An expired session is refreshed once and the call
+        retried once; a second rejection is an error, never a loop."""
+        for refresh in (False, True):
+            sf = self._client(self.tokens.get(refresh=refresh))
+            try:
+                result = fn(sf)
+            except SalesforceExpiredSession:
+                if refresh:
+                    raise SalesforceFailure("INVALID_SESSION_ID",
+                                            "token rejected again right after a refresh") from None
+                continue
+            except SimpleSalesforceError as exc:
+                raise _failure_from(exc) from None
+            except requests.RequestException as exc:
+                raise SalesforceFailure("CONNECTION", type(exc).__name__, retryable=True) from None
+            finally:
+                usage = sf.api_usage.get("api-usage")
+                if usage:
+                    self.api_usage = (usage.used, usage.total)
+            return result
+        raise AssertionError("unreachable")
+
+    def read_records(self, object_type: str, ids: list[str], fields: list[str]) -> dict[str, dict]:
+        """One SOQL query for up to 200 ids; deleted records are simply absent."""
+        columns = ", ".join(sorted({"Id", *fields}))
+        soql = format_soql(f"SELECT {columns} FROM {object_type} WHERE Id IN {{}}", ids)
+        result = self._call(lambda sf: sf.query_all(soql))
+        return {rec["Id"]: {k: v for k, v in rec.items() if k != "attributes"}
+                for rec in result["records"]}
+
+    def update_record(self, object_type: str, record_id: str, fields: dict) -> None:
+        self._call(lambda sf: sf.restful(f"sobjects/{object_type}/{record_id}",
+                                         method="PATCH", json=fields))

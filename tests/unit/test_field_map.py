@@ -1,0 +1,89 @@
+import pytest
+
+from crm_enrich.worker.field_map import FieldMapError, load_field_map, plan_changes, value_hash
+from crm_enrich.worker.pipeline import enrich_identifiers, field_sources, normalise_verdict
+
+MAP = load_field_map()
+PERSON = {"personId": "p_1", "personTitle": "VP Sales", "functional": ["Sales"],
+          "linkedinUrl": "https://www.linkedin.com/in/dana-1/",
+          "organisation": {"organisationId": "o_1", "industry": "Software", "domain": "acme.example"}}
+VERIFIED = {"status": "valid", "verified_at": "2026-11-21T10:00:00Z"}
+
+
+def sources():
+    return field_sources(PERSON, VERIFIED, "2026-11-21T10:00:01.000Z")
+
+
+def test_default_contact_map_fills_blanks_and_always_fields():
+    changes = plan_changes(MAP, "Contact", {"Title": None, "Department": ""}, sources(), {})
+    assert changes["Title"] == "VP Sales"
+    assert changes["Department"] == "Sales"
+    assert changes["Email_Verification_Status__c"] == "valid"
+    assert changes["Email_Verified_At__c"] == "2026-11-21T10:00:00Z"
+    assert changes["Clodura_Person_Id__c"] == "p_1"
+    assert changes["Enriched_At__c"] == "2026-11-21T10:00:01.000Z"
+    assert changes["LinkedIn_URL__c"] == "https://www.linkedin.com/in/dana-1/"
+    assert "Email" not in changes and "MobilePhone" not in changes  # no reveal, no phone
+
+
+def test_fill_blank_never_overwrites():
+    changes = plan_changes(MAP, "Contact", {"Title": "Chief Wizard"}, sources(), {})
+    assert "Title" not in changes
+
+
+def test_always_overwrites():
+    changes = plan_changes(MAP, "Contact", {"Email_Verification_Status__c": "invalid"}, sources(), {})
+    assert changes["Email_Verification_Status__c"] == "valid"
+
+
+def test_tracked_overwrites_our_own_value_but_not_a_manual_edit():
+    ours = "https://www.linkedin.com/in/dana-old/"
+    tracked = {"LinkedIn_URL__c": value_hash(ours)}
+    assert plan_changes(MAP, "Contact", {"LinkedIn_URL__c": ours}, sources(), tracked)["LinkedIn_URL__c"] == \
+        PERSON["linkedinUrl"]
+    edited = "https://www.linkedin.com/in/dana-by-hand/"
+    assert "LinkedIn_URL__c" not in plan_changes(MAP, "Contact", {"LinkedIn_URL__c": edited}, sources(), tracked)
+
+
+def test_unchanged_values_are_not_sent():
+    current = {"Email_Verification_Status__c": "valid", "Clodura_Person_Id__c": "p_1"}
+    changes = plan_changes(MAP, "Contact", current, sources(), {})
+    assert "Email_Verification_Status__c" not in changes and "Clodura_Person_Id__c" not in changes
+
+
+def test_no_person_writes_only_verification():
+    changes = plan_changes(MAP, "Contact", {}, field_sources(None, VERIFIED, "t"), {})
+    assert set(changes) == {"Email_Verification_Status__c", "Email_Verified_At__c", "Enriched_At__c"}
+
+
+def test_lead_map_has_no_department_and_gets_company_fields():
+    changes = plan_changes(MAP, "Lead", {}, sources(), {})
+    assert "Department" not in changes
+    assert changes["Industry"] == "Software" and changes["Website"] == "https://acme.example"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[Contact]\nTitle = { from = "person.title", rule = "sometimes" }', "rule must be one of"),
+    ('[Contact]\nTitle = { from = "weather.today", rule = "always" }', "unknown source"),
+    ('[Contact]\nTitle = "person.title"', "needs exactly"),
+    ("[Contact\n", "field_map.toml"),
+])
+def test_bad_map_files_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "field_map.toml"
+    path.write_text(text)
+    with pytest.raises(FieldMapError, match=message):
+        load_field_map(path)
+
+
+@pytest.mark.parametrize("result, verdict", [
+    ("Deliverable", "valid"), ("Undeliverable", "invalid"), ("Risky (Catch-all)", "catch_all"),
+    ("Risky", "risky"), ("Pending", "unknown"), (None, "unknown"),
+])
+def test_verdicts_are_normalised(result, verdict):
+    assert normalise_verdict(result) == verdict
+
+
+def test_enrich_identifiers_prefer_strong_ones_and_pair_names_with_company():
+    ids = enrich_identifiers({"FirstName": "Dana", "LastName": "Rivers", "Email": "d@x.example"}, "Acme")
+    assert ids == {"email": "d@x.example", "firstName": "Dana", "lastName": "Rivers", "organisationName": "Acme"}
+    assert enrich_identifiers({"LastName": "Rivers"}, None) == {}

@@ -1,0 +1,76 @@
+import base64
+
+import pytest
+
+from crm_enrich.logs import mask_text
+from crm_enrich.settings import SettingsError, load_settings, parse_rate_limits
+
+GOOD = {
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "PUBLIC_BASE_URL": "https://enrich.example.com",
+    "CLODURA_API_KEY": "k",
+    "SALESFORCE_LOGIN_URL": "https://acme.my.salesforce.com",
+    "SALESFORCE_CLIENT_ID": "cid",
+    "SALESFORCE_CLIENT_SECRET": "secret",
+    "SALESFORCE_ORG_ID": "00D5g000004XyZaEAK",
+    "SALESFORCE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+    "ADMIN_TOKEN": "a" * 24,
+    "SECRET_KEY": "s" * 32,
+}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for key in list(GOOD) + ["CLODURA_RATE_LIMITS", "CLODURA_PLAN", "PROVIDER_CACHE_TTL_S"]:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in GOOD.items():
+        monkeypatch.setenv(key, value)
+    return monkeypatch
+
+
+def test_good_settings_load_with_production_defaults(env):
+    s = load_settings()
+    assert str(s.clodura_base_url) == "https://api.clodura.ai/"
+    assert s.clodura_limits == [(10, 1), (100, 60), (2000, 86400)]
+    assert s.org_id_15 == "00D5g000004XyZa"
+
+
+@pytest.mark.parametrize("name", ["REDIS_URL", "CLODURA_API_KEY", "SALESFORCE_ORG_ID", "SECRET_KEY"])
+def test_missing_setting_is_named(env, name):
+    env.delenv(name)
+    with pytest.raises(SettingsError, match=f"setting {name} is missing"):
+        load_settings()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SALESFORCE_ORG_ID", "not-an-org"),
+    ("CLODURA_PLAN", "platinum"),
+    ("CLODURA_RATE_LIMITS", "10/fortnight"),
+    ("SALESFORCE_WEBHOOK_SECRET", "plain-secret-without-prefix"),
+    ("PROVIDER_CACHE_TTL_S", "90000"),  # over Clodura's 24 h
+    ("REDIS_URL", "http://localhost"),
+])
+def test_invalid_setting_is_named(env, name, value):
+    env.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"setting {name} is invalid"):
+        load_settings()
+
+
+def test_salesforce_needs_one_way_to_log_in(env):
+    env.delenv("SALESFORCE_CLIENT_SECRET")
+    with pytest.raises(SettingsError, match="SALESFORCE_CLIENT_SECRET"):
+        load_settings()
+
+
+def test_plan_and_override_pick_limits(env):
+    env.setenv("CLODURA_PLAN", "Free Forever")
+    assert load_settings().clodura_limits == [(1, 1), (10, 60), (300, 86400)]
+    env.setenv("CLODURA_RATE_LIMITS", "20/second;300/minute")
+    assert load_settings().clodura_limits == [(20, 1), (300, 60)]
+    assert parse_rate_limits("5/hour") == [(5, 3600)]
+
+
+def test_emails_and_phones_are_masked():
+    text = mask_text("sent to dana.rivers@example.org and +1 (415) 555-0123 for 0035g00000QwErTAAB")
+    assert "dana.rivers" not in text and "555-0123" not in text
+    assert "d***@example.org" in text and "0035g00000QwErTAAB" in text
