@@ -52,7 +52,7 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     contacts = demo_contacts(records)
     companies = sorted({c["_company"] for c in contacts})
     account_ids = dict(zip(companies, control.create_records(
-        "Account", [{"Name": name} for name in companies])))
+        "Account", [{"Name": name} for name in companies], fire_outbound=False)))
     fields = [{k: v for k, v in c.items() if not k.startswith("_")} | {"AccountId": account_ids[c["_company"]]}
               for c in contacts]
     ids = control.create_records("Contact", fields)

@@ -22,8 +22,8 @@ class SandboxControl:
         return resp.json() if resp.content else None
 
     # Salesforce org
-    def create_records(self, object_type: str, records: list[dict]) -> list[str]:
-        body = {"object": object_type, "records": records}
+    def create_records(self, object_type: str, records: list[dict], fire_outbound: bool = True) -> list[str]:
+        body = {"object": object_type, "records": records, "fire_outbound": fire_outbound}
         return self._ok(self.http.post(f"{self.sf}/_sandbox/salesforce/records", json=body))["ids"]
 
     def record(self, object_type: str, record_id: str) -> dict:

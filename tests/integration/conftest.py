@@ -1,0 +1,43 @@
+"""One running system for the integration tests: Redis (REDIS_URL or an
+embedded Valkey), the sandbox over HTTPS, the web app under gunicorn and a
+real Celery worker."""
+from __future__ import annotations
+
+import pytest
+
+from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.sandbox.control import SandboxControl
+from crm_enrich.worker.jobs import Job, JobStore
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    with Stack(tmp_path_factory.mktemp("stack"), worker_concurrency=2) as running:
+        yield running
+
+
+@pytest.fixture
+def control(stack):
+    ctl = SandboxControl(stack.sandbox.info)
+    yield ctl
+    ctl.clear_faults("clodura")
+    ctl.clear_faults("salesforce")
+    ctl.salesforce_config(om_duplicate_deliveries=False)
+
+
+@pytest.fixture
+def store(stack):
+    return JobStore(stack.redis_client())
+
+
+@pytest.fixture
+def job_for(store):
+    def wait_final(object_type: str, record_id: str, timeout: float = 60) -> Job:
+        def final_job():
+            job_id = store.r.get(f"record:{object_type}:{record_id}:last_job")
+            job = store.get(job_id) if job_id else None
+            return job if job and job.final else None
+
+        return wait_for(final_job, timeout, f"a final job for {object_type} {record_id}")
+
+    return wait_final
