@@ -12,7 +12,12 @@ import sys
 import structlog
 
 EMAIL_RE = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-PHONE_RE = re.compile(r"\+?\d[\d ().-]{6,}\d")
+# International numbers (+...) and North-American 3-3-4 forms; deliberately
+# not "any run of digits", which would eat ids and timestamps.
+PHONE_RE = re.compile(
+    r"(?<![\w+])\+\d[\d ().-]{6,}\d(?!\w)"
+    r"|(?<![\w-])(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])"
+)
 
 
 def mask_text(text: str) -> str:
@@ -38,9 +43,9 @@ def configure_logging(level: str = "INFO") -> None:
     processors = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         mask_personal_data,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.JSONRenderer(),
     ]
     structlog.configure(

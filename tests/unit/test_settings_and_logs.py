@@ -74,3 +74,15 @@ def test_emails_and_phones_are_masked():
     text = mask_text("sent to dana.rivers@example.org and +1 (415) 555-0123 for 0035g00000QwErTAAB")
     assert "dana.rivers" not in text and "555-0123" not in text
     assert "d***@example.org" in text and "0035g00000QwErTAAB" in text
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-21T23:24:46.236Z", "job 2f62e82b3b41e0948", "0035g000001t1UUAAY", "took 1.0764400079997358s",
+])
+def test_ids_times_and_numbers_are_not_mistaken_for_phones(text):
+    assert mask_text(text) == text
+
+
+@pytest.mark.parametrize("phone", ["+14155550123", "+1 415 555 0123", "(415) 555-0123", "415-555-0123"])
+def test_phone_forms_are_masked(phone):
+    assert "555" not in mask_text(f"call {phone} now")
