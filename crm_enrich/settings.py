@@ -162,8 +162,11 @@ def get_settings() -> Settings:
 
 
 def exit_on_bad_settings() -> Settings:
+    """For process start-up: the message goes to stderr and the process exits.
+    Status 3 is gunicorn's "worker failed to boot", which stops the server
+    instead of respawning workers that can never start."""
     try:
         return get_settings()
     except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        raise
+        print(exc, file=sys.stderr, flush=True)
+        raise SystemExit(3) from None

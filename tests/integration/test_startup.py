@@ -1,0 +1,29 @@
+"""A missing or invalid setting stops each process with a message naming it."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("command", [
+    [str(BIN / "celery"), "-A", "crm_enrich.worker.main", "worker"],
+    [str(BIN / "gunicorn"), "--bind", "127.0.0.1:0", "crm_enrich.web:create_app()"],
+    [str(BIN / "crm-enrich"), "check-settings"],
+], ids=["worker", "web", "check-settings"])
+def test_missing_setting_stops_start_up_naming_it(stack, command):
+    env = {k: v for k, v in stack.env.items() if k != "CLODURA_API_KEY"}
+    env["SALESFORCE_ORG_ID"] = "not-an-org-id"
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "setting CLODURA_API_KEY is missing" in result.stderr
+    assert "setting SALESFORCE_ORG_ID is invalid" in result.stderr
+
+
+def test_check_settings_accepts_the_stack(stack):
+    result = subprocess.run([str(BIN / "crm-enrich"), "check-settings"], env=stack.env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
