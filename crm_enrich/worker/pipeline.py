@@ -172,7 +172,10 @@ def _advance(svc: Services, job: Job) -> str:
 
     if "person" not in data:
         store.transition(job, "enriching")
-        ids = enrich_identifiers(record, _company_name(svc, job, record))
+        ids = enrich_identifiers(record, None)
+        if "email" not in ids and "linkedinUrl" not in ids:
+            # Names alone need the employer's name: one more read, only here.
+            ids = enrich_identifiers(record, _company_name(svc, job, record))
         data["person"] = svc.clodura.enrich_contact(ids) if ids else None
         store.save_provider_data(job.id, "person", data["person"])
 

@@ -86,4 +86,6 @@ def test_verdicts_are_normalised(result, verdict):
 def test_enrich_identifiers_prefer_strong_ones_and_pair_names_with_company():
     ids = enrich_identifiers({"FirstName": "Dana", "LastName": "Rivers", "Email": "d@x.example"}, "Acme")
     assert ids == {"email": "d@x.example", "firstName": "Dana", "lastName": "Rivers", "organisationName": "Acme"}
+    assert enrich_identifiers({"FirstName": "Dana", "LastName": "Rivers"}, None) == \
+        {"firstName": "Dana", "lastName": "Rivers"}
     assert enrich_identifiers({"LastName": "Rivers"}, None) == {}
