@@ -143,9 +143,14 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
+    def start_beat(self) -> None:
+        self._spawn("beat", [str(BIN / "celery"), "-A", "crm_enrich.worker.main", "beat", "--loglevel", "INFO",
+                             "--schedule", str(self.state_dir / "celerybeat-schedule")])
+
     def start(self) -> "Stack":
         self.start_web()
         self.start_worker()
+        self.start_beat()
         return self
 
     def stop(self) -> None:

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     verify_poll_after_s: int = Field(default=300, ge=1)
     verify_give_up_after_s: int = Field(default=3600, ge=1)
     writeback_max_delay_s: float = Field(default=2.0, gt=0, le=60)
+    # How long a batch flusher may hold its lease; a flusher that died is
+    # replaced after this. Longer than any one Salesforce call may take.
+    batch_lease_s: float = Field(default=300, ge=5, le=3600)
     provider_cache_ttl_s: int = Field(default=PROVIDER_DATA_MAX_TTL_S, ge=1, le=PROVIDER_DATA_MAX_TTL_S)
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

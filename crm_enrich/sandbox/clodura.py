@@ -17,26 +17,64 @@ Control API (no key, no rate limit, no charge; also see common.py for
     POST /_sandbox/clodura/credits   {"key": k, "remainingCredits": x}
     GET  /_sandbox/clodura/config    the effective limits
     POST /_sandbox/clodura/config    {"rate_limits": {key: [[count, seconds], ...] | null},
-                                      "day_seconds": s, "api_keys": {key: plan}}
+                                      "day_seconds": s, "api_keys": {key: plan},
+                                      "webhook_delay_s": s, "webhook_retry_delays_s": [s, ...],
+                                      "webhook_timeout_s": s, "webhook_verify": path|bool|null,
+                                      "catch_all_202_on_standard": bool,
+                                      "deep_catch_all_deliverable_share": x}
     POST /_sandbox/clodura/reset     credits, windows, usage, config, log and faults
-                                     back to their starting state
+                                     back to their starting state (also drops pending
+                                     webhooks, jobs, the delivery log and webhook faults)
+
+Asynchronous endpoints (§7, §8.3–8.5, §8.7) hand their results to a webhook
+dispatcher: a daemon thread, started on first use, that POSTs JSON to the
+caller's `webhookUrl` after `webhook_delay_s`, retrying non-2xx answers and
+errors after each of `webhook_retry_delays_s` (§7.1 INFERRED defaults 5/30/120 s),
+with a `webhook_timeout_s` (10 s) timeout.  Webhook control API:
+
+    POST   /_sandbox/clodura/webhook-faults  {"mode": "lose"|"duplicate"|"late"|"forged_token",
+                                              "times": n (default 1, -1 = until cleared),
+                                              "late_s": s (mode late)}
+    GET    /_sandbox/clodura/webhook-faults  the active rules
+    DELETE /_sandbox/clodura/webhook-faults  clear them
+    POST   /_sandbox/clodura/flush-webhooks  run every pending job/delivery now (synchronously);
+                                             answers {"flushed": n, "pending": m}
+    GET    /_sandbox/clodura/webhooks        {"deliveries": [{"id", "kind", "url", "attempt",
+                                              "status_code", "error", "delivered", "t", "mode"}],
+                                              "pending": n, "faults": [...]}
 """
 from __future__ import annotations
 
 import bisect
 import copy
+import hashlib
+import heapq
+import itertools
 import math
+import random
 import re
+import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
 
+import requests
 from flask import Flask, g, jsonify, request
 
 from .common import SandboxRecorder, install_recorder
-from .dataset import Company, Dataset, Person, build_dataset
+from .dataset import (
+    VERDICT_CATCH_ALL,
+    VERDICT_DELIVERABLE,
+    VERDICT_UNDELIVERABLE,
+    Company,
+    Dataset,
+    Person,
+    build_dataset,
+)
 
 # ---------------------------------------------------------------------------
 # INFERRED names (contract §11.8): every response field name that the docs did
@@ -82,6 +120,27 @@ INFERRED_FIELDS: dict[str, str] = {
     "verify_status": "status",
     "verify_result": "result",
     "verify_at": "verifiedAt",
+    # Reveal Email / Reveal Phone (§7.2, §7.3, §8.3–8.5)
+    "tracking_id": "trackingId",
+    "job_status": "status",
+    "reveal_type": "type",
+    "email": "email",
+    "email_status": "emailStatus",
+    "providers": "providers",
+    "provider": "provider",
+    "provider_result": "result",
+    "phone_numbers": "phoneNumbers",
+    "phone_number": "number",
+    "phone_type": "type",
+    # Enrich Company (§9.2)
+    "address": "address",
+    "boardline_numbers": "boardlineNumbers",
+    "financials": "financials",
+    "total_funding": "totalFunding",
+    "last_funding_type": "lastFundingType",
+    "technographics": "technographics",
+    "acquisitions": "acquisitions",
+    "funding": "funding",
 }
 F = INFERRED_FIELDS
 
@@ -122,6 +181,22 @@ PROSPECT_MAX_CONTACTS = {"prospect": 1000, "prospect pro": 2000}
 PROSPECT_MAX_DIRECT_DIALS = 200  # INFERRED (§3.1)
 VERIFY_PLANS = {"free forever", "max", "payg"}  # INFERRED: others -> 403 (§8.7)
 
+# Reveal endpoints (§3.2, §7.3).  The Multi-Provider waterfalls are scripted:
+# the person's hash picks where the waterfall stops, and the cost follows.
+EMAIL_PROVIDERS = ["clodura", "prospeo", "hunter", "rocketreach", "findymail", "leadmagic"]  # cost 1..6
+PHONE_PROVIDER_COST = {"clodura": 10, "signalhire": 12, "enrichlayer": 14, "wiza": 16,
+                       "leadmagic": 18, "rocketreach": 20, "findymail": 20}
+PHONE_PARTNERS = [p for p in PHONE_PROVIDER_COST if p != "clodura"]
+CLODURA_HOLDS_PHONE_SHARE = 0.6  # share of known people whose mobile Clodura's own DB holds
+COST_REVEAL_STANDARD = 2          # Prospect plans: 1 unlock/phone + 1 export
+COST_ORG_ENRICH_BASE = 1
+ORG_COMPONENTS = ("includeTechnographics", "includeAcquisitions", "includeFunding")
+JOB_QUEUED = "queued"
+JOB_COMPLETED = "completed"
+JOB_NOT_FOUND = "not_found"
+JOB_FAILED = "failed"
+WEBHOOK_FAULT_MODES = ("lose", "duplicate", "late", "forged_token")
+
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -134,6 +209,20 @@ class CloduraSimConfig:
     rate_limits: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     day_seconds: float = 86400.0
     starting_credits: float = 10000.0
+    # Webhooks (§7.1; INFERRED schedule)
+    webhook_delay_s: float = 0.5
+    webhook_retry_delays_s: list[float] = field(default_factory=lambda: [5.0, 30.0, 120.0])
+    webhook_timeout_s: float = 10.0
+    # `verify=` for webhook POSTs: None = requests' default (REQUESTS_CA_BUNDLE),
+    # or a CA bundle path, or False.
+    webhook_verify: bool | str | None = None
+    # §8.7: standard (non-deep) checks on catch-all domains are queued (202)
+    # too.  Only when the caller gave a webhookUrl: without one a standard
+    # check answers 200 synchronously (a caller that gave no webhook could
+    # otherwise only learn the verdict through the INFERRED polling endpoint).
+    catch_all_202_on_standard: bool = True
+    # Share of catch-all addresses that deep verification resolves to Deliverable.
+    deep_catch_all_deliverable_share: float = 0.3
 
 
 def _plan_key(plan: str) -> str:
@@ -154,6 +243,7 @@ class _Account:
     max_direct_dials: int = 0
     spent: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # per endpoint, admitted requests
 
     def can_cover(self, cost: float) -> bool:
         if is_prospect(self.plan):
@@ -181,6 +271,215 @@ class Admission:
     message: str = ""
 
 
+def _h(*parts: object) -> int:
+    """A stable hash (same value in every process, unlike hash())."""
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class _Job:
+    """One asynchronous piece of work (a reveal or a queued verification).
+
+    `pending` is what the polling/tracking endpoints show until the result
+    exists; `produce` builds the final payload (and charges) exactly once."""
+
+    def __init__(self, job_id: str, kind: str, key: str, pending: dict,
+                 produce: Callable[[], dict] | None = None, payload: dict | None = None):
+        self.id = job_id
+        self.kind = kind
+        self.key = key
+        self.pending = pending
+        self._produce = produce
+        self.payload = payload
+        self._lock = threading.Lock()
+
+    @property
+    def done(self) -> bool:
+        return self.payload is not None
+
+    def result(self) -> dict:
+        with self._lock:
+            if self.payload is None:
+                self.payload = self._produce() if self._produce else dict(self.pending)
+            return self.payload
+
+    def current(self) -> dict:
+        return self.payload if self.payload is not None else self.pending
+
+
+@dataclass(order=True)
+class _Delivery:
+    due: float
+    seq: int
+    job: _Job = field(compare=False)
+    url: str | None = field(compare=False)  # None: produce only, nothing to POST
+    mode: str = field(compare=False, default="normal")
+    attempt: int = field(compare=False, default=1)
+    generation: int = field(compare=False, default=0)
+
+
+@dataclass
+class _WebhookFault:
+    mode: str
+    times: int = 1
+    late_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"mode": self.mode, "times": self.times, "late_s": self.late_s}
+
+
+def forge_url(url: str) -> str:
+    """The same URL with its last path segment replaced by a random string."""
+    parts = urlsplit(url)
+    head = parts.path.rstrip("/").rpartition("/")[0]
+    path = f"{head}/{secrets.token_urlsafe(12)}"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+class WebhookDispatcher:
+    """Delivers job results to webhook URLs from a background daemon thread
+    (started lazily).  Each due delivery runs on its own short-lived daemon
+    thread so one slow receiver does not hold up the others."""
+
+    def __init__(self, state: "CloduraSimState"):
+        self.state = state
+        self.cond = threading.Condition()
+        self.heap: list[_Delivery] = []
+        self.log: list[dict] = []
+        self.faults: list[_WebhookFault] = []
+        self.generation = 0
+        self.in_flight = 0
+        self._seq = itertools.count(1)
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    def reset(self) -> None:
+        with self.cond:
+            self.heap.clear()
+            self.log.clear()
+            self.faults.clear()
+            self.generation += 1
+            self.cond.notify_all()
+
+    def _ensure_thread(self) -> None:
+        # call with self.cond held
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="clodura-webhooks", daemon=True)
+            self._thread.start()
+
+    # -- faults ----------------------------------------------------------------
+    def add_fault(self, fault: _WebhookFault) -> None:
+        with self.cond:
+            self.faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self.cond:
+            self.faults.clear()
+
+    def _take_fault(self) -> _WebhookFault | None:
+        # call with self.cond held
+        for rule in self.faults:
+            if rule.times != 0:
+                if rule.times > 0:
+                    rule.times -= 1
+                return rule
+        return None
+
+    # -- scheduling ----------------------------------------------------------
+    def submit(self, job: _Job, url: str | None) -> None:
+        """Queue `job`: its result is produced after the configured delay and,
+        if `url` is set, POSTed there (subject to the webhook fault switches)."""
+        delay = float(self.state.config.webhook_delay_s)
+        now = time.monotonic()
+        with self.cond:
+            fault = self._take_fault() if url else None
+            mode = fault.mode if fault else "normal"
+            if mode == "late":
+                delay += float(fault.late_s)
+            target = forge_url(url) if (url and mode == "forged_token") else url
+            copies = 2 if mode == "duplicate" else 1
+            for i in range(copies):
+                heapq.heappush(self.heap, _Delivery(now + delay + 0.01 * i, next(self._seq), job, target,
+                                                    mode, 1, self.generation))
+            self._ensure_thread()
+            self.cond.notify_all()
+
+    def pending(self) -> int:
+        with self.cond:
+            return len(self.heap) + self.in_flight
+
+    def flush(self) -> int:
+        """Run everything pending now, on the caller's thread."""
+        with self.cond:
+            items = sorted(self.heap)
+            self.heap.clear()
+            self.in_flight += len(items)
+        for item in items:
+            self._process(item)
+        return len(items)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.heap or self.heap[0].due > time.monotonic():
+                    timeout = None if not self.heap else max(0.0, self.heap[0].due - time.monotonic())
+                    self.cond.wait(timeout)
+                item = heapq.heappop(self.heap)
+                self.in_flight += 1
+            threading.Thread(target=self._process, args=(item,), daemon=True).start()
+
+    # -- delivery ------------------------------------------------------------
+    def _process(self, item: _Delivery) -> None:
+        try:
+            self._deliver(item)
+        finally:
+            with self.cond:
+                self.in_flight -= 1
+
+    def _deliver(self, item: _Delivery) -> None:
+        payload = item.job.result()
+        if item.url is None:
+            return
+        entry = {"id": item.job.id, "kind": item.job.kind, "url": item.url, "attempt": item.attempt,
+                 "mode": item.mode, "status_code": None, "error": None, "delivered": False}
+        retry = False
+        if item.mode == "lose":
+            entry["error"] = "lost (webhook fault)"
+        else:
+            cfg = self.state.config
+            kwargs = {"timeout": float(cfg.webhook_timeout_s)}
+            if cfg.webhook_verify is not None:
+                kwargs["verify"] = cfg.webhook_verify
+            try:
+                resp = requests.post(item.url, json=payload, **kwargs)
+                entry["status_code"] = resp.status_code
+                entry["delivered"] = 200 <= resp.status_code < 300
+                retry = not entry["delivered"]
+            except requests.RequestException as exc:
+                entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                retry = True
+        entry["t"] = time.time()
+        with self.cond:
+            if item.generation != self.generation:
+                return  # reset while in flight: forget it
+            self.log.append(entry)
+            delays = list(self.state.config.webhook_retry_delays_s or [])
+            if retry and item.attempt <= len(delays):
+                due = time.monotonic() + float(delays[item.attempt - 1])
+                heapq.heappush(self.heap, _Delivery(due, next(self._seq), item.job, item.url, item.mode,
+                                                    item.attempt + 1, item.generation))
+                self._ensure_thread()
+                self.cond.notify_all()
+
+    def report(self) -> dict:
+        with self.cond:
+            return {
+                "deliveries": [dict(e) for e in self.log],
+                "pending": len(self.heap) + self.in_flight,
+                "faults": [f.as_dict() for f in self.faults if f.times != 0],
+            }
+
+
 class CloduraSimState:
     """All mutable simulator state, guarded by one lock."""
 
@@ -189,14 +488,17 @@ class CloduraSimState:
         self.dataset = dataset
         self.lock = threading.Lock()
         self.clock = time.monotonic
+        self.dispatcher = WebhookDispatcher(self)
         self.reset()
 
     # -- lifecycle -----------------------------------------------------
     def reset(self) -> None:
+        self.dispatcher.reset()
         with self.lock:
             self.config = copy.deepcopy(self.initial)
             self.accounts: dict[str, _Account] = {}
             self.hits: dict[str, list[float]] = {}
+            self.jobs: dict[str, _Job] = {}
             for key, plan in self.config.api_keys.items():
                 self._open_account(key, plan)
 
@@ -262,6 +564,60 @@ class CloduraSimState:
             if acct is not None:
                 acct.counters[name] = acct.counters.get(name, 0) + 1
 
+    def count_call(self, key: str, endpoint: str) -> None:
+        with self.lock:
+            acct = self.accounts.get(key)
+            if acct is not None:
+                acct.calls[endpoint] = acct.calls.get(endpoint, 0) + 1
+
+    # -- async jobs --------------------------------------------------------
+    def add_job(self, job: "_Job") -> None:
+        with self.lock:
+            self.jobs[job.id] = job
+
+    def job(self, job_id: str, key: str, kind_prefix: str) -> "_Job | None":
+        with self.lock:
+            job = self.jobs.get(job_id)
+        if job is None or job.key != key or not job.kind.startswith(kind_prefix):
+            return None
+        return job
+
+    def can_start_reveal(self, key: str, kind: str) -> bool:
+        """402 gate at submission: the balance must cover the cheapest
+        charge the result could bring (INFERRED)."""
+        with self.lock:
+            acct = self.accounts[key]
+            if is_prospect(acct.plan):
+                if kind == "phone":
+                    ok = acct.direct_dials < acct.max_direct_dials and acct.can_cover(1)
+                else:
+                    ok = acct.can_cover(COST_REVEAL_STANDARD)
+            else:
+                ok = acct.can_cover(1 if kind == "email" else PHONE_PROVIDER_COST["clodura"])
+            if not ok:
+                acct.counters["rejected_402"] = acct.counters.get("rejected_402", 0) + 1
+            return ok
+
+    def charge_reveal(self, key: str, kind: str, cost: float) -> bool:
+        """Charge a produced reveal result.  Prospect plans: email takes
+        `cost` contact views (unlock + export); phone takes one direct dial
+        plus one contact view (the export)."""
+        with self.lock:
+            acct = self.accounts.get(key)
+            if acct is None:
+                return False
+            if is_prospect(acct.plan) and kind == "phone":
+                if acct.direct_dials + 1 > acct.max_direct_dials or not acct.can_cover(1):
+                    return False
+                acct.direct_dials += 1
+                acct.contacts_view += 1
+                acct.spent = round(acct.spent + 2, 6)
+                return True
+            if not acct.can_cover(cost):
+                return False
+            acct.charge(cost)
+            return True
+
     # -- credits ---------------------------------------------------------
     def try_charge(self, key: str, cost: float) -> bool:
         """Charge `cost` if the balance covers it; False means 402."""
@@ -302,6 +658,7 @@ class CloduraSimState:
                     "rejected_400": 0,
                     "rejected_403": 0,
                     **acct.counters,
+                    "calls": dict(acct.calls),
                 }
                 if is_prospect(acct.plan):
                     entry.update(
@@ -362,6 +719,161 @@ def verification_payload(email: str, deep: bool, doc_id: str, status: str, resul
     }
 
 
+def deep_verdict(email: str, share: float) -> str:
+    """Deep verification of a catch-all address: a deterministic `share`
+    of them turn out Deliverable, the rest stay Risky (Catch-all)."""
+    return VERDICT_DELIVERABLE if (_h("deep", email.strip().lower()) % 1000) < share * 1000 else VERDICT_CATCH_ALL
+
+
+_EMAIL_STATUS_FOR_VERDICT = {
+    VERDICT_DELIVERABLE: "verified",
+    VERDICT_CATCH_ALL: "catch_all",
+    VERDICT_UNDELIVERABLE: "guessed",
+}
+
+
+def reveal_email_result(tracking_id: str, plan: str, person: Person | None, person_id: str | None
+                        ) -> tuple[dict, float]:
+    """The §7.3 webhook payload for Reveal Email and its cost (before charging).
+
+    Standard (Prospect plans): Clodura's own database only; a known person
+    whose address is not Undeliverable is found (emailStatus verified or
+    catch_all), cost 1 unlock + 1 export.  Multi-Provider: a scripted
+    waterfall over EMAIL_PROVIDERS; the person's hash picks the provider that
+    finds the address and the cost is its position (1-6 credits); an
+    Undeliverable address still comes back as a partner's guess (charged, as
+    §3.2 says)."""
+    base = {F["tracking_id"]: tracking_id, F["reveal_type"]: "email",
+            F["person_id"]: person.person_id if person else person_id}
+    if is_prospect(plan):
+        if person is None or person.email_verdict == VERDICT_UNDELIVERABLE:
+            return {**base, F["job_status"]: JOB_NOT_FOUND, F["email"]: None, F["email_status"]: "unavailable",
+                    F["credits_used"]: {"unlock": 0, "export": 0}}, 0
+        return {**base, F["job_status"]: JOB_COMPLETED, F["linkedin_url"]: person.linkedin_url,
+                F["email"]: person.email, F["email_status"]: _EMAIL_STATUS_FOR_VERDICT[person.email_verdict],
+                F["credits_used"]: {"unlock": 1, "export": 1}}, COST_REVEAL_STANDARD
+    if person is None:
+        providers = [{F["provider"]: name, F["provider_result"]: "not_found"} for name in EMAIL_PROVIDERS]
+        return {**base, F["job_status"]: JOB_NOT_FOUND, F["email"]: None, F["email_status"]: "unavailable",
+                F["providers"]: providers, F["credits_used"]: 0}, 0
+    stop = _h("email-waterfall", person.person_id) % len(EMAIL_PROVIDERS)
+    status = _EMAIL_STATUS_FOR_VERDICT[person.email_verdict]
+    providers = [{F["provider"]: name, F["provider_result"]: "not_found"} for name in EMAIL_PROVIDERS[:stop]]
+    providers.append({F["provider"]: EMAIL_PROVIDERS[stop], F["provider_result"]: "found",
+                      F["email"]: person.email, F["email_status"]: status})
+    cost = stop + 1
+    return {**base, F["job_status"]: JOB_COMPLETED, F["linkedin_url"]: person.linkedin_url,
+            F["email"]: person.email, F["email_status"]: status, F["providers"]: providers,
+            F["credits_used"]: cost}, cost
+
+
+def clodura_holds_phone(person: Person) -> bool:
+    return (_h("phone-own", person.person_id) % 1000) < CLODURA_HOLDS_PHONE_SHARE * 1000
+
+
+def reveal_phone_result(tracking_id: str, plan: str, person: Person | None, person_id: str | None,
+                        via_partners: bool) -> tuple[dict, float]:
+    """The §7.3 webhook payload for Reveal Phone and its cost.  Clodura's own
+    database holds the mobile of a deterministic 60% of known people; Standard
+    plans see only those.  Multi-Provider plans with
+    revealPhoneNumberViaPartners=true fall through to one scripted partner;
+    cost is the finding provider's price (10-20 credits)."""
+    base = {F["tracking_id"]: tracking_id, F["reveal_type"]: "phone",
+            F["person_id"]: person.person_id if person else person_id}
+    own = person is not None and clodura_holds_phone(person)
+    if is_prospect(plan):
+        if not own:
+            return {**base, F["job_status"]: JOB_NOT_FOUND, F["phone_numbers"]: [],
+                    F["credits_used"]: {"phone": 0, "export": 0}}, 0
+        return {**base, F["job_status"]: JOB_COMPLETED,
+                F["phone_numbers"]: [{F["phone_number"]: person.mobile_phone, F["phone_type"]: "mobile"}],
+                F["credits_used"]: {"phone": 1, "export": 1}}, COST_REVEAL_STANDARD
+    providers = [{F["provider"]: "clodura", F["provider_result"]: "found" if own else "not_found"}]
+    finder = "clodura" if own else None
+    if not own and via_partners:
+        stop = _h("phone-waterfall", person.person_id if person else person_id) % len(PHONE_PARTNERS)
+        for i, name in enumerate(PHONE_PARTNERS[: stop + 1]):
+            found = person is not None and i == stop
+            providers.append({F["provider"]: name, F["provider_result"]: "found" if found else "not_found"})
+            if found:
+                finder = name
+        if person is None:
+            providers += [{F["provider"]: n, F["provider_result"]: "not_found"} for n in PHONE_PARTNERS[stop + 1:]]
+    if finder is None:
+        return {**base, F["job_status"]: JOB_NOT_FOUND, F["phone_numbers"]: [], F["providers"]: providers,
+                F["credits_used"]: 0}, 0
+    cost = PHONE_PROVIDER_COST[finder]
+    return {**base, F["job_status"]: JOB_COMPLETED,
+            F["phone_numbers"]: [{F["phone_number"]: person.mobile_phone, F["phone_type"]: "mobile",
+                                  F["provider"]: finder}],
+            F["providers"]: providers, F["credits_used"]: cost}, cost
+
+
+_LANGUAGES = ["Python", "TypeScript", "Java", "Go", "Ruby", "C#", "Kotlin", "PHP", "Scala", "Rust"]
+_OPERATING_SYSTEMS = ["Linux", "Windows Server", "macOS", "Ubuntu", "Red Hat Enterprise Linux"]
+_ROUNDS = ["Seed", "Series A", "Series B", "Series C", "Series D"]
+_INVESTORS = ["Sample Ventures", "Example Capital", "Placeholder Partners", "Demo Growth Fund",
+              "Fictional Seed Co", "Test Horizon VC"]
+
+
+def _money(amount_m: float) -> str:
+    return f"{amount_m:g}M"
+
+
+def organisation_enrich_payload(c: Company, technographics: bool, acquisitions: bool, funding: bool,
+                                dataset: Dataset, cost: int) -> dict:
+    """§9.2 response built from the dataset company; optional components are
+    absent unless requested (INFERRED).  Everything not in the dataset is
+    derived deterministically from the organisation id."""
+    rng = random.Random(_h("org", c.organisation_id))
+    rounds: list[dict] = []
+    if c.total_funding:
+        total = float(c.total_funding.rstrip("M"))
+        n = min(len(_ROUNDS), 1 + rng.randrange(3)) if total >= 3 else 1
+        weights = [rng.uniform(1, 3) * (i + 1) for i in range(n)]
+        for i, w in enumerate(weights):
+            amount = round(total * w / sum(weights), 1)
+            year = min(2025, max(c.founded_year, 2000) + 2 * (i + 1) + rng.randrange(2))
+            rounds.append({"roundType": _ROUNDS[i], "amount": _money(amount), "currency": "USD",
+                           "date": f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                           "investors": sorted(rng.sample(_INVESTORS, rng.randint(1, 3)))})
+    body = {
+        F["organisation_id"]: c.organisation_id,
+        F["org_linkedin_url"]: c.linkedin_url,
+        F["organisation_name"]: c.name,
+        F["domain"]: c.domain,
+        F["founded_year"]: c.founded_year,
+        F["industry"]: c.industry,
+        F["employee_size"]: c.employee_size,
+        F["employee_count"]: c.employee_count,
+        F["revenue"]: c.revenue,
+        F["address"]: {"street": f"{rng.randint(1, 999)} Sample Way", "city": c.city, "state": c.state,
+                       "country": c.country, "postalCode": f"{rng.randint(10000, 99999)}"},
+        F["boardline_numbers"]: [f"+1555{_h('board', c.organisation_id) % 10_000_000:07d}"],
+        F["financials"]: {F["total_funding"]: c.total_funding,
+                          F["last_funding_type"]: rounds[-1]["roundType"] if rounds else None},
+    }
+    if technographics:
+        body[F["technographics"]] = {
+            "technologies": list(c.technologies),
+            "programmingLanguages": sorted(rng.sample(_LANGUAGES, rng.randint(1, 4))),
+            "operatingSystems": sorted(rng.sample(_OPERATING_SYSTEMS, rng.randint(1, 2))),
+            "products": [t for t in c.technologies if t in ("Slack", "Zoom", "Jira", "Confluence", "Zendesk")],
+        }
+    if acquisitions:
+        others = [o for o in dataset.companies if o.organisation_id != c.organisation_id]
+        count = rng.choice([0, 0, 1, 1, 2]) if c.employee_count > 200 else 0
+        body[F["acquisitions"]] = [
+            {F["organisation_name"]: o.name, "acquiredOn": f"{rng.randint(2012, 2024)}-{rng.randint(1, 12):02d}-01",
+             "relationship": "acquired"}
+            for o in rng.sample(others, count)
+        ]
+    if funding:
+        body[F["funding"]] = rounds
+    body[F["credits_used"]] = cost
+    return body
+
+
 def _error(status: int, message: str, headers: dict | None = None):
     resp = jsonify({F["error_status"]: status, F["error_message"]: message})
     resp.status_code = status
@@ -371,6 +883,16 @@ def _error(status: int, message: str, headers: dict | None = None):
 
 
 # -- the app ------------------------------------------------------------------
+
+# Config fields the control API may change at run time, with their converters.
+_ASYNC_CONFIG: dict[str, Callable] = {
+    "webhook_delay_s": float,
+    "webhook_retry_delays_s": lambda v: [float(x) for x in v],
+    "webhook_timeout_s": float,
+    "webhook_verify": lambda v: v if isinstance(v, (bool, str)) or v is None else str(v),
+    "catch_all_202_on_standard": bool,
+    "deep_catch_all_deliverable_share": float,
+}
 
 def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset | None = None) -> Flask:
     config = config or CloduraSimConfig()
@@ -392,7 +914,8 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
         # Runs after install_recorder's fault hook; control paths are exempt.
         if not request.path.startswith("/api/"):
             return None
-        g.sandbox_extra["endpoint"] = request.path.removeprefix("/api/v1/")
+        rule = request.url_rule.rule if request.url_rule is not None else request.path
+        g.sandbox_extra["endpoint"] = rule.removeprefix("/api/v1/")
         g.sandbox_extra["credits"] = 0
         key = request.headers.get("X-API-KEY", "").strip()
         plan = state.plan_for(key)
@@ -403,6 +926,7 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
         admission = state.admit(key)
         if not admission.ok:
             return _error(admission.status, admission.message, {"Retry-After": str(admission.retry_after)})
+        state.count_call(key, g.sandbox_extra["endpoint"])
         return None
 
     def json_body():
@@ -456,11 +980,18 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
         return jsonify({F["enrich_data"]: data, F["credits_used"]: cost})
 
     # -- §8.7 POST /verify/email ----------------------------------------------
-    def decide_verification(email: str, deep: bool) -> str | None:
+    def decide_verification(email: str, deep: bool, webhook: str | None) -> str | None:
         """The final verdict if the check finishes synchronously (200), or
-        None to queue the job (202 + webhook).  Everything is synchronous for
-        now; the 202 path for catch-all domains plugs in here."""
-        return dataset.verdict_for_email(email)
+        None to queue the job (202 + webhook).  Catch-all domains are queued
+        for deep checks, and for standard checks that carry a webhookUrl when
+        `catch_all_202_on_standard` is on."""
+        verdict = dataset.verdict_for_email(email)
+        if verdict == VERDICT_CATCH_ALL and (deep or (state.config.catch_all_202_on_standard and webhook)):
+            return None
+        return verdict
+
+    def valid_webhook(value) -> bool:
+        return isinstance(value, str) and re.match(r"^https?://[^\s/]+", value) is not None
 
     @app.post("/api/v1/verify/email")
     def verify_email():
@@ -481,7 +1012,7 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
         if not isinstance(deep, bool):
             return refuse(400, "deepVerification must be a boolean")
         webhook = body.get("webhookUrl")
-        if webhook is not None and not (isinstance(webhook, str) and re.match(r"^https?://", webhook)):
+        if webhook is not None and not valid_webhook(webhook):
             return refuse(400, "webhookUrl must be an http(s) URL")
 
         cost = COST_VERIFY_DEEP if deep else COST_VERIFY_STANDARD
@@ -489,9 +1020,170 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
             return _error(402, "Insufficient credits")
         g.sandbox_extra["credits"] = cost
         doc_id = f"vrf_{uuid.uuid4().hex[:8]}"
-        verdict = decide_verification(email, deep)
-        g.sandbox_extra["outcome"] = verdict
-        return jsonify(verification_payload(email, deep, doc_id, VERIFY_STATUS_DONE, verdict))
+        verdict = decide_verification(email, deep, webhook)
+        if verdict is not None:
+            g.sandbox_extra["outcome"] = verdict
+            payload = verification_payload(email, deep, doc_id, VERIFY_STATUS_DONE, verdict)
+            state.add_job(_Job(doc_id, "verify", g.clodura_key, payload, payload=payload))
+            return jsonify(payload)
+
+        share = float(state.config.deep_catch_all_deliverable_share)
+
+        def produce(email=email, deep=deep, doc_id=doc_id) -> dict:
+            final = deep_verdict(email, share) if deep else VERDICT_CATCH_ALL
+            return verification_payload(email, deep, doc_id, VERIFY_STATUS_DONE, final)
+
+        pending = verification_payload(email, deep, doc_id, VERIFY_STATUS_PENDING, VERIFY_RESULT_PENDING)
+        job = _Job(doc_id, "verify", g.clodura_key, pending, produce)
+        state.add_job(job)
+        state.dispatcher.submit(job, webhook)
+        g.sandbox_extra["outcome"] = "queued"
+        resp = jsonify(pending)
+        resp.status_code = 202
+        return resp
+
+    @app.get("/api/v1/verify/email/<doc_id>")
+    def verify_email_poll(doc_id: str):
+        # INFERRED polling endpoint (§8.7); free.
+        job = state.job(doc_id, g.clodura_key, "verify")
+        if job is None:
+            return _error(404, f"Unknown docId {doc_id!r}")
+        return jsonify(job.current())
+
+    # -- §8.3 / §8.4 reveal email / phone (async) -----------------------------
+    def reveal_person(body: dict, allow_names: bool):
+        """(person or None, personId echoed, error message or None)."""
+        for name in ("personId", "linkedinUrl", "firstName", "lastName", "companyDomain"):
+            value = body.get(name)
+            if value is not None and not isinstance(value, str):
+                return None, None, f"{name} must be a string"
+        pid = (body.get("personId") or "").strip()
+        li = (body.get("linkedinUrl") or "").strip()
+        first = (body.get("firstName") or "").strip()
+        last = (body.get("lastName") or "").strip()
+        domain = (body.get("companyDomain") or "").strip()
+        if li:
+            low = li.lower()
+            if "linkedin.com/sales/" in low:
+                return None, None, "Sales Navigator URLs are not accepted; use a linkedin.com/in/ profile URL"
+            if "linkedin.com/in/" not in low:
+                return None, None, "linkedinUrl must be a linkedin.com/in/ profile URL"
+        if allow_names and domain and ("www." in domain.lower() or "@" in domain or "/" in domain):
+            return None, None, "companyDomain must be a bare domain (no www., @ or path)"
+        if pid:
+            return dataset.person(pid), pid, None
+        if li:
+            return dataset.find_person(linkedin_url=li), None, None
+        if allow_names and (first or last or domain):
+            if not (first and last and domain):
+                return None, None, "firstName, lastName and companyDomain must be given together"
+            return dataset.find_person(first_name=first, last_name=last, company_domain=domain), None, None
+        options = "personId, linkedinUrl, or firstName + lastName + companyDomain" if allow_names \
+            else "personId or linkedinUrl"
+        return None, None, f"One identifier option is required: {options}"
+
+    def submit_reveal(kind: str, person: Person | None, pid: str | None, webhook: str | None,
+                      via_partners: bool = False):
+        key, plan = g.clodura_key, g.clodura_plan
+        if not state.can_start_reveal(key, kind):
+            return _error(402, "Insufficient credits")
+        tracking_id = f"trk_{uuid.uuid4().hex[:10]}"
+
+        def produce() -> dict:
+            if kind == "email":
+                payload, cost = reveal_email_result(tracking_id, plan, person, pid)
+            else:
+                payload, cost = reveal_phone_result(tracking_id, plan, person, pid, via_partners)
+            if cost and not state.charge_reveal(key, kind, cost):
+                zero = {k: 0 for k in payload[F["credits_used"]]} \
+                    if isinstance(payload[F["credits_used"]], dict) else 0
+                payload = {F["tracking_id"]: tracking_id, F["reveal_type"]: kind,
+                           F["person_id"]: payload.get(F["person_id"]), F["job_status"]: JOB_FAILED,
+                           F["error_message"]: "Insufficient credits", F["credits_used"]: zero}
+            return payload
+
+        pending = {F["tracking_id"]: tracking_id, F["reveal_type"]: kind, F["job_status"]: JOB_QUEUED}
+        job = _Job(tracking_id, f"reveal_{kind}", key, pending, produce)
+        state.add_job(job)
+        state.dispatcher.submit(job, webhook)
+        g.sandbox_extra["outcome"] = "queued"
+        g.sandbox_extra["trackingId"] = tracking_id
+        return jsonify({F["tracking_id"]: tracking_id, F["job_status"]: JOB_QUEUED})
+
+    @app.post("/api/v1/search/people/email/match")
+    def reveal_email():
+        body = json_body()
+        if body is None:
+            return refuse(400, "Request body must be a JSON object")
+        webhook = body.get("webhookUrl")
+        if not valid_webhook(webhook):
+            return refuse(400, "webhookUrl is required and must be an http(s) URL")
+        person, pid, problem = reveal_person(body, allow_names=True)
+        if problem:
+            return refuse(400, problem)
+        return submit_reveal("email", person, pid, webhook)
+
+    @app.post("/api/v1/search/people/phone/match")
+    def reveal_phone():
+        body = json_body()
+        if body is None:
+            return refuse(400, "Request body must be a JSON object")
+        partners = body.get("revealPhoneNumberViaPartners", False)
+        if partners is None:
+            partners = False
+        if not isinstance(partners, bool):
+            return refuse(400, "revealPhoneNumberViaPartners must be a boolean")
+        webhook = body.get("webhookUrl")
+        if webhook is not None and not valid_webhook(webhook):
+            return refuse(400, "webhookUrl must be an http(s) URL")
+        if partners and webhook is None:
+            return refuse(400, "webhookUrl is required when revealPhoneNumberViaPartners is true")
+        person, pid, problem = reveal_person(body, allow_names=False)
+        if problem:
+            return refuse(400, problem)
+        return submit_reveal("phone", person, pid, webhook, partners)
+
+    @app.get("/api/v1/search/people/track/<tracking_id>")
+    def track(tracking_id: str):
+        # INFERRED (§8.5): free; the webhook body once done, else the queued stub.
+        job = state.job(tracking_id, g.clodura_key, "reveal_")
+        if job is None:
+            return _error(404, f"Unknown trackingId {tracking_id!r}")
+        return jsonify(job.current())
+
+    # -- §9.2 POST /organisation/enrich ---------------------------------------
+    @app.post("/api/v1/organisation/enrich")
+    def organisation_enrich():
+        body = json_body()
+        if body is None:
+            return refuse(400, "Request body must be a JSON object")
+        org_id, org_li = body.get("organisationId"), body.get("orgLinkedinUrl")
+        for name, value in (("organisationId", org_id), ("orgLinkedinUrl", org_li)):
+            if value is not None and not isinstance(value, str):
+                return refuse(400, f"{name} must be a string")
+        org_id, org_li = (org_id or "").strip(), (org_li or "").strip()
+        if not org_id and not org_li:
+            return refuse(400, "organisationId or orgLinkedinUrl is required")
+        flags = {}
+        for name in ORG_COMPONENTS:
+            value = body.get(name, False)
+            if value is None:
+                value = False
+            if not isinstance(value, bool):
+                return refuse(400, f"{name} must be a boolean")
+            flags[name] = value
+        company = dataset.company(org_id) if org_id else dataset.company_by_linkedin(org_li)
+        if company is None:
+            g.sandbox_extra["outcome"] = "none"
+            return _error(404, "Organisation not found")
+        cost = COST_ORG_ENRICH_BASE + sum(flags.values())
+        if not state.try_charge(g.clodura_key, cost):
+            return _error(402, "Insufficient credits")
+        g.sandbox_extra["credits"] = cost
+        g.sandbox_extra["outcome"] = "organisation"
+        return jsonify(organisation_enrich_payload(
+            company, flags["includeTechnographics"], flags["includeAcquisitions"], flags["includeFunding"],
+            dataset, cost))
 
     @app.errorhandler(404)
     def _not_found(_e):
@@ -536,6 +1228,7 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
                 "day_seconds": state.config.day_seconds,
                 "rate_limits": {k: state.windows_for(k) for k in state.accounts},
                 "overrides": {k: [list(w) for w in v] for k, v in state.config.rate_limits.items()},
+                **{name: getattr(state.config, name) for name in _ASYNC_CONFIG},
             }
 
     @app.get("/_sandbox/clodura/config")
@@ -551,6 +1244,7 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
                 limits[key] = None if windows is None else [(int(c), float(s)) for c, s in windows]
             day = float(spec["day_seconds"]) if "day_seconds" in spec else None
             keys = {str(k): str(v) for k, v in (spec.get("api_keys") or {}).items()}
+            async_changes = {name: conv(spec[name]) for name, conv in _ASYNC_CONFIG.items() if name in spec}
         except (TypeError, ValueError):
             return _error(400, "rate_limits must map keys to [[count, seconds], ...]; day_seconds a number")
         with state.lock:
@@ -564,7 +1258,44 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
                     state.config.rate_limits[key] = windows
             if day is not None:
                 state.config.day_seconds = day
+            for name, value in async_changes.items():
+                setattr(state.config, name, value)
         return jsonify(config_body())
+
+    @app.post("/_sandbox/clodura/webhook-faults")
+    def control_webhook_faults():
+        spec = request.get_json(silent=True)
+        rules = spec if isinstance(spec, list) else [spec or {}]
+        faults = []
+        for r in rules:
+            mode = r.get("mode") if isinstance(r, dict) else None
+            if mode not in WEBHOOK_FAULT_MODES:
+                return _error(400, "mode must be one of " + ", ".join(WEBHOOK_FAULT_MODES))
+            try:
+                faults.append(_WebhookFault(mode, int(r.get("times", 1)), float(r.get("late_s", 0.0))))
+            except (TypeError, ValueError):
+                return _error(400, "times must be an integer and late_s a number")
+        for f in faults:
+            state.dispatcher.add_fault(f)
+        return jsonify(state.dispatcher.report()["faults"])
+
+    @app.get("/_sandbox/clodura/webhook-faults")
+    def control_get_webhook_faults():
+        return jsonify(state.dispatcher.report()["faults"])
+
+    @app.delete("/_sandbox/clodura/webhook-faults")
+    def control_clear_webhook_faults():
+        state.dispatcher.clear_faults()
+        return "", 204
+
+    @app.post("/_sandbox/clodura/flush-webhooks")
+    def control_flush_webhooks():
+        flushed = state.dispatcher.flush()
+        return jsonify({"flushed": flushed, "pending": state.dispatcher.pending()})
+
+    @app.get("/_sandbox/clodura/webhooks")
+    def control_webhooks():
+        return jsonify(state.dispatcher.report())
 
     @app.post("/_sandbox/clodura/reset")
     def control_reset():

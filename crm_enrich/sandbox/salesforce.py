@@ -262,6 +262,7 @@ class SalesforceSimConfig:
     om_send_session_id: bool = False
     om_duplicate_deliveries: bool = False
     om_api_version: str = "59.0"
+    om_on_update: bool = False  # also send a notification when a record is updated (loop tests)
 
 
 _CONFIG_FIELDS = {f.name for f in dc_fields(SalesforceSimConfig)}
@@ -494,10 +495,23 @@ class SalesforceOrgState:
         rec.update(conv)
         rec.update({"LastModifiedDate": now, "LastModifiedById": self.integration_user_id, "SystemModstamp": now})
         self.writes.setdefault(cid, []).append({"t": time.time(), "fields": raw, "via": via})
+        if self.config.om_on_update and obj in self.config.om_fields:
+            self._queue_notification(obj, cid)
 
     def serialize(self, obj: str, rec: dict, names: list[str] | None = None, ver: str = "v59.0") -> dict:
         out = {"attributes": {"type": obj, "url": f"/services/data/{ver}/sobjects/{obj}/{rec['Id']}"}}
         for name in names or list(SCHEMA[obj]):
+            if "." in name:
+                parent, _, parent_field = name.partition(".")
+                parent_rec = self.records[parent].get(rec.get(f"{parent}Id") or "")
+                if parent_rec is None or parent_rec["Id"] in self.deleted:
+                    out[parent] = None
+                else:
+                    nested = out.get(parent) or {"attributes": {
+                        "type": parent, "url": f"/services/data/{ver}/sobjects/{parent}/{parent_rec['Id']}"}}
+                    nested[parent_field] = _json_value(parent_rec.get(parent_field))
+                    out[parent] = nested
+                continue
             out[name] = _json_value(rec.get(name))
         return out
 
@@ -781,7 +795,18 @@ def parse_soql(q: str) -> SoqlQuery:
                           "a custom field, be sure to append the '__c' after the custom field name.")
         return canon
 
-    fields = [field_name(f) for f in fields]
+    def select_field(name: str) -> str:
+        # Parent relationship fields, e.g. Contact's "Account.Name".
+        if "." in name:
+            rel, _, parent_field = name.partition(".")
+            ref = _FIELD_BY_LOWER[obj].get(f"{rel.lower()}id")
+            parent = _OBJ_BY_LOWER.get(rel.lower())
+            if ref is None or parent is None or _FIELD_BY_LOWER[parent].get(parent_field.lower()) is None:
+                raise SfError("INVALID_FIELD", f"Didn't understand relationship '{rel}' in field path.")
+            return f"{parent}.{_FIELD_BY_LOWER[parent][parent_field.lower()]}"
+        return field_name(name)
+
+    fields = [select_field(f) for f in fields]
 
     def literal(fname):
         k, v = take()
@@ -1278,6 +1303,27 @@ def _control_routes(app: Flask, state: SalesforceOrgState) -> None:
             return jsonify({"record": {k: _json_value(v) for k, v in rec.items()},
                             "writes": [dict(w) for w in state.writes.get(cid, [])],
                             "deleted": cid in state.deleted})
+
+    @app.post(f"{P}/records/<obj>/<rid>/edit")
+    def edit_record(obj, rid):
+        """A person edits the record in the UI (not through our API)."""
+        name = obj_or_none(obj)
+        if name is None or not is_valid_id(rid):
+            return bad("unknown object or malformed id", 404)
+        values = request.get_json(force=True) or {}
+        with state.lock:
+            cid = to_id18(rid)
+            rec = state.records[name].get(cid)
+            if rec is None or cid in state.deleted:
+                return bad("no such record", 404)
+            try:
+                conv = state.convert_values(name, values, creating=False, system=False)
+            except SfError as err:
+                return bad(err.message)
+            now = _now_dt()
+            rec.update(conv)
+            rec.update({"LastModifiedDate": now, "LastModifiedById": state.human_user_id, "SystemModstamp": now})
+        return jsonify({"record": {k: _json_value(v) for k, v in rec.items()}})
 
     @app.post(f"{P}/records/<obj>/<rid>/delete")
     def delete_record(obj, rid):

@@ -33,6 +33,12 @@ def celery_config(settings: Settings) -> dict:
         "task_soft_time_limit": 200,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
+        # Safety net: flushes are scheduled when work is queued; beat makes
+        # sure a lost schedule cannot leave a batch waiting.
+        "beat_schedule": {
+            "flush-salesforce-reads": {"task": "crm_enrich.flush_salesforce_reads", "schedule": 10.0},
+            "flush-salesforce-writes": {"task": "crm_enrich.flush_salesforce_writes", "schedule": 10.0},
+        },
     }
 
 

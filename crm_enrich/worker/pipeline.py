@@ -2,7 +2,8 @@
 
 Each provider answer is stored on the job before the next step, so a task
 that is replayed (killed worker, retry) continues where it stopped and never
-pays for the same answer twice.
+pays for the same answer twice. Salesforce reads and writes are not made
+here: the job queues them for a batch (salesforce_batches) and parks.
 """
 from __future__ import annotations
 
@@ -12,18 +13,23 @@ from datetime import datetime, timezone
 from crm_enrich.logs import log
 from crm_enrich.settings import Settings
 from crm_enrich.worker.clodura import (
-    CloduraClient, CreditsExhausted, DailyQuotaExceeded, ProviderError, backoff_s,
+    CloduraClient, CreditsExhausted, DailyQuotaExceeded, ProviderError,
 )
-from crm_enrich.worker.field_map import FieldMap, is_blank, plan_changes, value_hash
+from crm_enrich.worker.field_map import FieldMap, is_blank, plan_changes
+from crm_enrich.worker.jobs import Job, load_tracked_hashes
 from crm_enrich.worker.ratelimit import RateLimited
-from crm_enrich.worker.jobs import Job, JobStore, load_tracked_hashes, save_tracked_hashes
-from crm_enrich.worker.salesforce import SalesforceFailure, SalesforceGateway
+from crm_enrich.worker.salesforce import SalesforceFailure
+from crm_enrich.worker.salesforce_batches import BatchServices, queue_read, queue_write
 
 PERSON_OBJECTS = {"Contact", "Lead"}
-# What we need to know of a record to find the person and apply the map.
-IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId"],
+# What we need to know of a record to find the person, apply the map and
+# recognise our own changes.
+IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "Account.Name"],
                    "Lead": ["FirstName", "LastName", "Email", "Company", "Website"]}
-PARKED_STATES = {"awaiting_email", "awaiting_verification"}
+AUDIT_FIELDS = ["CreatedDate", "LastModifiedDate", "LastModifiedById"]
+PARKED_STATES = {"awaiting_email", "awaiting_verification", "writing"}
+EVENT_SOURCES = {"outbound_message", "json_event"}
+JOB_LOCK_TTL_MS = 300_000
 
 # Clodura's verification results (contracts/clodura.md §8.7) → our verdicts.
 VERDICTS = {
@@ -34,18 +40,33 @@ VERDICTS = {
     "risky": "risky",
 }
 
+# Take the job's lock if it is free or already ours: a redelivery of the
+# same task (its worker died holding the lock) carries the same runner id.
+_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 
 @dataclass
 class Services:
     settings: Settings
-    store: JobStore
     clodura: CloduraClient
-    salesforce: SalesforceGateway
     field_map: FieldMap
+    batches: BatchServices
+
+    @property
+    def store(self):
+        return self.batches.store
 
 
 class RetryLater(Exception):
-    def __init__(self, reason: str, countdown: float):
+    """The task should run again later: after `countdown` seconds, or (None)
+    after the task's own exponential backoff."""
+
+    def __init__(self, reason: str, countdown: float | None = None):
         super().__init__(reason)
         self.reason = reason
         self.countdown = countdown
@@ -94,34 +115,52 @@ def field_sources(person: dict | None, verification: dict | None, now: str) -> d
     return sources
 
 
-def _read_record(svc: Services, job: Job) -> dict | None:
-    """The record as it is now. Outbound Messages omit null fields, so unless
-    the event carried every field we need, we read it (one SOQL query)."""
-    needed = IDENTITY_FIELDS[job.object] + svc.field_map.target_fields(job.object)
+def is_own_change(record: dict, integration_user_id: str | None) -> bool:
+    """The record's latest change is our write-back (not its creation)."""
+    return bool(
+        integration_user_id
+        and record.get("LastModifiedById", "")[:15] == integration_user_id[:15]
+        and record.get("LastModifiedDate") not in (None, record.get("CreatedDate"))
+    )
+
+
+def fields_to_read(svc: Services, object_type: str) -> list[str]:
+    return IDENTITY_FIELDS[object_type] + AUDIT_FIELDS + svc.field_map.target_fields(object_type)
+
+
+def _current_record(svc: Services, job: Job, data: dict) -> dict | None:
+    """The record as Salesforce has it, or None when a batched read was
+    queued. Outbound Messages omit null fields, so unless the event carried
+    every field we need, the record is read (200 to a query)."""
+    if "record" in data:
+        return data["record"]
+    needed = fields_to_read(svc, job.object)
     if all(name in job.input for name in needed):
         return dict(job.input)
-    found = svc.salesforce.read_records(job.object, [job.record_id], needed)
-    return found.get(job.record_id)
-
-
-def _company_name(svc: Services, job: Job, record: dict) -> str | None:
-    if job.object == "Lead":
-        return record.get("Company")
-    if record.get("AccountId"):
-        accounts = svc.salesforce.read_records("Account", [record["AccountId"]], ["Name"])
-        return (accounts.get(record["AccountId"]) or {}).get("Name")
+    queue_read(svc.batches, job.id, job.object, job.record_id, needed, urgent=job.source in EVENT_SOURCES)
     return None
 
 
-def process_job(svc: Services, job_id: str) -> str:
+def process_job(svc: Services, job_id: str, runner_id: str) -> str:
     """Advance a job as far as it can go now; answer its state."""
+    store = svc.store
+    lock_key = f"job:{job_id}:lock"
+    if not store.r.eval(_LOCK, 1, lock_key, runner_id, JOB_LOCK_TTL_MS):
+        raise RetryLater("another task is working on this job", 2.0)
+    try:
+        return _process_locked(svc, job_id)
+    finally:
+        store.r.delete(lock_key)
+
+
+def _process_locked(svc: Services, job_id: str) -> str:
     store = svc.store
     job = store.get(job_id)
     if job is None:
         log.warning("job.missing", job_id=job_id)
         return "missing"
     if job.final or job.state in PARKED_STATES:
-        return job.state  # replayed task: nothing left to do here
+        return job.state  # replayed task, or the batch flush will finish it
     store.count_attempt(job)
     try:
         return _advance(svc, job)
@@ -135,16 +174,13 @@ def process_job(svc: Services, job_id: str) -> str:
     except ProviderError as exc:
         if exc.retryable:
             store.transition(job, job.state, last_error=str(exc))
-            raise RetryLater(str(exc), exc.retry_after or backoff_s(job.attempts)) from None
+            raise RetryLater(str(exc), exc.retry_after) from None
         store.transition(job, "failed", last_error=str(exc))
     except SalesforceFailure as exc:
-        if exc.record_gone:
-            store.transition(job, "skipped", last_error=f"record gone: {exc.code}")
-        elif exc.retryable:
+        if exc.retryable:
             store.transition(job, job.state, last_error=str(exc))
-            raise RetryLater(str(exc), backoff_s(job.attempts)) from None
-        else:
-            store.transition(job, "failed", last_error=str(exc))
+            raise RetryLater(str(exc)) from None
+        store.transition(job, "failed", last_error=str(exc))
     log.info("job.stopped", job_id=job.id, record_id=job.record_id, state=job.state,
              error=job.last_error)
     return job.state
@@ -165,17 +201,20 @@ def _advance(svc: Services, job: Job) -> str:
         return job.state
     data = store.provider_data(job.id)
 
-    record = _read_record(svc, job)
+    record = _current_record(svc, job, data)
     if record is None:
+        return job.state  # parked until the batched read resumes it
+    if record.get("_missing"):
         store.transition(job, "skipped", last_error="record deleted or not visible")
+        return job.state
+    if job.source in EVENT_SOURCES and is_own_change(record, svc.batches.salesforce.integration_user_id):
+        store.transition(job, "skipped", last_error="the change was our own write-back")
         return job.state
 
     if "person" not in data:
         store.transition(job, "enriching")
-        ids = enrich_identifiers(record, None)
-        if "email" not in ids and "linkedinUrl" not in ids:
-            # Names alone need the employer's name: one more read, only here.
-            ids = enrich_identifiers(record, _company_name(svc, job, record))
+        company = record.get("Account.Name") if job.object == "Contact" else record.get("Company")
+        ids = enrich_identifiers(record, company)
         data["person"] = svc.clodura.enrich_contact(ids) if ids else None
         store.save_provider_data(job.id, "person", data["person"])
 
@@ -199,17 +238,17 @@ def _advance(svc: Services, job: Job) -> str:
         store.transition(job, "skipped", last_error="no match at Clodura and no email to verify")
         return job.state
 
-    store.transition(job, "writing")
     tracked = load_tracked_hashes(store, job.object, job.record_id)
     changes = plan_changes(svc.field_map, job.object, record,
                            field_sources(person, verification, _iso_now()), tracked)
-    if changes:
-        svc.salesforce.update_record(job.object, job.record_id, changes)
-        tracked_fields = {r.field for r in svc.field_map.rules_for(job.object) if r.rule == "tracked"}
-        save_tracked_hashes(store, job.object, job.record_id,
-                            {f: value_hash(v) for f, v in changes.items() if f in tracked_fields})
     store.save_provider_data(job.id, "outcome", {
-        "matched": bool(person and person.get("personId")), "verdict": verification["status"] if verification else None})
-    store.transition(job, "done", fields_written=sorted(changes), last_error=None)
-    log.info("job.done", job_id=job.id, record_id=job.record_id, fields=sorted(changes))
+        "matched": bool(person and person.get("personId")),
+        "verdict": verification["status"] if verification else None})
+    if not changes:
+        store.transition(job, "done", fields_written=[], last_error=None)
+        return job.state
+    tracked_fields = [r.field for r in svc.field_map.rules_for(job.object) if r.rule == "tracked"]
+    queue_write(svc.batches, job.id, job.object, job.record_id, changes, tracked_fields,
+                urgent=job.source in EVENT_SOURCES)
+    store.transition(job, "writing")
     return job.state

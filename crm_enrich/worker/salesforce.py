@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import jwt
 import requests
@@ -56,6 +57,7 @@ def new_http_session() -> requests.Session:
 class Token:
     access_token: str
     instance_url: str
+    user_id: str | None = None  # the integration user, last part of the identity URL
 
 
 class TokenProvider:
@@ -94,7 +96,8 @@ class TokenProvider:
         if resp.status_code != 200 or "access_token" not in body:
             raise SalesforceFailure(body.get("error", "LOGIN_FAILED"),
                                     body.get("error_description", f"HTTP {resp.status_code}"))
-        return Token(body["access_token"], body["instance_url"])
+        identity = body.get("id") or ""
+        return Token(body["access_token"], body["instance_url"], identity.rstrip("/").rpartition("/")[2] or None)
 
 
 def _failure_from(exc: SimpleSalesforceError) -> SalesforceFailure:
@@ -109,11 +112,17 @@ def _failure_from(exc: SimpleSalesforceError) -> SalesforceFailure:
 class SalesforceGateway:
     """One per worker process (requests sessions are not shared across forks)."""
 
-    def __init__(self, settings: Settings, session: requests.Session | None = None):
+    def __init__(self, settings: Settings, session: requests.Session | None = None,
+                 on_usage: Callable[[int, int], None] | None = None):
         self.settings = settings
         self.session = session or new_http_session()
         self.tokens = TokenProvider(settings, self.session)
+        self.on_usage = on_usage
         self.api_usage: tuple[int, int] | None = None
+
+    @property
+    def integration_user_id(self) -> str | None:
+        return self.tokens.get().user_id
 
     def _client(self, token: Token) -> Salesforce:
         return Salesforce(instance_url=token.instance_url, session_id=token.access_token,
@@ -137,19 +146,43 @@ class SalesforceGateway:
                 raise SalesforceFailure("CONNECTION", type(exc).__name__, retryable=True) from None
             finally:
                 usage = sf.api_usage.get("api-usage")
-                if usage:
+                if usage and (usage.used, usage.total) != self.api_usage:
                     self.api_usage = (usage.used, usage.total)
+                    if self.on_usage:
+                        self.on_usage(usage.used, usage.total)
             return result
         raise AssertionError("unreachable")
 
     def read_records(self, object_type: str, ids: list[str], fields: list[str]) -> dict[str, dict]:
-        """One SOQL query for up to 200 ids; deleted records are simply absent."""
+        """One SOQL query for up to 200 ids; deleted records are simply absent.
+        Relationship fields ("Account.Name") come back flattened under their
+        dotted name."""
         columns = ", ".join(sorted({"Id", *fields}))
         soql = format_soql(f"SELECT {columns} FROM {object_type} WHERE Id IN {{}}", ids)
         result = self._call(lambda sf: sf.query_all(soql))
-        return {rec["Id"]: {k: v for k, v in rec.items() if k != "attributes"}
-                for rec in result["records"]}
+        return {rec["Id"]: _flatten(rec) for rec in result["records"]}
 
     def update_record(self, object_type: str, record_id: str, fields: dict) -> None:
         self._call(lambda sf: sf.restful(f"sobjects/{object_type}/{record_id}",
                                          method="PATCH", json=fields))
+
+    def update_collection(self, records: list[dict]) -> list[dict]:
+        """sObject Collections update (≤ 200 records, allOrNone false): one
+        SaveResult per record, in order; a 200 answer may hold failures."""
+        return self._call(lambda sf: sf.restful("composite/sobjects", method="PATCH",
+                                                json={"allOrNone": False, "records": records}))
+
+    def describe(self, object_type: str) -> dict:
+        return self._call(lambda sf: sf.restful(f"sobjects/{object_type}/describe/"))
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        if key == "attributes":
+            continue
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,15 +1,18 @@
-"""Celery tasks: thin wrappers that hand a job id to the pipeline."""
+"""Celery tasks: thin wrappers that hand a job id (or a queue) to plain
+functions."""
 from __future__ import annotations
 
 import os
 
-from celery import shared_task
+from celery import current_app, shared_task
 
 from crm_enrich.logs import log
 from crm_enrich.settings import get_settings
-from crm_enrich.worker import pipeline
+from crm_enrich.worker import pipeline, salesforce_batches
+from crm_enrich.worker.api_guard import ApiGuard
+from crm_enrich.worker.batching import BatchQueue
 from crm_enrich.worker.celery_app import ENRICH_RECORD
-from crm_enrich.worker.clodura import CloduraClient
+from crm_enrich.worker.clodura import CloduraClient, backoff_s
 from crm_enrich.worker.field_map import load_field_map
 from crm_enrich.worker.jobs import JobStore
 from crm_enrich.worker.ratelimit import SharedRateLimiter
@@ -23,6 +26,10 @@ MAX_DELIVERIES = 3
 _services: tuple[int, pipeline.Services] | None = None
 
 
+def _send(name: str, countdown: float = 0, args: list | None = None) -> None:
+    current_app.send_task(name, args=args or [], countdown=countdown or None)
+
+
 def services() -> pipeline.Services:
     """Built once per worker process, after the fork: connections and
     HTTP sessions are never shared between processes."""
@@ -30,21 +37,31 @@ def services() -> pipeline.Services:
     if _services is None or _services[0] != os.getpid():
         settings = get_settings()
         store = JobStore.from_url(settings.redis_url, provider_ttl_s=settings.provider_cache_ttl_s)
+        guard = ApiGuard(store.r)
         limiter = SharedRateLimiter(store.r, f"clodura:{settings.clodura_api_key[-6:]}",
                                     settings.clodura_limits)
+        batches = salesforce_batches.BatchServices(
+            store=store,
+            salesforce=SalesforceGateway(settings, on_usage=guard.record_usage),
+            guard=guard,
+            reads=BatchQueue(store.r, "salesforce_reads", lease_s=settings.batch_lease_s),
+            writes=BatchQueue(store.r, "salesforce_writes", lease_s=settings.batch_lease_s),
+            max_delay_s=settings.writeback_max_delay_s,
+            schedule=lambda name, countdown: _send(name, countdown),
+            resume_job=lambda job_id: _send(ENRICH_RECORD, args=[job_id]),
+        )
         _services = (os.getpid(), pipeline.Services(
             settings=settings,
-            store=store,
             clodura=CloduraClient(str(settings.clodura_base_url), settings.clodura_api_key, limiter),
-            salesforce=SalesforceGateway(settings),
             field_map=load_field_map(settings.field_map),
+            batches=batches,
         ))
     return _services[1]
 
 
-def over_delivery_cap(svc: pipeline.Services, task_id: str, retries: int) -> bool:
+def over_delivery_cap(store: JobStore, task_id: str, retries: int) -> bool:
     key = f"deliveries:{task_id}:{retries}"
-    pipe = svc.store.r.pipeline()
+    pipe = store.r.pipeline()
     pipe.incr(key)
     pipe.expire(key, 86_400)
     count, _ = pipe.execute()
@@ -54,14 +71,25 @@ def over_delivery_cap(svc: pipeline.Services, task_id: str, retries: int) -> boo
 @shared_task(bind=True, name=ENRICH_RECORD, max_retries=8)
 def enrich_record(self, job_id: str) -> str:
     svc = services()
-    if over_delivery_cap(svc, self.request.id, self.request.retries):
+    if over_delivery_cap(svc.store, self.request.id, self.request.retries):
         pipeline.give_up(svc, job_id, f"delivered more than {MAX_DELIVERIES} times without finishing")
         return "failed"
     try:
-        return pipeline.process_job(svc, job_id)
+        return pipeline.process_job(svc, job_id, runner_id=self.request.id)
     except pipeline.RetryLater as exc:
         if self.request.retries >= self.max_retries:
             pipeline.give_up(svc, job_id, exc.reason)
             return "failed"
-        log.info("job.retry", job_id=job_id, in_s=round(exc.countdown, 1), reason=exc.reason)
-        raise self.retry(countdown=exc.countdown)
+        countdown = exc.countdown if exc.countdown is not None else backoff_s(self.request.retries)
+        log.info("job.retry", job_id=job_id, in_s=round(countdown, 1), reason=exc.reason)
+        raise self.retry(countdown=countdown)
+
+
+@shared_task(name=salesforce_batches.FLUSH_READS)
+def flush_salesforce_reads() -> int:
+    return salesforce_batches.flush_reads(services().batches)
+
+
+@shared_task(name=salesforce_batches.FLUSH_WRITES)
+def flush_salesforce_writes() -> int:
+    return salesforce_batches.flush_writes(services().batches)

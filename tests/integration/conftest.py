@@ -12,7 +12,10 @@ from crm_enrich.worker.jobs import Job, JobStore
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("stack"), worker_concurrency=2) as running:
+    # A short flush lease, so a test can kill a flusher and see its batch
+    # recovered within seconds (production: 300 s).
+    with Stack(tmp_path_factory.mktemp("stack"), worker_concurrency=2,
+               extra_env={"BATCH_LEASE_S": "8"}) as running:
         yield running
 
 

@@ -7,7 +7,6 @@ from crm_enrich.devstack import wait_for
 from crm_enrich.sandbox.dataset import build_dataset
 from crm_enrich.worker import tasks
 from crm_enrich.worker.jobs import JobStore
-from crm_enrich.worker.pipeline import Services
 
 
 def person(index: int):
@@ -88,7 +87,6 @@ def test_killed_worker_process_loses_nothing(stack, control, store, job_for):
 
 def test_a_message_redelivered_too_often_is_capped(stack):
     store = JobStore(stack.redis_client())
-    fake = Services(settings=None, store=store, clodura=None, salesforce=None, field_map=None)
-    verdicts = [tasks.over_delivery_cap(fake, "task-poison-1", 0) for _ in range(tasks.MAX_DELIVERIES + 1)]
+    verdicts = [tasks.over_delivery_cap(store, "task-poison-1", 0) for _ in range(tasks.MAX_DELIVERIES + 1)]
     assert verdicts == [False] * tasks.MAX_DELIVERIES + [True]
-    assert not tasks.over_delivery_cap(fake, "task-poison-1", 1)  # a retry is a new attempt
+    assert not tasks.over_delivery_cap(store, "task-poison-1", 1)  # a retry is a new attempt

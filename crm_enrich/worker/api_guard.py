@@ -1,0 +1,47 @@
+"""The org's daily API allocation, shared with every other integration it
+runs. Every Salesforce answer's Sforce-Limit-Info updates one counter in
+Redis that all our processes read. Above `bulk_share` of the allocation only
+urgent work (new records) may call; above `all_share`, nothing may, until
+the count falls or the pause set after a REQUEST_LIMIT_EXCEEDED ends."""
+from __future__ import annotations
+
+import time
+
+import redis
+
+USAGE_KEY = "salesforce:api_usage"
+PAUSE_KEY = "salesforce:paused_until"
+
+
+class ApiGuard:
+    def __init__(self, client: redis.Redis, bulk_share: float = 0.80, all_share: float = 0.95):
+        self.r = client
+        self.bulk_share = bulk_share
+        self.all_share = all_share
+
+    def record_usage(self, used: int, total: int) -> None:
+        self.r.hset(USAGE_KEY, mapping={"used": used, "total": total, "at": time.time()})
+
+    def usage(self) -> tuple[int, int] | None:
+        raw = self.r.hgetall(USAGE_KEY)
+        return (int(raw["used"]), int(raw["total"])) if raw else None
+
+    def share_used(self) -> float:
+        usage = self.usage()
+        return usage[0] / usage[1] if usage and usage[1] else 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.r.set(PAUSE_KEY, time.time() + seconds, px=int(seconds * 1000) + 1000)
+
+    def paused_for(self) -> float:
+        until = self.r.get(PAUSE_KEY)
+        return max(0.0, float(until) - time.time()) if until else 0.0
+
+    def may_call(self, urgent: bool, stale_after_s: float = 300) -> bool:
+        if self.paused_for() > 0:
+            return False
+        raw = self.r.hgetall(USAGE_KEY)
+        if not raw or time.time() - float(raw["at"]) > stale_after_s:
+            return True  # the call itself brings a fresh count
+        share = int(raw["used"]) / int(raw["total"]) if int(raw["total"]) else 0.0
+        return share < (self.all_share if urgent else self.bulk_share)

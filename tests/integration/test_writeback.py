@@ -1,0 +1,174 @@
+"""Writing back at scale: batched, correct per record, safe under faults."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import uuid
+
+import pytest
+from celery import Celery
+
+from crm_enrich.devstack import wait_for
+from crm_enrich.sandbox.dataset import build_dataset
+from crm_enrich.worker.batching import BatchQueue
+from crm_enrich.worker.salesforce_batches import BatchServices, queue_write
+
+COMPOSITE = "/composite/sobjects"
+
+
+@pytest.fixture
+def writes(stack, store):
+    """Queue write items exactly as finished jobs do, from the test process."""
+    sender = Celery("tests", broker=stack.redis.url)
+    svc = BatchServices(store=store, salesforce=None, guard=None,
+                        reads=None, writes=BatchQueue(store.r, "salesforce_writes", lease_s=8),
+                        max_delay_s=2.0, resume_job=None,
+                        schedule=lambda name, countdown: sender.send_task(name, countdown=countdown or None))
+
+    def finished_job(record_id: str, changes: dict, tracked=()) -> str:
+        job, _ = store.create_unless_seen(f"test:{uuid.uuid4().hex}", "Contact", record_id, "json_event", {})
+        store.mark_enqueued(job.id)
+        queue_write(svc, job.id, "Contact", record_id, changes, list(tracked), urgent=True)
+        store.transition(job, "writing")
+        return job.id
+
+    return finished_job
+
+
+def contacts(control, n: int) -> list[str]:
+    return control.create_records("Contact", [{"LastName": f"Batch{i}"} for i in range(n)], fire_outbound=False)
+
+
+def composite_calls(control, since: int) -> list[dict]:
+    return [e for e in control.log("salesforce", since=since) if e["path"].endswith(COMPOSITE)]
+
+
+def last_seq(control) -> int:
+    return max([e["seq"] for e in control.log("salesforce")] or [0])
+
+
+def wait_jobs_final(store, job_ids, timeout=60):
+    def all_final():
+        jobs = [store.get(j) for j in job_ids]
+        return jobs if all(j.final for j in jobs) else None
+    return wait_for(all_final, timeout, f"{len(job_ids)} jobs to be final")
+
+
+def test_450_finished_jobs_are_written_with_3_collection_calls(control, store, writes):
+    ids = contacts(control, 450)
+    mark = last_seq(control)
+    job_ids = [writes(rid, {"Title": f"Title {i}", "Department": "Batching"}) for i, rid in enumerate(ids)]
+    jobs = wait_jobs_final(store, job_ids, timeout=90)
+    assert {j.state for j in jobs} == {"done"}
+    assert len(composite_calls(control, mark)) == 3
+    for i in (0, 199, 200, 449):
+        record = control.record("Contact", ids[i])["record"]
+        assert record["Title"] == f"Title {i}" and record["Department"] == "Batching"
+    assert all(len(control.record("Contact", rid)["writes"]) == 1 for rid in ids[::37])
+
+
+def test_per_record_results_locked_deleted_invalid(control, store, writes):
+    locked, deleted, invalid, fine = contacts(control, 4)
+    control.http.post(f"{control.sf}/_sandbox/salesforce/record-faults",
+                      json={"id": locked, "statusCode": "UNABLE_TO_LOCK_ROW", "times": 1,
+                            "message": "unable to obtain exclusive access to this record"}).raise_for_status()
+    control.http.post(f"{control.sf}/_sandbox/salesforce/records/Contact/{deleted}/delete").raise_for_status()
+    job_ids = [
+        writes(locked, {"Title": "Locked once"}),
+        writes(deleted, {"Title": "Too late"}),
+        writes(invalid, {"Title": "Fine", "No_Such_Field__c": "x"}),
+        writes(fine, {"Title": "Fine"}),
+    ]
+    jobs = dict(zip(["locked", "deleted", "invalid", "fine"], wait_jobs_final(store, job_ids)))
+    assert jobs["fine"].state == "done"
+    assert control.record("Contact", fine)["record"]["Title"] == "Fine"
+    assert jobs["locked"].state == "done"
+    assert control.record("Contact", locked)["record"]["Title"] == "Locked once"
+    assert jobs["deleted"].state == "skipped" and "ENTITY_IS_DELETED" in jobs["deleted"].last_error
+    assert jobs["invalid"].state == "failed" and "INVALID_FIELD" in jobs["invalid"].last_error
+    assert "No_Such_Field__c" in jobs["invalid"].last_error
+
+
+def test_worker_killed_during_a_flush_loses_nothing_and_never_writes_a_different_value(
+        stack, control, store, writes):
+    ids = contacts(control, 5)
+    control.add_fault("salesforce", path="/services/data/", method="PATCH", delay=3.0, times=1)
+    job_ids = [writes(rid, {"Title": f"Survivor {i}"}) for i, rid in enumerate(ids)]
+
+    wait_for(lambda: store.r.scard("batch:salesforce_writes:inflight"), 30, "a flush in flight")
+    worker = stack.processes["worker"]
+    for pid in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+
+    jobs = wait_jobs_final(store, job_ids, timeout=90)
+    assert {j.state for j in jobs} == {"done"}
+    for i, rid in enumerate(ids):
+        after = control.record("Contact", rid)
+        assert after["record"]["Title"] == f"Survivor {i}"
+        assert 1 <= len(after["writes"]) <= 2
+        assert all(w["fields"] == {"Title": f"Survivor {i}"} for w in after["writes"])
+
+
+def test_tracked_field_keeps_a_manual_edit_between_two_enrichments(stack, control, job_for):
+    import requests
+
+    person = [p for p in build_dataset().people if p.known and p.email_verdict == "Deliverable"][7]
+    (rid,) = control.create_records("Contact", [{"FirstName": person.first_name, "LastName": person.last_name,
+                                                 "Email": person.email}])
+    assert job_for("Contact", rid).state == "done"
+    first = control.record("Contact", rid)["record"]
+    assert first["LinkedIn_URL__c"] == person.linkedin_url
+
+    control.http.post(f"{control.sf}/_sandbox/salesforce/records/Contact/{rid}/edit",
+                      json={"LinkedIn_URL__c": "https://www.linkedin.com/in/edited-by-hand/",
+                            "Email_Verification_Status__c": "hand-set"}).raise_for_status()
+    resp = requests.post(f"{stack.web_url}/salesforce/events", timeout=10,
+                         headers={"Authorization": f"Bearer {stack.webhook_secret}"},
+                         json={"object": "Contact", "eventId": uuid.uuid4().hex, "records": [{"Id": rid}]})
+    assert resp.status_code == 202 and resp.json()["accepted"] == 1
+    second = job_for("Contact", rid)
+    assert second.id in resp.json()["jobs"] and second.state == "done"
+    after = control.record("Contact", rid)["record"]
+    assert after["LinkedIn_URL__c"] == "https://www.linkedin.com/in/edited-by-hand/"   # tracked: kept
+    assert after["Title"] == first["Title"]                                            # fill_blank
+    assert after["Email_Verification_Status__c"] == "valid"                            # always
+
+
+def test_write_back_does_not_cause_a_second_enrichment(stack, control, job_for):
+    control.salesforce_config(om_on_update=True)
+    try:
+        person = [p for p in build_dataset().people if p.known and p.email_verdict == "Deliverable"][8]
+        clodura_mark = max([e["seq"] for e in control.log("clodura")] or [0])
+        (rid,) = control.create_records("Contact", [{"FirstName": person.first_name,
+                                                     "LastName": person.last_name, "Email": person.email}])
+        first = job_for("Contact", rid)
+        assert first.state == "done"
+
+        def second_notification_handled():
+            notes = [n for n in control.outbound_log()["notifications"] if n["record_id"] == rid]
+            return len(notes) >= 2 and all(n["state"] == "acked" for n in notes)
+
+        wait_for(second_notification_handled, 30, "the update's Outbound Message to be acknowledged")
+        second = job_for("Contact", rid)
+        assert second.id != first.id
+        assert second.state == "skipped" and "own write-back" in second.last_error
+    finally:
+        control.salesforce_config(om_on_update=False)
+    enrich = [e for e in control.log("clodura", since=clodura_mark) if e["path"] == "/api/v1/cleanup/enrich"]
+    assert len(enrich) == 1
+    assert len(control.record("Contact", rid)["writes"]) == 1
+
+
+def test_thin_events_are_read_with_one_query_per_batch(control, job_for):
+    mark = last_seq(control)
+    people = [p for p in build_dataset().people if p.known and p.email_verdict == "Deliverable"][20:32]
+    ids = control.create_records("Contact", [{"FirstName": p.first_name, "LastName": p.last_name,
+                                              "Email": p.email} for p in people])
+    for rid in ids:
+        assert job_for("Contact", rid).state == "done"
+    calls = control.log("salesforce", since=mark)
+    queries = [e for e in calls if "/query" in e["path"]]
+    writes = [e for e in calls if e["path"].endswith(COMPOSITE)]
+    assert 1 <= len(queries) <= 2 and 1 <= len(writes) <= 2  # 12 records: one batch each, two at worst
+    assert not [e for e in calls if "/sobjects/Contact/" in e["path"]]  # no per-record calls
