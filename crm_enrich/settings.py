@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     # How long a batch flusher may hold its lease; a flusher that died is
     # replaced after this. Longer than any one Salesforce call may take.
     batch_lease_s: float = Field(default=300, ge=5, le=3600)
+    # Share of the org's daily API allocation above which only new records'
+    # work may call Salesforce, and above which nothing may.
+    salesforce_bulk_share: float = Field(default=0.80, gt=0, le=1)
+    salesforce_stop_share: float = Field(default=0.95, gt=0, le=1)
+    salesforce_usage_recheck_s: float = Field(default=60, ge=1, le=3600)
     provider_cache_ttl_s: int = Field(default=PROVIDER_DATA_MAX_TTL_S, ge=1, le=PROVIDER_DATA_MAX_TTL_S)
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

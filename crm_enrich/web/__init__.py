@@ -29,11 +29,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.extensions["crm_enrich"] = {"settings": settings, "store": store, "enqueue": enqueue}
 
-    from crm_enrich.web import events, health, outbound_message
+    from crm_enrich.web import events, health, metrics, outbound_message
 
     app.register_blueprint(outbound_message.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     return app
 
 

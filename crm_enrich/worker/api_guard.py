@@ -22,6 +22,10 @@ class ApiGuard:
     def record_usage(self, used: int, total: int) -> None:
         self.r.hset(USAGE_KEY, mapping={"used": used, "total": total, "at": time.time()})
 
+    def reading_age_s(self) -> float:
+        at = self.r.hget(USAGE_KEY, "at")
+        return time.time() - float(at) if at else float("inf")
+
     def usage(self) -> tuple[int, int] | None:
         raw = self.r.hgetall(USAGE_KEY)
         return (int(raw["used"]), int(raw["total"])) if raw else None

@@ -172,6 +172,13 @@ class SalesforceGateway:
         return self._call(lambda sf: sf.restful("composite/sobjects", method="PATCH",
                                                 json={"allOrNone": False, "records": records}))
 
+    def refresh_usage(self) -> None:
+        """One call to /limits/ for a fresh count of the daily allocation."""
+        limits = self._call(lambda sf: sf.limits())
+        daily = limits.get("DailyApiRequests") or {}
+        if self.on_usage and daily.get("Max"):
+            self.on_usage(daily["Max"] - daily.get("Remaining", 0), daily["Max"])
+
     def describe(self, object_type: str) -> dict:
         return self._call(lambda sf: sf.restful(f"sobjects/{object_type}/describe/"))
 

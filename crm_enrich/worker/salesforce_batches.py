@@ -43,6 +43,7 @@ class BatchServices:
     max_delay_s: float
     schedule: Callable[[str, float], None]          # (task name, countdown)
     resume_job: Callable[[str], None]               # re-run a parked job's task
+    usage_recheck_s: float = 60.0
 
 
 # -- producers ---------------------------------------------------------------
@@ -75,8 +76,8 @@ def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
     item has waited max_delay_s. Else how long to wait."""
     if svc.guard.paused_for() > 0:
         return svc.guard.paused_for()
-    if not svc.guard.may_call(urgent=True):
-        return 60.0
+    if not _guard_allows(svc, urgent=True):
+        return svc.usage_recheck_s
     due_in = queue.next_due_in()
     if due_in == 0:
         return 0.0
@@ -120,6 +121,31 @@ def drain(svc: BatchServices, queue: BatchQueue, task: str,
     return sent
 
 
+def _guard_allows(svc: BatchServices, urgent: bool) -> bool:
+    """Whether the org's allocation lets this kind of work call now. When it
+    does not, the reading is refreshed now and then with one call to
+    /limits/: the rolling 24 h count only falls with time."""
+    if svc.guard.may_call(urgent):
+        return True
+    if svc.guard.paused_for() > 0 or svc.guard.reading_age_s() < svc.usage_recheck_s:
+        return False
+    try:
+        svc.salesforce.refresh_usage()
+    except SalesforceFailure:
+        return False
+    return svc.guard.may_call(urgent)
+
+
+def _hold_back_bulk(svc: BatchServices, batch: Batch) -> tuple[list[dict], list[tuple[dict, float]]]:
+    """Above the bulk share of the allocation, only new records' work goes
+    out; backfills and re-runs wait (their attempts are not counted)."""
+    if _guard_allows(svc, urgent=False):
+        return batch.items, []
+    now_items = [item for item in batch.items if item.get("urgent")]
+    held = [(item, svc.usage_recheck_s) for item in batch.items if not item.get("urgent")]
+    return now_items, held
+
+
 def _retry_later(item: dict, reason: str) -> tuple[dict, float]:
     item = {**item, "attempt": item["attempt"] + 1, "last_error": reason}
     return item, backoff_s(item["attempt"], base=1.0, cap=60.0)
@@ -132,10 +158,14 @@ def flush_writes(svc: BatchServices) -> int:
 
 
 def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
+    items, held = _hold_back_bulk(svc, batch)
+    if not items:
+        queue.done(batch, held)
+        return
     # One entry per record: several finished jobs for the same record are
     # merged in queue order, so the last value wins.
     merged: OrderedDict[tuple[str, str], list[dict]] = OrderedDict()
-    for item in batch.items:
+    for item in items:
         merged.setdefault((item["object"], item["record_id"]), []).append(item)
     records = []
     for (object_type, record_id), items in merged.items():
@@ -147,9 +177,9 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
     try:
         results = svc.salesforce.update_collection(records)
     except SalesforceFailure as exc:
-        _whole_batch_failed(svc, queue, batch, exc)
+        _whole_batch_failed(svc, queue, batch, exc, items, held)
         return
-    retry = []
+    retry = list(held)
     for items, result in zip(merged.values(), results):
         if result.get("success"):
             for item in items:
@@ -166,20 +196,21 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
             else:
                 _write_refused(svc, item, code, message)
     queue.done(batch, retry)
-    log.info("salesforce.write_batch", records=len(records), jobs=len(batch.items), retried=len(retry))
+    log.info("salesforce.write_batch", records=len(records), jobs=len(items), retried=len(retry))
 
 
-def _whole_batch_failed(svc: BatchServices, queue: BatchQueue, batch: Batch, exc: SalesforceFailure) -> None:
+def _whole_batch_failed(svc: BatchServices, queue: BatchQueue, batch: Batch, exc: SalesforceFailure,
+                        items: list[dict], held: list[tuple[dict, float]]) -> None:
     if exc.code == "REQUEST_LIMIT_EXCEEDED":
         svc.guard.pause(LIMIT_PAUSE_S)
-        queue.done(batch, [(item, LIMIT_PAUSE_S) for item in batch.items])
+        queue.done(batch, held + [(item, LIMIT_PAUSE_S) for item in items])
     elif exc.retryable:
-        queue.done(batch, [_retry_later(item, exc.code) for item in batch.items])
+        queue.done(batch, held + [_retry_later(item, exc.code) for item in items])
     else:
-        for item in batch.items:
+        for item in items:
             _fail_job(svc, item["job_id"], f"Salesforce refused the call: {exc}")
-        queue.done(batch)
-    log.warning("salesforce.batch_failed", queue=queue.name, items=len(batch.items), code=exc.code)
+        queue.done(batch, held)
+    log.warning("salesforce.batch_failed", queue=queue.name, items=len(items), code=exc.code)
 
 
 def _write_done(svc: BatchServices, item: dict) -> None:
@@ -216,8 +247,12 @@ def flush_reads(svc: BatchServices) -> int:
 
 
 def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
+    items, held = _hold_back_bulk(svc, batch)
+    if not items:
+        queue.done(batch, held)
+        return
     by_object: dict[str, list[dict]] = {}
-    for item in batch.items:
+    for item in items:
         by_object.setdefault(item["object"], []).append(item)
     found: dict[str, dict] = {}
     try:
@@ -226,12 +261,12 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
             ids = sorted({item["record_id"] for item in items})
             found.update(svc.salesforce.read_records(object_type, ids, fields))
     except SalesforceFailure as exc:
-        _whole_batch_failed(svc, queue, batch, exc)
+        _whole_batch_failed(svc, queue, batch, exc, items, held)
         return
-    for item in batch.items:
+    for item in items:
         record = found.get(item["record_id"])
         svc.store.save_provider_data(item["job_id"], "record", record or {"_missing": True})
-    queue.done(batch)
-    for item in batch.items:
+    queue.done(batch, held)
+    for item in items:
         svc.resume_job(item["job_id"])
-    log.info("salesforce.read_batch", records=len(batch.items), objects=sorted(by_object))
+    log.info("salesforce.read_batch", records=len(items), objects=sorted(by_object))

@@ -37,7 +37,7 @@ def services() -> pipeline.Services:
     if _services is None or _services[0] != os.getpid():
         settings = get_settings()
         store = JobStore.from_url(settings.redis_url, provider_ttl_s=settings.provider_cache_ttl_s)
-        guard = ApiGuard(store.r)
+        guard = ApiGuard(store.r, settings.salesforce_bulk_share, settings.salesforce_stop_share)
         limiter = SharedRateLimiter(store.r, f"clodura:{settings.clodura_api_key[-6:]}",
                                     settings.clodura_limits)
         batches = salesforce_batches.BatchServices(
@@ -49,6 +49,7 @@ def services() -> pipeline.Services:
             max_delay_s=settings.writeback_max_delay_s,
             schedule=lambda name, countdown: _send(name, countdown),
             resume_job=lambda job_id: _send(ENRICH_RECORD, args=[job_id]),
+            usage_recheck_s=settings.salesforce_usage_recheck_s,
         )
         _services = (os.getpid(), pipeline.Services(
             settings=settings,

@@ -26,10 +26,11 @@ def writes(stack, store):
                         max_delay_s=2.0, resume_job=None,
                         schedule=lambda name, countdown: sender.send_task(name, countdown=countdown or None))
 
-    def finished_job(record_id: str, changes: dict, tracked=()) -> str:
-        job, _ = store.create_unless_seen(f"test:{uuid.uuid4().hex}", "Contact", record_id, "json_event", {})
+    def finished_job(record_id: str, changes: dict, tracked=(), urgent: bool = True) -> str:
+        source = "json_event" if urgent else "rerun"
+        job, _ = store.create_unless_seen(f"test:{uuid.uuid4().hex}", "Contact", record_id, source, {})
         store.mark_enqueued(job.id)
-        queue_write(svc, job.id, "Contact", record_id, changes, list(tracked), urgent=True)
+        queue_write(svc, job.id, "Contact", record_id, changes, list(tracked), urgent=urgent)
         store.transition(job, "writing")
         return job.id
 
@@ -172,3 +173,50 @@ def test_thin_events_are_read_with_one_query_per_batch(control, job_for):
     writes = [e for e in calls if e["path"].endswith(COMPOSITE)]
     assert 1 <= len(queries) <= 2 and 1 <= len(writes) <= 2  # 12 records: one batch each, two at worst
     assert not [e for e in calls if "/sobjects/Contact/" in e["path"]]  # no per-record calls
+
+
+
+def set_org_usage(control, used: int, allocation: int = 15000) -> None:
+    control.http.post(f"{control.sf}/_sandbox/salesforce/usage",
+                      json={"used": used, "allocation": allocation}).raise_for_status()
+
+
+def limits_calls(control, since: int) -> int:
+    return sum(1 for e in control.log("salesforce", since=since) if e["path"].rstrip("/").endswith("/limits"))
+
+
+def test_allocation_guard_holds_bulk_work_then_everything(stack, control, store, writes):
+    import requests
+
+    bulk_id, urgent_id, late_id = contacts(control, 3)
+    try:
+        # 85 % used: new records' writes go out, bulk work (re-runs, backfills) waits.
+        set_org_usage(control, 12_750)
+        wait_jobs_final(store, [writes(contacts(control, 1)[0], {"Title": "Brings the 85% reading"})])
+        bulk = writes(bulk_id, {"Title": "Backfill"}, urgent=False)
+        urgent = writes(urgent_id, {"Title": "New record"})
+        wait_jobs_final(store, [urgent])
+        assert store.get(bulk).state == "writing"
+        assert control.record("Contact", bulk_id)["writes"] == []
+
+        # 96 % used: nothing goes out, not even new records; the guard looks
+        # at /limits/ now and then to see whether the count has fallen.
+        set_org_usage(control, 14_400)
+        wait_jobs_final(store, [writes(contacts(control, 1)[0], {"Title": "Brings the 96% reading"})])
+        mark = last_seq(control)
+        late = writes(late_id, {"Title": "Waits"})
+        wait_for(lambda: limits_calls(control, mark) >= 1, 30, "the guard to re-check the allocation")
+        assert store.get(late).state == "writing" and store.get(bulk).state == "writing"
+        assert control.record("Contact", late_id)["writes"] == []
+        metrics = requests.get(f"{stack.web_url}/metrics", timeout=5).text
+        used_line = next(line for line in metrics.splitlines() if line.startswith("crm_enrich_salesforce_api_used "))
+        assert float(used_line.split()[1]) >= 14_400
+
+        # The allocation frees up: the next re-check sees it and everything lands.
+        set_org_usage(control, 100)
+        jobs = wait_jobs_final(store, [bulk, late], timeout=60)
+        assert [j.state for j in jobs] == ["done", "done"]
+        assert control.record("Contact", bulk_id)["record"]["Title"] == "Backfill"
+        assert control.record("Contact", late_id)["record"]["Title"] == "Waits"
+    finally:
+        set_org_usage(control, 0)
