@@ -9,7 +9,25 @@ from importlib import resources
 from pathlib import Path
 
 RULES = ("fill_blank", "tracked", "always")
-SOURCE_GROUPS = ("person", "organisation", "verification", "email", "phone", "meta")
+
+# Every value a field can come from, and what kind of value it is.
+SOURCES = {
+    "person.id": "text", "person.title": "text", "person.department": "text",
+    "person.linkedin_url": "text", "email.revealed": "text", "phone.mobile": "text",
+    "verification.status": "text", "verification.detail": "text", "verification.verified_at": "datetime",
+    "organisation.id": "text", "organisation.industry": "text", "organisation.employee_count": "int",
+    "organisation.annual_revenue": "number", "organisation.website": "text",
+    "organisation.technologies": "text", "organisation.total_funding": "number",
+    "meta.enriched_at": "datetime",
+}
+TEXT_TYPES = {"string", "textarea", "url", "email", "phone", "picklist", "multipicklist", "combobox"}
+# Which Salesforce field types (describe "type") can hold each kind of value.
+FITS = {
+    "text": TEXT_TYPES,
+    "int": {"int", "double", "currency", "percent"} | TEXT_TYPES,
+    "number": {"double", "currency", "percent", "int"} | TEXT_TYPES,
+    "datetime": {"datetime", "date"} | TEXT_TYPES,
+}
 
 
 class FieldMapError(ValueError):
@@ -57,7 +75,7 @@ def load_field_map(path: Path | None = None) -> FieldMap:
                 raise FieldMapError(f"{where}: {object_type}.{field_name} needs exactly 'from' and 'rule'")
             if spec["rule"] not in RULES:
                 raise FieldMapError(f"{where}: {object_type}.{field_name}: rule must be one of {RULES}")
-            if spec["from"].partition(".")[0] not in SOURCE_GROUPS:
+            if spec["from"] not in SOURCES:
                 raise FieldMapError(f"{where}: {object_type}.{field_name}: unknown source {spec['from']!r}")
             rules.append(FieldRule(field_name, spec["from"], spec["rule"]))
         objects[object_type] = tuple(rules)
@@ -100,3 +118,53 @@ def plan_changes(field_map: FieldMap, object_type: str, current: dict, sources: 
         elif is_blank(existing) or tracked_hashes.get(rule.field) == value_hash(existing):
             changes[rule.field] = value
     return changes
+
+
+def check_against_describe(field_map: FieldMap, describes: dict[str, dict | None]) -> list[str]:
+    """Problems that would make every write of a mapped field fail, one
+    line each, naming the field. `describes`: object → describe answer."""
+    problems = []
+    for object_type, rules in field_map.objects.items():
+        describe = describes.get(object_type)
+        if describe is None:
+            problems.append(f"{object_type}: the org has no such object")
+            continue
+        fields = {f["name"]: f for f in describe.get("fields", [])}
+        for rule in rules:
+            name = f"{object_type}.{rule.field}"
+            field = fields.get(rule.field)
+            if field is None:
+                problems.append(f"{name}: no such field in the org (create it, or remove it from the field map)")
+            elif not field.get("updateable"):
+                problems.append(f"{name}: the integration user cannot update it")
+            elif field.get("type") not in FITS[SOURCES[rule.source]]:
+                problems.append(f"{name}: a {field.get('type')} field cannot hold {rule.source}")
+    return problems
+
+
+def fit_to_field(value, field: dict | None):
+    """Convert a value to the field's type and cut text to its length."""
+    if field is None or value is None:
+        return value
+    kind = field.get("type")
+    try:
+        if kind == "int":
+            return int(float(value))
+        if kind in ("double", "currency", "percent"):
+            return float(value)
+    except (TypeError, ValueError):
+        return value  # Salesforce will say what is wrong, per record
+    if kind == "date":
+        return str(value)[:10]
+    if kind in TEXT_TYPES:
+        text = str(value)
+        length = field.get("length") or 0
+        return text[:length] if length and len(text) > length else text
+    return value
+
+
+def fit_changes(changes: dict, describe: dict | None) -> dict:
+    if not describe:
+        return changes
+    fields = {f["name"]: f for f in describe.get("fields", [])}
+    return {name: fit_to_field(value, fields.get(name)) for name, value in changes.items()}

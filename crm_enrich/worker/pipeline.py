@@ -15,8 +15,9 @@ from crm_enrich.settings import Settings
 from crm_enrich.worker.clodura import (
     CloduraClient, CreditsExhausted, DailyQuotaExceeded, ProviderError,
 )
-from crm_enrich.worker.field_map import FieldMap, is_blank, plan_changes
+from crm_enrich.worker.field_map import FieldMap, fit_changes, is_blank, plan_changes
 from crm_enrich.worker.jobs import Job, load_tracked_hashes
+from crm_enrich.worker.org_schema import OrgSchema
 from crm_enrich.worker.ratelimit import RateLimited
 from crm_enrich.worker.salesforce import SalesforceFailure
 from crm_enrich.worker.salesforce_batches import BatchServices, queue_read, queue_write
@@ -56,6 +57,7 @@ class Services:
     clodura: CloduraClient
     field_map: FieldMap
     batches: BatchServices
+    schema: OrgSchema
 
     @property
     def store(self):
@@ -239,8 +241,10 @@ def _advance(svc: Services, job: Job) -> str:
         return job.state
 
     tracked = load_tracked_hashes(store, job.object, job.record_id)
-    changes = plan_changes(svc.field_map, job.object, record,
+    planned = plan_changes(svc.field_map, job.object, record,
                            field_sources(person, verification, _iso_now()), tracked)
+    fitted = fit_changes(planned, svc.schema.describe(job.object))
+    changes = {name: value for name, value in fitted.items() if record.get(name) != value}
     store.save_provider_data(job.id, "outcome", {
         "matched": bool(person and person.get("personId")),
         "verdict": verification["status"] if verification else None})

@@ -15,6 +15,7 @@ from crm_enrich.worker.celery_app import ENRICH_RECORD
 from crm_enrich.worker.clodura import CloduraClient, backoff_s
 from crm_enrich.worker.field_map import load_field_map
 from crm_enrich.worker.jobs import JobStore
+from crm_enrich.worker.org_schema import OrgSchema
 from crm_enrich.worker.ratelimit import SharedRateLimiter
 from crm_enrich.worker.salesforce import SalesforceGateway
 
@@ -56,6 +57,7 @@ def services() -> pipeline.Services:
             clodura=CloduraClient(str(settings.clodura_base_url), settings.clodura_api_key, limiter),
             field_map=load_field_map(settings.field_map),
             batches=batches,
+            schema=OrgSchema(store.r, batches.salesforce),
         ))
     return _services[1]
 

@@ -27,3 +27,14 @@ def test_check_settings_accepts_the_stack(stack):
     result = subprocess.run([str(BIN / "crm-enrich"), "check-settings"], env=stack.env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_worker_refuses_a_field_map_that_does_not_fit_the_org(stack, tmp_path):
+    field_map = tmp_path / "field_map.toml"
+    field_map.write_text('[Contact]\nTitle = { from = "person.title", rule = "fill_blank" }\n'
+                         'Favourite_Colour__c = { from = "person.department", rule = "always" }\n')
+    result = subprocess.run([str(BIN / "celery"), "-A", "crm_enrich.worker.main", "worker", "--concurrency", "1"],
+                            env={**stack.env, "FIELD_MAP": str(field_map)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "Contact.Favourite_Colour__c: no such field in the org" in result.stderr

@@ -89,3 +89,37 @@ def test_enrich_identifiers_prefer_strong_ones_and_pair_names_with_company():
     assert enrich_identifiers({"FirstName": "Dana", "LastName": "Rivers"}, None) == \
         {"firstName": "Dana", "lastName": "Rivers"}
     assert enrich_identifiers({"LastName": "Rivers"}, None) == {}
+
+
+DESCRIBE = {"fields": [
+    {"name": "Title", "type": "string", "length": 10, "updateable": True},
+    {"name": "Department", "type": "string", "length": 80, "updateable": True},
+    {"name": "Email", "type": "email", "length": 80, "updateable": True},
+    {"name": "MobilePhone", "type": "phone", "length": 40, "updateable": True},
+    {"name": "LinkedIn_URL__c", "type": "url", "length": 255, "updateable": True},
+    {"name": "Email_Verification_Status__c", "type": "picklist", "length": 20, "updateable": True},
+    {"name": "Email_Verified_At__c", "type": "boolean", "length": 0, "updateable": True},
+    {"name": "Clodura_Person_Id__c", "type": "string", "length": 64, "updateable": False},
+]}
+
+
+def test_describe_check_names_every_misfit():
+    from crm_enrich.worker.field_map import check_against_describe
+
+    problems = check_against_describe(MAP, {"Contact": DESCRIBE, "Lead": None, "Account": DESCRIBE})
+    text = "\n".join(problems)
+    assert "Contact.Enriched_At__c: no such field in the org" in text
+    assert "Contact.Clodura_Person_Id__c: the integration user cannot update it" in text
+    assert "Contact.Email_Verified_At__c: a boolean field cannot hold verification.verified_at" in text
+    assert "Lead: the org has no such object" in text
+    assert not any(p.startswith("Contact.Title") for p in problems)
+
+
+def test_values_are_fitted_to_type_and_length():
+    from crm_enrich.worker.field_map import fit_changes, fit_to_field
+
+    assert fit_changes({"Title": "Senior Vice President"}, DESCRIBE) == {"Title": "Senior Vic"}
+    assert fit_to_field("312", {"type": "int"}) == 312
+    assert fit_to_field(45_000_000, {"type": "currency"}) == 45_000_000.0
+    assert fit_to_field("2026-11-21T10:00:00.000Z", {"type": "date"}) == "2026-11-21"
+    assert fit_changes({"X": 1}, None) == {"X": 1}
