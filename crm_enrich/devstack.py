@@ -148,9 +148,13 @@ class Stack:
                              "--schedule", str(self.state_dir / "celerybeat-schedule")])
 
     def start(self) -> "Stack":
-        self.start_web()
-        self.start_worker()
-        self.start_beat()
+        try:
+            self.start_web()
+            self.start_worker()
+            self.start_beat()
+        except BaseException:
+            self.stop()  # leave no process behind
+            raise
         return self
 
     def stop(self) -> None:

@@ -86,7 +86,15 @@ class Settings(BaseSettings):
     salesforce_bulk_share: float = Field(default=0.80, gt=0, le=1)
     salesforce_stop_share: float = Field(default=0.95, gt=0, le=1)
     salesforce_usage_recheck_s: float = Field(default=60, ge=1, le=3600)
-    provider_cache_ttl_s: int = Field(default=PROVIDER_DATA_MAX_TTL_S, ge=1, le=PROVIDER_DATA_MAX_TTL_S)
+    # 0 turns the response cache off; it can never be set above 24 h.
+    provider_cache_ttl_s: int = Field(default=PROVIDER_DATA_MAX_TTL_S, ge=0, le=PROVIDER_DATA_MAX_TTL_S)
+    clodura_daily_credit_budget: float | None = Field(default=None, gt=0)
+    # "shared": one limiter in Redis for every worker (default). "per_worker":
+    # Celery's own rate_limit per worker, which overshoots with several
+    # workers; only for comparison (bench/quota.py).
+    clodura_limiter: Literal["shared", "per_worker"] = "shared"
+    sweep_interval_s: float = Field(default=30, ge=0.5, le=3600)
+    credits_check_interval_s: float = Field(default=300, ge=0.5, le=86400)
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

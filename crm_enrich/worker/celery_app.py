@@ -7,6 +7,8 @@ from celery import Celery
 from crm_enrich.settings import Settings
 
 ENRICH_RECORD = "crm_enrich.enrich_record"
+SWEEP_PARKED = "crm_enrich.sweep_parked_jobs"
+CHECK_CREDITS = "crm_enrich.check_clodura_credits"
 
 # Tasks are short (waits are parked in Redis, never slept), so an unacked
 # task whose worker machine died can be redelivered after minutes, not the
@@ -15,7 +17,13 @@ VISIBILITY_TIMEOUT_S = 300
 
 
 def celery_config(settings: Settings) -> dict:
+    annotations = {}
+    if settings.clodura_limiter == "per_worker":
+        per_minute = min(n * 60 // window for n, window in settings.clodura_limits if window <= 60)
+        # About two Clodura calls per record: the naive per-worker setting.
+        annotations[ENRICH_RECORD] = {"rate_limit": f"{max(1, per_minute // 2)}/m"}
     return {
+        "task_annotations": annotations,
         "broker_url": settings.redis_url,
         "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
         "broker_connection_retry_on_startup": True,
@@ -38,6 +46,8 @@ def celery_config(settings: Settings) -> dict:
         "beat_schedule": {
             "flush-salesforce-reads": {"task": "crm_enrich.flush_salesforce_reads", "schedule": 10.0},
             "flush-salesforce-writes": {"task": "crm_enrich.flush_salesforce_writes", "schedule": 10.0},
+            "resume-parked-jobs": {"task": SWEEP_PARKED, "schedule": settings.sweep_interval_s},
+            "check-clodura-credits": {"task": CHECK_CREDITS, "schedule": settings.credits_check_interval_s},
         },
     }
 

@@ -91,13 +91,32 @@ class CloduraClient:
             raise CreditsExhausted(message, status)
         raise ProviderRejected(message, status)
 
-    def enrich_contact(self, identifiers: dict) -> dict | None:
-        """The best-matching person, or None when Clodura knows nobody."""
+    def enrich_contact(self, identifiers: dict) -> dict:
+        """{"person": the best match or None, "credits": what it cost}."""
         body = self._post("/api/v1/cleanup/enrich", identifiers).json()
         data = body.get("data") if isinstance(body, dict) else None
         if isinstance(data, list):
             data = data[0] if data else None
-        return data or None
+        credits = body.get("creditsUsed") if isinstance(body, dict) else None
+        if not isinstance(credits, (int, float)):
+            # Contract §8.6: 2 for a person, 1 for an organisation only, 0 for nothing.
+            credits = 0 if not data else (2 if data.get("personId") else 1)
+        return {"person": data or None, "credits": credits}
+
+    def credits(self) -> float:
+        """Credits left: the single pool, or contact views left on Prospect plans."""
+        if self.limiter:
+            self.limiter.acquire()
+        try:
+            resp = self.session.get(f"{self.base_url}/api/v1/credits", timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(f"/api/v1/credits: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise ProviderUnavailable(f"/api/v1/credits: {resp.status_code}", resp.status_code)
+        body = resp.json()
+        if "remainingCredits" in body:
+            return float(body["remainingCredits"])
+        return float(body.get("maxContacts", 0)) - float(body.get("contactsView", 0))
 
     def verify_email(self, email: str, deep: bool = False, webhook_url: str | None = None) -> VerifyAnswer:
         body = {"email": email, "deepVerification": deep}

@@ -174,11 +174,15 @@ class JobStore:
         return dict(zip(STATES, pipe.execute()))
 
     # provider data (≤ 24 h)
-    def save_provider_data(self, job_id: str, name: str, value) -> None:
+    def save_provider_data(self, job_id: str, name: str, value, fetched_at: float | None = None) -> None:
+        """The key expires `provider_ttl_s` after the oldest answer it holds
+        was fetched (a cached answer brings its own, earlier, time)."""
         key = self.provider_key(job_id)
+        expire_at = int((fetched_at or time.time()) + self.provider_ttl_s)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, name, json.dumps(value))
-        pipe.expire(key, self.provider_ttl_s, nx=True)
+        pipe.expireat(key, expire_at, nx=True)
+        pipe.expireat(key, expire_at, lt=True)
         pipe.execute()
 
     def provider_data(self, job_id: str) -> dict:

@@ -18,6 +18,8 @@ from crm_enrich.worker.clodura import (
 from crm_enrich.worker.field_map import FieldMap, fit_changes, is_blank, plan_changes
 from crm_enrich.worker.jobs import Job, load_tracked_hashes
 from crm_enrich.worker.org_schema import OrgSchema
+from crm_enrich.worker.provider_cache import AnswerPending, ProviderCache
+from crm_enrich.worker.quota import COSTS, Quota, QuotaExhausted, SpendingPaused
 from crm_enrich.worker.ratelimit import RateLimited
 from crm_enrich.worker.salesforce import SalesforceFailure
 from crm_enrich.worker.salesforce_batches import BatchServices, queue_read, queue_write
@@ -58,6 +60,8 @@ class Services:
     field_map: FieldMap
     batches: BatchServices
     schema: OrgSchema
+    cache: ProviderCache
+    quota: Quota
 
     @property
     def store(self):
@@ -117,6 +121,14 @@ def field_sources(person: dict | None, verification: dict | None, now: str) -> d
     return sources
 
 
+def _verify(svc: Services, email: str) -> dict:
+    answer = svc.clodura.verify_email(email)
+    body = {k: v for k, v in answer.body.items() if k in ("docId", "result", "verifiedAt", "status")}
+    body["_credits"] = answer.body.get("creditsUsed", COSTS["verify"])
+    body["_accepted_for_later"] = answer.accepted_for_later
+    return body
+
+
 def is_own_change(record: dict, integration_user_id: str | None) -> bool:
     """The record's latest change is our write-back (not its creation)."""
     return bool(
@@ -169,9 +181,17 @@ def _process_locked(svc: Services, job_id: str) -> str:
     except RateLimited as exc:
         # Our own limiter said wait: hand the worker back, no error recorded.
         raise RetryLater("waiting for a rate-limit slot", exc.wait_s) from None
+    except AnswerPending:
+        raise RetryLater("the same request is in flight for another job", 1.0) from None
     except DailyQuotaExceeded as exc:
+        svc.quota.quota_exhausted(exc.retry_after)
+        store.transition(job, "deferred", last_error=str(exc))
+    except QuotaExhausted as exc:
         store.transition(job, "deferred", last_error=str(exc))
     except CreditsExhausted as exc:
+        svc.quota.credits_exhausted()
+        store.transition(job, "paused", last_error=str(exc))
+    except SpendingPaused as exc:
         store.transition(job, "paused", last_error=str(exc))
     except ProviderError as exc:
         if exc.retryable:
@@ -217,23 +237,35 @@ def _advance(svc: Services, job: Job) -> str:
         store.transition(job, "enriching")
         company = record.get("Account.Name") if job.object == "Contact" else record.get("Company")
         ids = enrich_identifiers(record, company)
-        data["person"] = svc.clodura.enrich_contact(ids) if ids else None
-        store.save_provider_data(job.id, "person", data["person"])
+        data["person"] = None
+        fetched_at = None
+        if ids:
+            svc.quota.check("enrich")
+            answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids))
+            if not answer.from_cache:
+                svc.quota.record_spend(answer.value["credits"])
+            data["person"], fetched_at = answer.value["person"], answer.fetched_at
+        store.save_provider_data(job.id, "person", data["person"], fetched_at)
 
     email = record.get("Email")
     if not is_blank(email) and "verification" not in data:
         store.transition(job, "verifying")
-        answer = svc.clodura.verify_email(email)
-        if answer.accepted_for_later:
-            store.save_provider_data(job.id, "verification_doc", answer.body.get("docId"))
+        svc.quota.check("verify")
+        answer = svc.cache.fetch("verify", {"email": email}, lambda: _verify(svc, email),
+                                 keep=lambda body: not body["_accepted_for_later"])
+        body = answer.value
+        if not answer.from_cache:
+            svc.quota.record_spend(body.pop("_credits", 0))
+        if body.get("_accepted_for_later"):
+            store.save_provider_data(job.id, "verification_doc", body.get("docId"), answer.fetched_at)
             store.transition(job, "awaiting_verification")
             return job.state
         data["verification"] = {
-            "status": normalise_verdict(answer.body.get("result")),
-            "detail": answer.body.get("result"),
-            "verified_at": answer.body.get("verifiedAt") or _iso_now(),
+            "status": normalise_verdict(body.get("result")),
+            "detail": body.get("result"),
+            "verified_at": body.get("verifiedAt") or _iso_now(),
         }
-        store.save_provider_data(job.id, "verification", data["verification"])
+        store.save_provider_data(job.id, "verification", data["verification"], answer.fetched_at)
 
     person, verification = data.get("person"), data.get("verification")
     if not person and not verification:

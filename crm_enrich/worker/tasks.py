@@ -11,11 +11,14 @@ from crm_enrich.settings import get_settings
 from crm_enrich.worker import pipeline, salesforce_batches
 from crm_enrich.worker.api_guard import ApiGuard
 from crm_enrich.worker.batching import BatchQueue
-from crm_enrich.worker.celery_app import ENRICH_RECORD
+from crm_enrich.worker import sweeper
+from crm_enrich.worker.celery_app import CHECK_CREDITS, ENRICH_RECORD, SWEEP_PARKED
 from crm_enrich.worker.clodura import CloduraClient, backoff_s
 from crm_enrich.worker.field_map import load_field_map
 from crm_enrich.worker.jobs import JobStore
 from crm_enrich.worker.org_schema import OrgSchema
+from crm_enrich.worker.provider_cache import ProviderCache
+from crm_enrich.worker.quota import Quota
 from crm_enrich.worker.ratelimit import SharedRateLimiter
 from crm_enrich.worker.salesforce import SalesforceGateway
 
@@ -39,8 +42,10 @@ def services() -> pipeline.Services:
         settings = get_settings()
         store = JobStore.from_url(settings.redis_url, provider_ttl_s=settings.provider_cache_ttl_s)
         guard = ApiGuard(store.r, settings.salesforce_bulk_share, settings.salesforce_stop_share)
-        limiter = SharedRateLimiter(store.r, f"clodura:{settings.clodura_api_key[-6:]}",
-                                    settings.clodura_limits)
+        limiter = None
+        if settings.clodura_limiter == "shared":
+            limiter = SharedRateLimiter(store.r, f"clodura:{settings.clodura_api_key[-6:]}",
+                                        settings.clodura_limits)
         batches = salesforce_batches.BatchServices(
             store=store,
             salesforce=SalesforceGateway(settings, on_usage=guard.record_usage),
@@ -58,6 +63,8 @@ def services() -> pipeline.Services:
             field_map=load_field_map(settings.field_map),
             batches=batches,
             schema=OrgSchema(store.r, batches.salesforce),
+            cache=ProviderCache(store.r, settings.provider_cache_ttl_s),
+            quota=Quota(store.r, settings.clodura_daily_credit_budget),
         ))
     return _services[1]
 
@@ -96,3 +103,15 @@ def flush_salesforce_reads() -> int:
 @shared_task(name=salesforce_batches.FLUSH_WRITES)
 def flush_salesforce_writes() -> int:
     return salesforce_batches.flush_writes(services().batches)
+
+
+@shared_task(name=SWEEP_PARKED)
+def sweep_parked_jobs() -> int:
+    svc = services()
+    return sweeper.resume_parked(svc.store, svc.quota, svc.batches.resume_job)
+
+
+@shared_task(name=CHECK_CREDITS)
+def check_clodura_credits() -> bool | None:
+    svc = services()
+    return sweeper.check_credits(svc.quota, svc.clodura)
