@@ -1,0 +1,132 @@
+"""Quota use and credits over a backlog, crm-enrich's shared limiter and
+cache against the naive setup (Celery's per-worker rate_limit, no cache),
+with 4 worker processes on the sandbox whose Clodura limits are scaled up.
+
+    .venv/bin/python bench/quota.py [--records 1000] [--per-second 20] [--per-minute 600]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.sandbox.control import SandboxControl
+from crm_enrich.sandbox.dataset import build_dataset, demo_contacts
+from crm_enrich.worker.jobs import FINAL_STATES, JobStore
+
+
+def backlog(n: int) -> list[dict]:
+    """Demo-like Contacts; one in ten repeats an earlier person, as CRMs do."""
+    base = demo_contacts(n, seed=4242)
+    rng = random.Random(4242)
+    for i in range(n // 10):
+        base[-1 - i] = dict(base[rng.randrange(0, n - n // 10)])
+    return base
+
+
+def minimum_credits(contacts: list[dict]) -> float:
+    """What the contract's costs allow: each distinct request paid once."""
+    ds = build_dataset()
+    enrich, emails = {}, set()
+    for c in contacts:
+        ident = (c.get("Email"), c["FirstName"], c["LastName"], c["_company"] if not c.get("Email") else None)
+        if ident not in enrich:
+            person = ds.find_person(email=c.get("Email"), first_name=c["FirstName"], last_name=c["LastName"],
+                                    organisation_name=None if c.get("Email") else c["_company"])
+            org = ds.company_by_name(c["_company"]) if not person and not c.get("Email") else None
+            enrich[ident] = 2 if person else (1 if org else 0)
+        if c.get("Email"):
+            emails.add(c["Email"].lower())
+    return sum(enrich.values()) + 0.04 * len(emails)
+
+
+def run(mode: str, n: int, per_second: int, per_minute: int) -> dict:
+    env = {"CLODURA_RATE_LIMITS": f"{per_second}/second;{per_minute}/minute;1000000/day"}
+    if mode == "naive":
+        env |= {"CLODURA_LIMITER": "per_worker", "PROVIDER_CACHE_TTL_S": "0"}
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(Path(tmp), worker_concurrency=1, extra_env=env)
+        try:
+            stack.start()
+            for i in range(2, 5):
+                stack.start_worker(f"worker{i}", concurrency=1)
+            info = stack.sandbox.info
+            control = SandboxControl(info)
+            control.http.post(f"{control.clodura}/_sandbox/clodura/config", json={"rate_limits": {
+                info["clodura_api_key"]: [[per_second, 1], [per_minute, 60], [1000000, 86400]]}}).raise_for_status()
+            contacts = backlog(n)
+            companies = sorted({c["_company"] for c in contacts})
+            accounts = dict(zip(companies, control.create_records(
+                "Account", [{"Name": c} for c in companies], fire_outbound=False)))
+            credits_before = control.clodura_usage()["creditsSpent"]
+            started = time.time()
+            ids = control.create_records("Contact", [
+                {k: v for k, v in c.items() if not k.startswith("_")} | {"AccountId": accounts[c["_company"]]}
+                for c in contacts])
+            store = JobStore(stack.redis_client())
+
+            def finished():
+                return sum(1 for rid in ids if (j := store.r.get(f"record:Contact:{rid}:last_job"))
+                           and store.get(j).state in FINAL_STATES) == n
+
+            wait_for(finished, 3600, "the backlog to drain", interval=2.0)
+            elapsed = time.time() - started
+            log = [e for e in control.log("clodura") if e["path"].startswith("/api/v1/") and e["t"] >= started]
+            usage = control.clodura_usage()
+            states = {}
+            for rid in ids:
+                state = store.get(store.r.get(f"record:Contact:{rid}:last_job")).state
+                states[state] = states.get(state, 0) + 1
+        finally:
+            stack.stop()
+    accepted = sorted(e["t"] for e in log if e["status"] not in (429, 409))
+    first, last = accepted[0], accepted[-1]
+    windows = []
+    t = first
+    while t + 60 <= last:
+        windows.append(sum(1 for x in accepted if t <= x < t + 60) / per_minute)
+        t += 5
+    return {
+        "elapsed": elapsed,
+        "requests": len(log),
+        "accepted": len(accepted),
+        "429s": sum(1 for e in log if e["status"] == 429),
+        "minute_share": sum(windows) / len(windows) if windows else float("nan"),
+        "calls_per_record": len(log) / n,
+        "credits": usage["creditsSpent"] - credits_before,
+        "states": states,
+        "minimum": minimum_credits(contacts),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=1000)
+    parser.add_argument("--per-second", type=int, default=20)
+    parser.add_argument("--per-minute", type=int, default=600)
+    args = parser.parse_args()
+    results = {mode: run(mode, args.records, args.per_second, args.per_minute) for mode in ("crm-enrich", "naive")}
+    a, b = results["crm-enrich"], results["naive"]
+    print(f"Clodura quota and credits: {args.records} Contacts (10% repeat a person), 4 worker processes, "
+          f"sandbox limits {args.per_second}/s and {args.per_minute}/min")
+    print(f"  {'':44}{'crm-enrich':>14}{'naive':>14}")
+    rows = [
+        ("share of the minute window used (backlog)", f"{a['minute_share']:.1%}", f"{b['minute_share']:.1%}"),
+        ("429 answers from the sandbox", a["429s"], b["429s"]),
+        ("Clodura requests sent", a["requests"], b["requests"]),
+        ("calls per record", f"{a['calls_per_record']:.2f}", f"{b['calls_per_record']:.2f}"),
+        ("credits spent", f"{a['credits']:.2f}", f"{b['credits']:.2f}"),
+        ("minimum the contract's costs allow", f"{a['minimum']:.2f}", f"{b['minimum']:.2f}"),
+        ("time to drain the backlog", f"{a['elapsed']:.0f}s", f"{b['elapsed']:.0f}s"),
+        ("final states", ", ".join(f"{k} {v}" for k, v in a["states"].items()),
+         ", ".join(f"{k} {v}" for k, v in b["states"].items())),
+    ]
+    for label, x, y in rows:
+        print(f"  {label:44}{str(x):>14}{str(y):>14}")
+
+
+if __name__ == "__main__":
+    main()
