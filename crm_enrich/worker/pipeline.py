@@ -162,12 +162,12 @@ def process_job(svc: Services, job_id: str, runner_id: str) -> str:
     if not store.r.eval(_LOCK, 1, lock_key, runner_id, JOB_LOCK_TTL_MS):
         raise RetryLater("another task is working on this job", 2.0)
     try:
-        return _process_locked(svc, job_id)
+        return _process_locked(svc, job_id, runner_id)
     finally:
         store.r.delete(lock_key)
 
 
-def _process_locked(svc: Services, job_id: str) -> str:
+def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
     store = svc.store
     job = store.get(job_id)
     if job is None:
@@ -177,12 +177,12 @@ def _process_locked(svc: Services, job_id: str) -> str:
         return job.state  # replayed task, or the batch flush will finish it
     store.count_attempt(job)
     try:
-        return _advance(svc, job)
+        return _advance(svc, job, runner_id)
     except RateLimited as exc:
         # Our own limiter said wait: hand the worker back, no error recorded.
         raise RetryLater("waiting for a rate-limit slot", exc.wait_s) from None
-    except AnswerPending:
-        raise RetryLater("the same request is in flight for another job", 1.0) from None
+    except AnswerPending as exc:
+        raise RetryLater("the same request is in flight for another job", exc.wait_s) from None
     except DailyQuotaExceeded as exc:
         svc.quota.quota_exhausted(exc.retry_after)
         store.transition(job, "deferred", last_error=str(exc))
@@ -216,7 +216,7 @@ def give_up(svc: Services, job_id: str, reason: str) -> None:
         log.warning("job.failed", job_id=job.id, record_id=job.record_id, reason=reason)
 
 
-def _advance(svc: Services, job: Job) -> str:
+def _advance(svc: Services, job: Job, runner_id: str) -> str:
     store = svc.store
     if job.object not in PERSON_OBJECTS:
         store.transition(job, "skipped", last_error=f"{job.object} enrichment is not supported yet")
@@ -241,7 +241,7 @@ def _advance(svc: Services, job: Job) -> str:
         fetched_at = None
         if ids:
             svc.quota.check("enrich")
-            answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids))
+            answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids), owner=runner_id)
             if not answer.from_cache:
                 svc.quota.record_spend(answer.value["credits"])
             data["person"], fetched_at = answer.value["person"], answer.fetched_at
@@ -252,7 +252,7 @@ def _advance(svc: Services, job: Job) -> str:
         store.transition(job, "verifying")
         svc.quota.check("verify")
         answer = svc.cache.fetch("verify", {"email": email}, lambda: _verify(svc, email),
-                                 keep=lambda body: not body["_accepted_for_later"])
+                                 keep=lambda body: not body["_accepted_for_later"], owner=runner_id)
         body = answer.value
         if not answer.from_cache:
             svc.quota.record_spend(body.pop("_credits", 0))

@@ -21,6 +21,10 @@ COALESCE_WAIT_S = 2.0
 class AnswerPending(Exception):
     """Another job is asking the provider the same thing right now."""
 
+    def __init__(self, endpoint: str, wait_s: float):
+        super().__init__(f"{endpoint}: the same request is in flight")
+        self.wait_s = wait_s
+
 
 @dataclass
 class Answer:
@@ -50,15 +54,17 @@ class ProviderCache:
         return Answer(entry["value"], entry["fetched_at"], True)
 
     def fetch(self, endpoint: str, request: dict, call: Callable[[], object],
-              keep: Callable[[object], bool] = lambda value: True) -> Answer:
+              keep: Callable[[object], bool] = lambda value: True, owner: str = "") -> Answer:
         """The cached answer, or call the provider once (`keep` says whether
-        an answer is final enough to cache)."""
+        an answer is final enough to cache). `owner` names the caller: a
+        redelivery of a task whose worker died while asking takes over."""
         key = canonical_key(endpoint, request)
         cached = self.get(key)
         if cached:
             return cached
         lock = f"{key}:inflight"
-        if not self.r.set(lock, "1", nx=True, px=COALESCE_LOCK_MS):
+        owner = owner or "anonymous"
+        if not self.r.set(lock, owner, nx=True, px=COALESCE_LOCK_MS) and self.r.get(lock) != owner:
             deadline = time.monotonic() + COALESCE_WAIT_S
             while time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -67,7 +73,7 @@ class ProviderCache:
                     return cached
                 if not self.r.exists(lock):
                     break  # the other caller failed; try ourselves next time
-            raise AnswerPending(endpoint)
+            raise AnswerPending(endpoint, max(0.5, self.r.pttl(lock) / 1000))
         try:
             value = call()
             fetched_at = time.time()
