@@ -20,6 +20,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["SECRET_KEY"] = settings.secret_key
+    # The dashboard's session cookie: signed with SECRET_KEY, never sent by
+    # script, over plain HTTP or from another site.
+    app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="crm_enrich_admin",
+                      PERMANENT_SESSION_LIFETIME=12 * 3600)
 
     celery = create_celery(settings, name="crm_enrich_web")
     store = JobStore.from_url(settings.redis_url, provider_ttl_s=settings.provider_cache_ttl_s)
@@ -27,14 +32,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     def enqueue(job_id: str) -> None:
         celery.send_task(ENRICH_RECORD, args=[job_id], retry=True, retry_policy=PUBLISH_RETRY)
 
-    app.extensions["crm_enrich"] = {"settings": settings, "store": store, "enqueue": enqueue}
+    def send_task(name: str, args: list) -> None:
+        celery.send_task(name, args=args, retry=True, retry_policy=PUBLISH_RETRY)
 
-    from crm_enrich.web import events, health, metrics, outbound_message
+    app.extensions["crm_enrich"] = {"settings": settings, "store": store, "enqueue": enqueue,
+                                    "send_task": send_task}
+
+    from crm_enrich.web import admin, events, health, metrics, openapi, outbound_message
 
     app.register_blueprint(outbound_message.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(openapi.bp)
     return app
 
 

@@ -82,6 +82,9 @@ def receive():
     if isinstance(checked, str):
         return _error(400, checked)
     object_type, records = checked
+    event_id = payload.get("eventId")
+    if event_id is not None and not (isinstance(event_id, str) and 1 <= len(event_id) <= 255):
+        return _error(400, "eventId must be a string of 1 to 255 characters")
     org_id = payload.get("orgId")
     if org_id is not None and not (isinstance(org_id, str) and same_org(org_id, settings.salesforce_org_id)):
         return _error(403, "unknown organization")

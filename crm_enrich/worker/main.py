@@ -26,3 +26,4 @@ def _check_field_map(**_):
         print("crm-enrich: the field map does not fit the org:\n  " + "\n  ".join(problems),
               file=sys.stderr, flush=True)
         raise SystemExit(3)
+import crm_enrich.worker.admin_tasks  # noqa: E402,F401  (admin tasks, worker heartbeat)

@@ -94,6 +94,9 @@ def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
         [str(BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{web_port}", "crm_enrich.web:create_app()"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{web_port}"
+    # No worker runs on this Redis: stand in for one's heartbeat, so /readyz
+    # is ready until Redis goes.
+    redis_server.client().set("worker:heartbeat", f"{time.time()} test", ex=120)
     try:
         wait_for(lambda: requests.get(f"{url}/readyz", timeout=1).ok, 30, "the second web app")
         redis_server.stop()
