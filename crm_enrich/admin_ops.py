@@ -168,14 +168,15 @@ def create_run(r: redis.Redis, req: RerunRequest, total: int | None, status: str
     return run_id
 
 
-def queue_run_records(store: JobStore, enqueue: Callable[[str], None], run_id: str, kind: str,
+def queue_run_records(store: JobStore, enqueue: Callable[[str, str], None], run_id: str, kind: str,
                       object_type: str, record_ids: list[str]) -> int:
     """Make (or find again) a job per record for this run; safe to repeat:
     the dedupe key is the run and the record. Answers how many are queued."""
     source = "backfill" if kind == "backfill" else "rerun"
+    force = store.r.hget(run_key(run_id), "force") == "1"
     result = accept_records(store, enqueue, [
         InboundRecord(dedupe_key=f"rerun:{run_id}:{rid}", object_type=object_type,
-                      record_id=rid, fields={}, source=source)
+                      record_id=rid, fields={}, source=source, force=force)
         for rid in record_ids])
     job_ids = result.accepted + result.duplicates
     pipe = store.r.pipeline(transaction=True)
@@ -188,7 +189,7 @@ def queue_run_records(store: JobStore, enqueue: Callable[[str], None], run_id: s
     return queued
 
 
-def start_rerun(store: JobStore, enqueue: Callable[[str], None],
+def start_rerun(store: JobStore, enqueue: Callable[[str, str], None],
                 send_task: Callable[[str, list], None], req: RerunRequest) -> dict:
     """Start a run (or, for a dry run by ids, only estimate it). A selection
     by condition is handed to a worker task that reads the ids page by page."""
@@ -317,7 +318,7 @@ def parse_replay(payload) -> list[str] | None:
     return list(dict.fromkeys(job_ids))
 
 
-def replay_failed(store: JobStore, enqueue: Callable[[str], None], job_ids: list[str] | None) -> dict:
+def replay_failed(store: JobStore, enqueue: Callable[[str, str], None], job_ids: list[str] | None) -> dict:
     """A new job (source "rerun") for each failed job given, or for every
     failed job not replayed yet. Jobs that are not failed are reported, not
     replayed."""

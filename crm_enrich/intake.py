@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import redis
 from kombu.exceptions import OperationalError
 
+from crm_enrich import counters
 from crm_enrich.logs import log
 from crm_enrich.worker.jobs import JobStore
 
@@ -24,6 +25,7 @@ class InboundRecord:
     record_id: str
     fields: dict
     source: str
+    force: bool = False  # an operator's re-run that must not use cached answers
 
 
 @dataclass
@@ -36,20 +38,22 @@ class QueueUnavailable(Exception):
     pass
 
 
-def accept_records(store: JobStore, enqueue: Callable[[str], None],
+def accept_records(store: JobStore, enqueue: Callable[[str, str], None],
                    records: Iterable[InboundRecord]) -> IntakeResult:
     result = IntakeResult()
     try:
         for rec in records:
             job, duplicate = store.create_unless_seen(
-                rec.dedupe_key, rec.object_type, rec.record_id, rec.source, rec.fields)
+                rec.dedupe_key, rec.object_type, rec.record_id, rec.source, rec.fields, force=rec.force)
             if duplicate:
+                counters.incr(store.r, "duplicates_dropped", source=rec.source)
                 result.duplicates.append(job.id)
                 log.info("event.duplicate", job_id=job.id, record_id=rec.record_id,
                          dedupe_key=rec.dedupe_key, source=rec.source)
                 continue
-            enqueue(job.id)
+            enqueue(job.id, rec.source)
             store.mark_enqueued(job.id)
+            counters.incr(store.r, "records_received", source=rec.source, object=rec.object_type)
             result.accepted.append(job.id)
             log.info("job.queued", job_id=job.id, record_id=rec.record_id,
                      object=rec.object_type, source=rec.source)

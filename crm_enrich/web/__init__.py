@@ -6,7 +6,7 @@ from flask import Flask
 
 from crm_enrich.logs import configure_logging
 from crm_enrich.settings import Settings, exit_on_bad_settings
-from crm_enrich.worker.celery_app import ENRICH_RECORD, create_celery
+from crm_enrich.worker.celery_app import ENRICH_RECORD, create_celery, queue_for
 from crm_enrich.worker.jobs import JobStore
 
 # Publishing to a broker that is down must fail fast so we can answer 503
@@ -27,10 +27,11 @@ def create_app(settings: Settings | None = None) -> Flask:
                       PERMANENT_SESSION_LIFETIME=12 * 3600)
 
     celery = create_celery(settings, name="crm_enrich_web")
-    store = JobStore.from_url(settings.redis_url, provider_ttl_s=settings.provider_cache_ttl_s)
+    store = JobStore.from_url(settings.redis_url)
 
-    def enqueue(job_id: str) -> None:
-        celery.send_task(ENRICH_RECORD, args=[job_id], retry=True, retry_policy=PUBLISH_RETRY)
+    def enqueue(job_id: str, source: str) -> None:
+        celery.send_task(ENRICH_RECORD, args=[job_id], queue=queue_for(source),
+                         retry=True, retry_policy=PUBLISH_RETRY)
 
     def send_task(name: str, args: list) -> None:
         celery.send_task(name, args=args, retry=True, retry_policy=PUBLISH_RETRY)

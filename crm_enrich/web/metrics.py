@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from crm_enrich import counters
 from crm_enrich.web import services
+from crm_enrich.worker.celery_app import BULK_QUEUE, URGENT_QUEUE
 from crm_enrich.worker.api_guard import ApiGuard
 from crm_enrich.worker.batching import BatchQueue
 
@@ -44,8 +46,44 @@ class RedisStateCollector:
         for name in ("salesforce_reads", "salesforce_writes"):
             depth.add_metric([name], BatchQueue(self.store.r, name).size())
         yield depth
-        yield GaugeMetricFamily("crm_enrich_celery_queue_depth", "Tasks waiting in the Celery queue",
-                                value=self.store.r.llen("enrich"))
+        celery_depth = GaugeMetricFamily("crm_enrich_celery_queue_depth", "Tasks waiting in a Celery queue",
+                                         labels=["queue"])
+        for queue in (URGENT_QUEUE, BULK_QUEUE):
+            celery_depth.add_metric([queue], self.store.r.llen(queue))
+        yield celery_depth
+        yield from counter_families(counters.read(self.store.r))
+
+
+HELP = {
+    "records_received": "Records accepted from Salesforce or an operator, by source",
+    "duplicates_dropped": "Redelivered events recognised and dropped",
+    "jobs_finished": "Jobs that reached a final state",
+    "provider_calls": "Provider answers by endpoint and HTTP status (429, 409, 402 included)",
+    "provider_credits": "Provider credits spent",
+    "salesforce_api_calls": "Salesforce API calls made",
+    "job_to_writeback_seconds": "Time from a record's event to its write-back",
+}
+
+
+def counter_families(samples):
+    """Counters and histograms from the shared Redis hash."""
+    by_name: dict[str, list] = {}
+    for name, labels, value in samples:
+        base = name.rsplit("_", 1)[0] if name.endswith(("_bucket", "_sum", "_count")) else name
+        by_name.setdefault(base, []).append((name, labels, value))
+    for base, rows in sorted(by_name.items()):
+        if any(name.endswith("_bucket") for name, _, _ in rows):
+            buckets = sorted(((l["le"], v) for n, l, v in rows if n.endswith("_bucket")),
+                             key=lambda b: float(b[0]))
+            total = next((v for n, _, v in rows if n.endswith("_sum")), 0.0)
+            family = HistogramMetricFamily(f"crm_enrich_{base}", HELP.get(base, base))
+            family.add_metric([], [(str(le), v) for le, v in buckets], sum_value=total)
+        else:
+            label_names = sorted({k for _, l, _ in rows for k in l})
+            family = CounterMetricFamily(f"crm_enrich_{base}", HELP.get(base, base), labels=label_names)
+            for _, labels, value in rows:
+                family.add_metric([str(labels.get(k, "")) for k in label_names], value)
+        yield family
 
 
 @bp.get("/metrics")

@@ -17,7 +17,7 @@ from crm_enrich import admin_ops
 from crm_enrich.logs import log
 from crm_enrich.settings import get_settings
 from crm_enrich.worker import tasks
-from crm_enrich.worker.celery_app import ENRICH_RECORD
+from crm_enrich.worker.celery_app import ENRICH_RECORD, queue_for
 from crm_enrich.worker.salesforce import SalesforceFailure, SalesforceGateway
 
 HEARTBEAT = "crm_enrich.heartbeat"
@@ -49,8 +49,8 @@ def query_ids_page(gateway: SalesforceGateway, object_type: str, where: str | No
                                                         else result.get("nextRecordsUrl"))
 
 
-def _enqueue(job_id: str) -> None:
-    current_app.send_task(ENRICH_RECORD, args=[job_id])
+def _enqueue(job_id: str, source: str) -> None:
+    current_app.send_task(ENRICH_RECORD, args=[job_id], queue=queue_for(source))
 
 
 @shared_task(bind=True, name=admin_ops.SELECT_RERUN_RECORDS, max_retries=8)

@@ -3,12 +3,25 @@ sends tasks by name and never imports the worker's code)."""
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue
 
 from crm_enrich.settings import Settings
 
 ENRICH_RECORD = "crm_enrich.enrich_record"
 SWEEP_PARKED = "crm_enrich.sweep_parked_jobs"
 CHECK_CREDITS = "crm_enrich.check_clodura_credits"
+
+# New records' work and bulk work (re-runs, backfills) wait in separate
+# queues that every worker consumes in turn, so a backfill of 50,000
+# records never starves a record created meanwhile.
+URGENT_QUEUE = "enrich"
+BULK_QUEUE = "bulk"
+EVENT_SOURCES = frozenset({"outbound_message", "json_event"})
+
+
+def queue_for(source: str) -> str:
+    return URGENT_QUEUE if source in EVENT_SOURCES else BULK_QUEUE
+
 
 # Tasks are short (waits are parked in Redis, never slept), so an unacked
 # task whose worker machine died can be redelivered after minutes, not the
@@ -36,7 +49,8 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_default_queue": "enrich",
+        "task_default_queue": URGENT_QUEUE,
+        "task_queues": [Queue(URGENT_QUEUE), Queue(BULK_QUEUE)],
         "task_time_limit": 240,
         "task_soft_time_limit": 200,
         "worker_hijack_root_logger": False,

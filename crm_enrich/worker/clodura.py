@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 import requests
 
@@ -66,9 +67,11 @@ class VerifyAnswer:
 
 class CloduraClient:
     def __init__(self, base_url: str, api_key: str, limiter: SharedRateLimiter | None = None,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None,
+                 on_answer: Callable[[str, int], None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
+        self.on_answer = on_answer
         self.session = session or requests.Session()
         self.session.headers.update({"X-API-KEY": api_key, "Accept": "application/json"})
 
@@ -80,6 +83,8 @@ class CloduraClient:
         except requests.RequestException as exc:
             raise ProviderUnavailable(f"{path}: {type(exc).__name__}") from None
         status = resp.status_code
+        if self.on_answer:
+            self.on_answer(path, status)
         if status in (200, 202):
             return resp
         message = f"{path}: {status} {_message(resp)}"

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import redis
 
+from crm_enrich import counters
+
 from crm_enrich.settings import PROVIDER_DATA_MAX_TTL_S
 
 # received → enriching → awaiting_email → verifying → awaiting_verification
@@ -48,6 +50,7 @@ class Job:
     input: dict = field(default_factory=dict)
     fields_written: list[str] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
+    force: bool = False
 
     @property
     def final(self) -> bool:
@@ -70,13 +73,16 @@ class Job:
             input=json.loads(raw.get("input", "{}")),
             fields_written=json.loads(raw.get("fields_written", "[]")),
             steps=json.loads(raw.get("steps", "[]")),
+            force=raw.get("force") == "1",
         )
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, provider_ttl_s: int = PROVIDER_DATA_MAX_TTL_S):
+    def __init__(self, client: redis.Redis):
         self.r = client
-        self.provider_ttl_s = min(provider_ttl_s, PROVIDER_DATA_MAX_TTL_S)
+        # A job's copy of provider data lives 24 h from the provider's answer,
+        # whatever the response cache's own TTL (which may even be 0: off).
+        self.provider_ttl_s = PROVIDER_DATA_MAX_TTL_S
 
     @classmethod
     def from_url(cls, url: str, **kw) -> "JobStore":
@@ -102,7 +108,7 @@ class JobStore:
 
     # creation and de-duplication
     def create_unless_seen(self, dedupe_key: str, object_type: str, record_id: str,
-                           source: str, input_fields: dict) -> tuple[Job, bool]:
+                           source: str, input_fields: dict, force: bool = False) -> tuple[Job, bool]:
         """Create a job for an inbound event, or return the one already made
         for the same event. The second value is True when the event is a
         duplicate of one already queued.
@@ -119,7 +125,7 @@ class JobStore:
         now = _now()
         job = Job(id=uuid.uuid4().hex, state="received", object=object_type, record_id=record_id,
                   source=source, created_at=now, updated_at=now, dedupe_key=dedupe_key,
-                  input=input_fields)
+                  input=input_fields, force=force)
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.dedupe_key(dedupe_key), job.id, nx=True, ex=DEDUPE_TTL_S)
         pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
@@ -161,6 +167,10 @@ class JobStore:
         pipe.smove(self.state_key(previous), self.state_key(state), job.id)
         pipe.sadd(self.state_key(state), job.id)  # in case it was in no set
         pipe.execute()
+        if state in FINAL_STATES and previous not in FINAL_STATES:
+            counters.incr(self.r, "jobs_finished", state=state, object=job.object)
+            if state == "done":
+                counters.observe(self.r, "job_to_writeback_seconds", job.updated_at - job.created_at)
         return job
 
     def count_attempt(self, job: Job) -> int:
@@ -196,6 +206,7 @@ class JobStore:
             "attempts": job.attempts, "dedupe_key": job.dedupe_key or "",
             "last_error": job.last_error or "", "input": json.dumps(job.input),
             "fields_written": json.dumps(job.fields_written), "steps": json.dumps(job.steps),
+            "force": int(job.force),
         }
         if job.enqueued_at is not None:
             out["enqueued_at"] = job.enqueued_at

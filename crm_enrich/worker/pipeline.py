@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from crm_enrich.logs import log
 from crm_enrich.settings import Settings
+from crm_enrich.worker.celery_app import EVENT_SOURCES
 from crm_enrich.worker.clodura import (
     CloduraClient, CreditsExhausted, DailyQuotaExceeded, ProviderError,
 )
@@ -31,7 +32,6 @@ IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "A
                    "Lead": ["FirstName", "LastName", "Email", "Company", "Website"]}
 AUDIT_FIELDS = ["CreatedDate", "LastModifiedDate", "LastModifiedById"]
 PARKED_STATES = {"awaiting_email", "awaiting_verification", "writing"}
-EVENT_SOURCES = {"outbound_message", "json_event"}
 JOB_LOCK_TTL_MS = 300_000
 
 # Clodura's verification results (contracts/clodura.md §8.7) → our verdicts.
@@ -241,7 +241,8 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
         fetched_at = None
         if ids:
             svc.quota.check("enrich")
-            answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids), owner=runner_id)
+            answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids), owner=runner_id,
+                                     refresh=job.force)
             if not answer.from_cache:
                 svc.quota.record_spend(answer.value["credits"])
             data["person"], fetched_at = answer.value["person"], answer.fetched_at
@@ -252,7 +253,8 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
         store.transition(job, "verifying")
         svc.quota.check("verify")
         answer = svc.cache.fetch("verify", {"email": email}, lambda: _verify(svc, email),
-                                 keep=lambda body: not body["_accepted_for_later"], owner=runner_id)
+                                 keep=lambda body: not body["_accepted_for_later"], owner=runner_id,
+                                 refresh=job.force)
         body = answer.value
         if not answer.from_cache:
             svc.quota.record_spend(body.pop("_credits", 0))

@@ -54,12 +54,13 @@ class ProviderCache:
         return Answer(entry["value"], entry["fetched_at"], True)
 
     def fetch(self, endpoint: str, request: dict, call: Callable[[], object],
-              keep: Callable[[object], bool] = lambda value: True, owner: str = "") -> Answer:
+              keep: Callable[[object], bool] = lambda value: True, owner: str = "",
+              refresh: bool = False) -> Answer:
         """The cached answer, or call the provider once (`keep` says whether
         an answer is final enough to cache). `owner` names the caller: a
         redelivery of a task whose worker died while asking takes over."""
         key = canonical_key(endpoint, request)
-        cached = self.get(key)
+        cached = None if refresh else self.get(key)
         if cached:
             return cached
         lock = f"{key}:inflight"

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import redis
 
+from crm_enrich import counters
+
 QUOTA_UNTIL = "clodura:quota_exhausted_until"
 CREDITS_PAUSED = "clodura:credits_paused"      # value: reason
 BUDGET_PAUSED_UNTIL = "clodura:budget_paused_until"
@@ -82,6 +84,7 @@ class Quota:
             pipe.incrbyfloat(key, credits)
             pipe.expire(key, 3 * 86_400)
             pipe.execute()
+            counters.incr(self.r, "provider_credits", credits, provider="clodura")
 
     def quota_exhausted(self, retry_after: float | None) -> float:
         """409: nobody calls until the provider's day rolls over (its

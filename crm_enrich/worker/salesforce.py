@@ -113,11 +113,13 @@ class SalesforceGateway:
     """One per worker process (requests sessions are not shared across forks)."""
 
     def __init__(self, settings: Settings, session: requests.Session | None = None,
-                 on_usage: Callable[[int, int], None] | None = None):
+                 on_usage: Callable[[int, int], None] | None = None,
+                 on_call: Callable[[], None] | None = None):
         self.settings = settings
         self.session = session or new_http_session()
         self.tokens = TokenProvider(settings, self.session)
         self.on_usage = on_usage
+        self.on_call = on_call
         self.api_usage: tuple[int, int] | None = None
 
     @property
@@ -145,6 +147,8 @@ class SalesforceGateway:
             except requests.RequestException as exc:
                 raise SalesforceFailure("CONNECTION", type(exc).__name__, retryable=True) from None
             finally:
+                if self.on_call:
+                    self.on_call()
                 usage = sf.api_usage.get("api-usage")
                 if usage and (usage.used, usage.total) != self.api_usage:
                     self.api_usage = (usage.used, usage.total)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 
+import structlog
 from celery import current_app, shared_task
 
+from crm_enrich import counters
 from crm_enrich.logs import log
 from crm_enrich.settings import get_settings
 from crm_enrich.worker import pipeline, salesforce_batches
 from crm_enrich.worker.api_guard import ApiGuard
 from crm_enrich.worker.batching import BatchQueue
 from crm_enrich.worker import sweeper
-from crm_enrich.worker.celery_app import CHECK_CREDITS, ENRICH_RECORD, SWEEP_PARKED
+from crm_enrich.worker.celery_app import CHECK_CREDITS, ENRICH_RECORD, SWEEP_PARKED, queue_for
 from crm_enrich.worker.clodura import CloduraClient, backoff_s
 from crm_enrich.worker.field_map import load_field_map
 from crm_enrich.worker.jobs import JobStore
@@ -30,8 +32,13 @@ MAX_DELIVERIES = 3
 _services: tuple[int, pipeline.Services] | None = None
 
 
-def _send(name: str, countdown: float = 0, args: list | None = None) -> None:
-    current_app.send_task(name, args=args or [], countdown=countdown or None)
+def _send(name: str, countdown: float = 0, args: list | None = None, queue: str | None = None) -> None:
+    current_app.send_task(name, args=args or [], countdown=countdown or None, queue=queue)
+
+
+def _resume(store: JobStore, job_id: str) -> None:
+    job = store.get(job_id)
+    _send(ENRICH_RECORD, args=[job_id], queue=queue_for(job.source if job else ""))
 
 
 def services() -> pipeline.Services:
@@ -40,7 +47,7 @@ def services() -> pipeline.Services:
     global _services
     if _services is None or _services[0] != os.getpid():
         settings = get_settings()
-        store = JobStore.from_url(settings.redis_url, provider_ttl_s=settings.provider_cache_ttl_s)
+        store = JobStore.from_url(settings.redis_url)
         guard = ApiGuard(store.r, settings.salesforce_bulk_share, settings.salesforce_stop_share)
         limiter = None
         if settings.clodura_limiter == "shared":
@@ -48,18 +55,23 @@ def services() -> pipeline.Services:
                                         settings.clodura_limits)
         batches = salesforce_batches.BatchServices(
             store=store,
-            salesforce=SalesforceGateway(settings, on_usage=guard.record_usage),
+            salesforce=SalesforceGateway(
+                settings, on_usage=guard.record_usage,
+                on_call=lambda: counters.incr(store.r, "salesforce_api_calls")),
             guard=guard,
             reads=BatchQueue(store.r, "salesforce_reads", lease_s=settings.batch_lease_s),
             writes=BatchQueue(store.r, "salesforce_writes", lease_s=settings.batch_lease_s),
             max_delay_s=settings.writeback_max_delay_s,
             schedule=lambda name, countdown: _send(name, countdown),
-            resume_job=lambda job_id: _send(ENRICH_RECORD, args=[job_id]),
+            resume_job=lambda job_id: _resume(store, job_id),
             usage_recheck_s=settings.salesforce_usage_recheck_s,
         )
         _services = (os.getpid(), pipeline.Services(
             settings=settings,
-            clodura=CloduraClient(str(settings.clodura_base_url), settings.clodura_api_key, limiter),
+            clodura=CloduraClient(
+                str(settings.clodura_base_url), settings.clodura_api_key, limiter,
+                on_answer=lambda endpoint, status: counters.incr(
+                    store.r, "provider_calls", provider="clodura", endpoint=endpoint, status=status)),
             field_map=load_field_map(settings.field_map),
             batches=batches,
             schema=OrgSchema(store.r, batches.salesforce),
@@ -80,6 +92,9 @@ def over_delivery_cap(store: JobStore, task_id: str, retries: int) -> bool:
 
 @shared_task(bind=True, name=ENRICH_RECORD, max_retries=8)
 def enrich_record(self, job_id: str) -> str:
+    # Every log line of this task carries its task and job ids.
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=self.request.id, job_id=job_id)
     svc = services()
     if over_delivery_cap(svc.store, self.request.id, self.request.retries):
         pipeline.give_up(svc, job_id, f"delivered more than {MAX_DELIVERIES} times without finishing")
