@@ -108,7 +108,10 @@ def main() -> None:
     parser.add_argument("--per-second", type=int, default=20)
     parser.add_argument("--per-minute", type=int, default=600)
     args = parser.parse_args()
-    results = {mode: run(mode, args.records, args.per_second, args.per_minute) for mode in ("crm-enrich", "naive")}
+    results = {}
+    for mode in ("crm-enrich", "naive"):
+        results[mode] = run(mode, args.records, args.per_second, args.per_minute)
+        print(f"{mode}: {results[mode]}", flush=True)
     a, b = results["crm-enrich"], results["naive"]
     print(f"Clodura quota and credits: {args.records} Contacts (10% repeat a person), 4 worker processes, "
           f"sandbox limits {args.per_second}/s and {args.per_minute}/min")

@@ -70,12 +70,16 @@ class Services:
 
 class RetryLater(Exception):
     """The task should run again later: after `countdown` seconds, or (None)
-    after the task's own exponential backoff."""
+    after the task's own exponential backoff. A `wait` is not a failure
+    (a rate-limit slot, another job's identical request, this job's lock)
+    and does not use up the task's retries: in a long backlog a job may
+    wait for its slot many times."""
 
-    def __init__(self, reason: str, countdown: float | None = None):
+    def __init__(self, reason: str, countdown: float | None = None, wait: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.countdown = countdown
+        self.wait = wait
 
 
 def normalise_verdict(result: str | None) -> str:
@@ -160,7 +164,7 @@ def process_job(svc: Services, job_id: str, runner_id: str) -> str:
     store = svc.store
     lock_key = f"job:{job_id}:lock"
     if not store.r.eval(_LOCK, 1, lock_key, runner_id, JOB_LOCK_TTL_MS):
-        raise RetryLater("another task is working on this job", 2.0)
+        raise RetryLater("another task is working on this job", 2.0, wait=True)
     try:
         return _process_locked(svc, job_id, runner_id)
     finally:
@@ -180,9 +184,9 @@ def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
         return _advance(svc, job, runner_id)
     except RateLimited as exc:
         # Our own limiter said wait: hand the worker back, no error recorded.
-        raise RetryLater("waiting for a rate-limit slot", exc.wait_s) from None
+        raise RetryLater("waiting for a rate-limit slot", exc.wait_s, wait=True) from None
     except AnswerPending as exc:
-        raise RetryLater("the same request is in flight for another job", exc.wait_s) from None
+        raise RetryLater("the same request is in flight for another job", exc.wait_s, wait=True) from None
     except DailyQuotaExceeded as exc:
         svc.quota.quota_exhausted(exc.retry_after)
         store.transition(job, "deferred", last_error=str(exc))

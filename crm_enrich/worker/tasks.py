@@ -102,6 +102,11 @@ def enrich_record(self, job_id: str) -> str:
     try:
         return pipeline.process_job(svc, job_id, runner_id=self.request.id)
     except pipeline.RetryLater as exc:
+        if exc.wait:
+            # Same task, new message, same queue; the retry count is untouched.
+            queue = (self.request.delivery_info or {}).get("routing_key") or None
+            enrich_record.apply_async(args=[job_id], countdown=exc.countdown, queue=queue)
+            return "waiting"
         if self.request.retries >= self.max_retries:
             pipeline.give_up(svc, job_id, exc.reason)
             return "failed"

@@ -123,3 +123,4 @@ def test_values_are_fitted_to_type_and_length():
     assert fit_to_field(45_000_000, {"type": "currency"}) == 45_000_000.0
     assert fit_to_field("2026-11-21T10:00:00.000Z", {"type": "date"}) == "2026-11-21"
     assert fit_changes({"X": 1}, None) == {"X": 1}
+
