@@ -166,10 +166,6 @@ class SalesforceGateway:
         result = self._call(lambda sf: sf.query_all(soql))
         return {rec["Id"]: _flatten(rec) for rec in result["records"]}
 
-    def update_record(self, object_type: str, record_id: str, fields: dict) -> None:
-        self._call(lambda sf: sf.restful(f"sobjects/{object_type}/{record_id}",
-                                         method="PATCH", json=fields))
-
     def update_collection(self, records: list[dict]) -> list[dict]:
         """sObject Collections update (≤ 200 records, allOrNone false): one
         SaveResult per record, in order; a 200 answer may hold failures."""
