@@ -46,7 +46,7 @@ class RateLimited(Exception):
 
 class SharedRateLimiter:
     def __init__(self, client: redis.Redis, name: str, limits: list[tuple[int, int]],
-                 margin_s: float = 0.1):
+                 margin_s: float = 0.25):
         # The provider counts arrival times, we count departure times; the
         # margin absorbs the difference so a window edge never gives a 429.
         self.margin_s = margin_s
