@@ -22,17 +22,18 @@ class ApiGuard:
     def record_usage(self, used: int, total: int) -> None:
         self.r.hset(USAGE_KEY, mapping={"used": used, "total": total, "at": time.time()})
 
+    def _reading(self) -> tuple[int, int, float] | None:
+        """(used, allocation, when read) from the last Sforce-Limit-Info."""
+        raw = self.r.hgetall(USAGE_KEY)
+        return (int(raw["used"]), int(raw["total"]), float(raw["at"])) if raw else None
+
     def reading_age_s(self) -> float:
-        at = self.r.hget(USAGE_KEY, "at")
-        return time.time() - float(at) if at else float("inf")
+        reading = self._reading()
+        return time.time() - reading[2] if reading else float("inf")
 
     def usage(self) -> tuple[int, int] | None:
-        raw = self.r.hgetall(USAGE_KEY)
-        return (int(raw["used"]), int(raw["total"])) if raw else None
-
-    def share_used(self) -> float:
-        usage = self.usage()
-        return usage[0] / usage[1] if usage and usage[1] else 0.0
+        reading = self._reading()
+        return reading[:2] if reading else None
 
     def pause(self, seconds: float) -> None:
         self.r.set(PAUSE_KEY, time.time() + seconds, px=int(seconds * 1000) + 1000)
@@ -44,8 +45,8 @@ class ApiGuard:
     def may_call(self, urgent: bool, stale_after_s: float = 300) -> bool:
         if self.paused_for() > 0:
             return False
-        raw = self.r.hgetall(USAGE_KEY)
-        if not raw or time.time() - float(raw["at"]) > stale_after_s:
+        reading = self._reading()
+        if reading is None or time.time() - reading[2] > stale_after_s:
             return True  # the call itself brings a fresh count
-        share = int(raw["used"]) / int(raw["total"]) if int(raw["total"]) else 0.0
-        return share < (self.all_share if urgent else self.bulk_share)
+        used, total, _ = reading
+        return (used / total if total else 0.0) < (self.all_share if urgent else self.bulk_share)

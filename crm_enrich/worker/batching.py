@@ -84,9 +84,6 @@ class BatchQueue:
         """Queue an item; answers how many are now waiting."""
         return self.r.rpush(self.pending, json.dumps(item))
 
-    def add_later(self, item: dict, delay_s: float) -> None:
-        self.r.zadd(self.delayed, {json.dumps(item): time.time() + delay_s})
-
     def claim_flush_slot(self, within_s: float) -> bool:
         """True for the one caller that should schedule the next flush."""
         return bool(self.r.set(self.scheduled, "1", nx=True, px=max(1, int(within_s * 1000))))
