@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from crm_enrich import counters
 from crm_enrich.devstack import Stack
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
@@ -90,7 +91,8 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
         print(f"  {'  →':<20} " + " ".join(f"{_short(a.get(f)):<22}" for f in SHOWN_FIELDS))
 
     counts = {state: 0 for state in ("done", "skipped", "failed")}
-    enriched = verified = written = 0
+    enriched = verified = written = revealed = verified_later = 0
+    verdicts: dict[str, int] = {}
     unfinished = []
     for rid in ids:
         job = store.get(jobs[rid]) if rid in jobs else None
@@ -101,6 +103,10 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
         outcome = store.provider_data(job.id).get("outcome") or {}
         enriched += bool(outcome.get("matched"))
         verified += bool(outcome.get("verdict"))
+        revealed += bool(outcome.get("email_revealed"))
+        if outcome.get("verdict"):
+            verdicts[outcome["verdict"]] = verdicts.get(outcome["verdict"], 0) + 1
+            verified_later += any(step["state"] == "awaiting_verification" for step in job.steps)
         if job.state == "done" and after[rid]["writes"] and after[rid]["record"].get("Enriched_At__c"):
             written += 1
     clodura = control.clodura_usage()
@@ -111,7 +117,11 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     print("\n  Summary")
     print(f"    records            {len(ids)} in {elapsed:.1f}s")
     print(f"    enriched           {enriched} (matched by Clodura)")
-    print(f"    verified           {verified} (email verdict written)")
+    print(f"    verified           {verified} (email verdict written: "
+          + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) + ")")
+    print(f"    emails revealed    {revealed} (Clodura reveal, result by callback)")
+    print(f"    202 verifications  {verified_later} completed later (catch-all domains, deep check)")
+    print(f"    callbacks          {_callbacks_summary(store)}")
     print(f"    written back       {written}")
     print(f"    skipped            {counts['skipped']}")
     print(f"    failed             {counts['failed']}")
@@ -136,3 +146,18 @@ def _outbound_summary(outbound) -> str:
         return "n/a"
     acked = sum(1 for d in deliveries if d.get("acked"))
     return f"{len(deliveries)} POSTs, {acked} acknowledged"
+
+
+def _callbacks_summary(store: JobStore) -> str:
+    applied: dict[str, int] = {}
+    other: dict[str, int] = {}
+    for name, labels, value in counters.read(store.r):
+        if name == "callbacks_applied":
+            applied[labels["step"]] = int(value)
+        elif name == "async_results":
+            other[labels["outcome"]] = other.get(labels["outcome"], 0) + int(value)
+    text = f"{sum(applied.values())} received and applied (" + \
+        ", ".join(f"{n} {step}" for step, n in sorted(applied.items())) + ")"
+    if other:
+        text += "; " + ", ".join(f"{n} by {how}" for how, n in sorted(other.items()))
+    return text

@@ -75,8 +75,20 @@ class Settings(BaseSettings):
     secret_key: str = Field(min_length=16)
 
     field_map: Path | None = None
+    # Clodura's asynchronous results (reveals, 202 verifications) arrive by
+    # callback. Without one after VERIFY_POLL_AFTER_S the sweeper asks the
+    # provider's polling endpoints (undocumented, hence the switch); after
+    # VERIFY_GIVE_UP_AFTER_S the step ends as "unknown" / "no email".
     verify_poll_after_s: int = Field(default=300, ge=1)
     verify_give_up_after_s: int = Field(default=3600, ge=1)
+    clodura_polling: bool = True
+    # standard checks by default; deep ones (0.1 credits) for catch-all
+    # domains, or always, or never.
+    clodura_deep_verification: Literal["never", "catch_all", "always"] = "catch_all"
+    # Phones cost 10-20 credits each: revealed only when this is on and the
+    # field map has a blank field for them.
+    reveal_phone: bool = False
+    reveal_phone_via_partners: bool = False
     writeback_max_delay_s: float = Field(default=2.0, gt=0, le=60)
     # How long a batch flusher may hold its lease; a flusher that died is
     # replaced after this. Longer than any one Salesforce call may take.
@@ -140,6 +152,11 @@ class Settings(BaseSettings):
         if self.salesforce_private_key_file and not self.salesforce_private_key_file.is_file():
             raise ValueError(f"SALESFORCE_PRIVATE_KEY_FILE {self.salesforce_private_key_file} is not a file")
         return self
+
+    @property
+    def callback_token_max_age_s(self) -> int:
+        # Long enough for Clodura's last redelivery after our give-up time.
+        return self.verify_give_up_after_s + 900
 
     @property
     def clodura_limits(self) -> list[tuple[int, int]]:

@@ -43,6 +43,16 @@ class SandboxControl:
         usage = self._ok(self.http.get(f"{self.clodura}/_sandbox/clodura/usage"))
         return usage[key or self.info["clodura_api_key"]]
 
+    def clodura_webhooks(self) -> dict:
+        return self._ok(self.http.get(f"{self.clodura}/_sandbox/clodura/webhooks"))
+
+    def clodura_webhook_fault(self, mode: str, times: int = 1, late_s: float = 0) -> None:
+        self._ok(self.http.post(f"{self.clodura}/_sandbox/clodura/webhook-faults",
+                                json={"mode": mode, "times": times, "late_s": late_s}))
+
+    def clear_clodura_webhook_faults(self) -> None:
+        self._ok(self.http.delete(f"{self.clodura}/_sandbox/clodura/webhook-faults"))
+
     # both
     def log(self, service: str, since: int = 0) -> list[dict]:
         base = self.sf if service == "salesforce" else self.clodura

@@ -39,10 +39,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["crm_enrich"] = {"settings": settings, "store": store, "enqueue": enqueue,
                                     "send_task": send_task}
 
-    from crm_enrich.web import admin, events, health, metrics, openapi, outbound_message
+    from crm_enrich.web import admin, callbacks, events, health, metrics, openapi, outbound_message
 
     app.register_blueprint(outbound_message.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(callbacks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(admin.bp)

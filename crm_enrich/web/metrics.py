@@ -62,6 +62,9 @@ HELP = {
     "provider_credits": "Provider credits spent",
     "salesforce_api_calls": "Salesforce API calls made",
     "job_to_writeback_seconds": "Time from a record's event to its write-back",
+    "callback_delay_seconds": "Time from an asynchronous Clodura request to its callback, by step",
+    "callbacks_applied": "Clodura callbacks stored on their job, by step",
+    "async_results": "Asynchronous results by step and how they ended (callback, poll, gave_up)",
 }
 
 
@@ -73,11 +76,16 @@ def counter_families(samples):
         by_name.setdefault(base, []).append((name, labels, value))
     for base, rows in sorted(by_name.items()):
         if any(name.endswith("_bucket") for name, _, _ in rows):
-            buckets = sorted(((l["le"], v) for n, l, v in rows if n.endswith("_bucket")),
-                             key=lambda b: float(b[0]))
-            total = next((v for n, _, v in rows if n.endswith("_sum")), 0.0)
-            family = HistogramMetricFamily(f"crm_enrich_{base}", HELP.get(base, base))
-            family.add_metric([], [(str(le), v) for le, v in buckets], sum_value=total)
+            label_names = sorted({k for _, l, _ in rows for k in l if k != "le"})
+            family = HistogramMetricFamily(f"crm_enrich_{base}", HELP.get(base, base), labels=label_names)
+            series = sorted({tuple(str(l.get(k, "")) for k in label_names) for _, l, _ in rows})
+            for values in series:
+                mine = [(n, l, v) for n, l, v in rows
+                        if tuple(str(l.get(k, "")) for k in label_names) == values]
+                buckets = sorted(((l["le"], v) for n, l, v in mine if n.endswith("_bucket")),
+                                 key=lambda b: float(b[0]))
+                total = next((v for n, _, v in mine if n.endswith("_sum")), 0.0)
+                family.add_metric(list(values), [(str(le), v) for le, v in buckets], sum_value=total)
         else:
             label_names = sorted({k for _, l, _ in rows for k in l})
             family = CounterMetricFamily(f"crm_enrich_{base}", HELP.get(base, base), labels=label_names)

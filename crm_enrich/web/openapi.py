@@ -79,6 +79,18 @@ def spec() -> dict:
                     "403": _resp("another organization"), "413": _resp("body too large"),
                     "503": _resp("could not queue, retry"),
                 }}},
+            "/clodura/callbacks/{token}": {"post": {
+                "summary": "Clodura's asynchronous result (reveal or verification) for one job's step",
+                "description": "The token in the path was made when the request was sent: it names the "
+                               "job and step, is signed with SECRET_KEY and expires.",
+                "tags": ["public"],
+                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": _json("CloduraResult")},
+                "responses": {
+                    "200": _resp("stored (or a repeat, or not final: no effect)", "CallbackAnswer"),
+                    "400": _resp("invalid body"), "404": _resp("unknown, forged or expired token"),
+                    "503": _resp("could not store, retry"),
+                }}},
             "/healthz": {"get": {"summary": "the process is alive", "tags": ["public"],
                                  "responses": {"200": _resp("alive", "Status")}}},
             "/readyz": {"get": {"summary": "Redis reachable and a worker heartbeat fresh", "tags": ["public"],
@@ -190,6 +202,14 @@ def spec() -> dict:
                 "EventAccepted": {"type": "object", "required": ["accepted", "duplicates"], "properties": {
                     "accepted": {"type": "integer"}, "duplicates": {"type": "integer"},
                     "jobs": {"type": "array", "items": JOB_ID}}},
+                "CloduraResult": {
+                    "type": "object", "description": "Clodura's result; the job's id under one of "
+                                                      "trackingId, requestId, docId, id, _id",
+                    "properties": {"trackingId": {"type": "string"}, "docId": {"type": "string"},
+                                   "status": {"type": "string"}, "result": {"type": "string"}},
+                    "additionalProperties": True},
+                "CallbackAnswer": {"type": "object", "required": ["applied"], "properties": {
+                    "applied": {"type": "boolean"}, "reason": {"type": "string"}}},
                 "Rerun": {"type": "object", "required": ["object"], "additionalProperties": False,
                           "properties": RERUN_PROPS,
                           "oneOf": [{"required": ["ids"]}, {"required": ["where"]}]},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import Callable
+from urllib.parse import quote
 
 import requests
 
@@ -76,18 +77,25 @@ class CloduraClient:
         self.session.headers.update({"X-API-KEY": api_key, "Accept": "application/json"})
 
     def _post(self, path: str, body: dict) -> requests.Response:
+        return self._request("POST", path, json=body)
+
+    def _get(self, path: str, endpoint: str) -> dict:
+        return self._request("GET", path, endpoint=endpoint).json()
+
+    def _request(self, method: str, path: str, endpoint: str | None = None, **kwargs) -> requests.Response:
+        endpoint = endpoint or path
         if self.limiter:
             self.limiter.acquire()
         try:
-            resp = self.session.post(f"{self.base_url}{path}", json=body, timeout=TIMEOUT)
+            resp = self.session.request(method, f"{self.base_url}{path}", timeout=TIMEOUT, **kwargs)
         except requests.RequestException as exc:
-            raise ProviderUnavailable(f"{path}: {type(exc).__name__}") from None
+            raise ProviderUnavailable(f"{endpoint}: {type(exc).__name__}") from None
         status = resp.status_code
         if self.on_answer:
-            self.on_answer(path, status)
+            self.on_answer(endpoint, status)
         if status in (200, 202):
             return resp
-        message = f"{path}: {status} {_message(resp)}"
+        message = f"{endpoint}: {status} {_message(resp)}"
         if status == 429 or status >= 500:
             raise ProviderUnavailable(message, status, _retry_after(resp))
         if status == 409:
@@ -110,15 +118,7 @@ class CloduraClient:
 
     def credits(self) -> float:
         """Credits left: the single pool, or contact views left on Prospect plans."""
-        if self.limiter:
-            self.limiter.acquire()
-        try:
-            resp = self.session.get(f"{self.base_url}/api/v1/credits", timeout=TIMEOUT)
-        except requests.RequestException as exc:
-            raise ProviderUnavailable(f"/api/v1/credits: {type(exc).__name__}") from None
-        if resp.status_code != 200:
-            raise ProviderUnavailable(f"/api/v1/credits: {resp.status_code}", resp.status_code)
-        body = resp.json()
+        body = self._get("/api/v1/credits", "/api/v1/credits")
         if "remainingCredits" in body:
             return float(body["remainingCredits"])
         return float(body.get("maxContacts", 0)) - float(body.get("contactsView", 0))
@@ -129,6 +129,26 @@ class CloduraClient:
             body["webhookUrl"] = webhook_url
         resp = self._post("/api/v1/verify/email", body)
         return VerifyAnswer(resp.status_code == 202, resp.json())
+
+    def reveal_email(self, identifiers: dict, webhook_url: str) -> dict:
+        """Queue a reveal (§8.3); the result comes to `webhook_url`.
+        Answers the immediate body, which holds the job's id."""
+        return self._post("/api/v1/search/people/email/match",
+                          {**identifiers, "webhookUrl": webhook_url}).json()
+
+    def reveal_phone(self, identifiers: dict, webhook_url: str, via_partners: bool) -> dict:
+        return self._post("/api/v1/search/people/phone/match",
+                          {**identifiers, "webhookUrl": webhook_url,
+                           "revealPhoneNumberViaPartners": via_partners}).json()
+
+    # INFERRED polling endpoints (§8.5, §8.7), free; only a fallback for a
+    # callback that did not come.
+    def verification_status(self, doc_id: str) -> dict:
+        return self._get(f"/api/v1/verify/email/{quote(doc_id, safe='')}", "/api/v1/verify/email/{docId}")
+
+    def reveal_status(self, tracking_id: str) -> dict:
+        return self._get(f"/api/v1/search/people/track/{quote(tracking_id, safe='')}",
+                         "/api/v1/search/people/track/{id}")
 
 
 def backoff_s(attempt: int, base: float = 2.0, cap: float = 120.0) -> float:

@@ -18,10 +18,11 @@ from crm_enrich import counters
 
 from crm_enrich.settings import PROVIDER_DATA_MAX_TTL_S
 
-# received → enriching → awaiting_email → verifying → awaiting_verification
-# → writing → done, with skipped / deferred / paused / failed on the side.
+# received → enriching → awaiting_email → awaiting_phone → verifying →
+# awaiting_verification → writing → done, with skipped / deferred / paused /
+# failed on the side. The awaiting states wait for Clodura's callbacks.
 STATES = (
-    "received", "enriching", "awaiting_email", "verifying", "awaiting_verification",
+    "received", "enriching", "awaiting_email", "awaiting_phone", "verifying", "awaiting_verification",
     "writing", "done", "skipped", "deferred", "paused", "failed",
 )
 FINAL_STATES = frozenset({"done", "skipped", "failed"})

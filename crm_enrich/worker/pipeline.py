@@ -8,8 +8,8 @@ here: the job queues them for a batch (salesforce_batches) and parks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
+from crm_enrich import callbacks
 from crm_enrich.logs import log
 from crm_enrich.settings import Settings
 from crm_enrich.worker.celery_app import EVENT_SOURCES
@@ -17,10 +17,12 @@ from crm_enrich.worker.clodura import (
     CloduraClient, CreditsExhausted, DailyQuotaExceeded, ProviderError,
 )
 from crm_enrich.worker.field_map import FieldMap, fit_changes, is_blank, plan_changes
+from crm_enrich.worker import reveals, verification
+from crm_enrich.worker.async_steps import Ticket, await_result
 from crm_enrich.worker.jobs import Job, load_tracked_hashes
 from crm_enrich.worker.org_schema import OrgSchema
-from crm_enrich.worker.provider_cache import AnswerPending, ProviderCache
-from crm_enrich.worker.quota import COSTS, Quota, QuotaExhausted, SpendingPaused
+from crm_enrich.worker.provider_cache import AnswerPending, ProviderCache, canonical_key
+from crm_enrich.worker.quota import Quota, QuotaExhausted, SpendingPaused
 from crm_enrich.worker.ratelimit import RateLimited
 from crm_enrich.worker.salesforce import SalesforceFailure
 from crm_enrich.worker.salesforce_batches import BatchServices, queue_read, queue_write
@@ -31,17 +33,10 @@ PERSON_OBJECTS = {"Contact", "Lead"}
 IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "Account.Name"],
                    "Lead": ["FirstName", "LastName", "Email", "Company", "Website"]}
 AUDIT_FIELDS = ["CreatedDate", "LastModifiedDate", "LastModifiedById"]
-PARKED_STATES = {"awaiting_email", "awaiting_verification", "writing"}
+# A job in `writing` is finished by the batch flush; the awaiting states
+# move on when their result is stored (callback or sweeper).
+WRITING = "writing"
 JOB_LOCK_TTL_MS = 300_000
-
-# Clodura's verification results (contracts/clodura.md §8.7) → our verdicts.
-VERDICTS = {
-    "deliverable": "valid",
-    "undeliverable": "invalid",
-    "risky (catch-all)": "catch_all",
-    "catch-all": "catch_all",
-    "risky": "risky",
-}
 
 # Take the job's lock if it is free or already ours: a redelivery of the
 # same task (its worker died holding the lock) carries the same runner id.
@@ -82,14 +77,6 @@ class RetryLater(Exception):
         self.wait = wait
 
 
-def normalise_verdict(result: str | None) -> str:
-    return VERDICTS.get((result or "").strip().lower(), "unknown")
-
-
-def _iso_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
 def enrich_identifiers(record: dict, company_name: str | None) -> dict:
     """The strongest identifiers we have (contracts/clodura.md §8.6)."""
     ids = {}
@@ -104,7 +91,8 @@ def enrich_identifiers(record: dict, company_name: str | None) -> dict:
     return ids
 
 
-def field_sources(person: dict | None, verification: dict | None, now: str) -> dict:
+def field_sources(person: dict | None, verified: dict | None, now: str,
+                  email: dict | None = None, phone: dict | None = None) -> dict:
     sources = {"meta.enriched_at": now}
     if person:
         functional = person.get("functional") or []
@@ -119,18 +107,15 @@ def field_sources(person: dict | None, verification: dict | None, now: str) -> d
             "organisation.employee_count": org.get("employeeCount"),
             "organisation.website": f"https://{org['domain']}" if org.get("domain") else None,
         })
-    if verification:
-        sources["verification.status"] = verification["status"]
-        sources["verification.verified_at"] = verification["verified_at"]
+    if email and email.get("email"):
+        sources["email.revealed"] = email["email"]
+    if phone and phone.get("phone"):
+        sources["phone.mobile"] = phone["phone"]
+    if verified:
+        sources["verification.status"] = verified["status"]
+        sources["verification.detail"] = verified.get("detail")
+        sources["verification.verified_at"] = verified["verified_at"]
     return sources
-
-
-def _verify(svc: Services, email: str) -> dict:
-    answer = svc.clodura.verify_email(email)
-    body = {k: v for k, v in answer.body.items() if k in ("docId", "result", "verifiedAt", "status")}
-    body["_credits"] = answer.body.get("creditsUsed", COSTS["verify"])
-    body["_accepted_for_later"] = answer.accepted_for_later
-    return body
 
 
 def is_own_change(record: dict, integration_user_id: str | None) -> bool:
@@ -177,7 +162,7 @@ def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
     if job is None:
         log.warning("job.missing", job_id=job_id)
         return "missing"
-    if job.final or job.state in PARKED_STATES:
+    if job.final or job.state == WRITING:
         return job.state  # replayed task, or the batch flush will finish it
     store.count_attempt(job)
     try:
@@ -237,60 +222,120 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
         store.transition(job, "skipped", last_error="the change was our own write-back")
         return job.state
 
-    if "person" not in data:
-        store.transition(job, "enriching")
-        company = record.get("Account.Name") if job.object == "Contact" else record.get("Company")
-        ids = enrich_identifiers(record, company)
-        data["person"] = None
-        fetched_at = None
-        if ids:
-            svc.quota.check("enrich")
-            answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids), owner=runner_id,
-                                     refresh=job.force)
-            if not answer.from_cache:
-                svc.quota.record_spend(answer.value["credits"])
-            data["person"], fetched_at = answer.value["person"], answer.fetched_at
-        store.save_provider_data(job.id, "person", data["person"], fetched_at)
+    person = _person(svc, job, data, record, runner_id)
 
-    email = record.get("Email")
-    if not is_blank(email) and "verification" not in data:
-        store.transition(job, "verifying")
-        svc.quota.check("verify")
-        answer = svc.cache.fetch("verify", {"email": email}, lambda: _verify(svc, email),
-                                 keep=lambda body: not body["_accepted_for_later"], owner=runner_id,
-                                 refresh=job.force)
-        body = answer.value
-        if not answer.from_cache:
-            svc.quota.record_spend(body.pop("_credits", 0))
-        if body.get("_accepted_for_later"):
-            store.save_provider_data(job.id, "verification_doc", body.get("docId"), answer.fetched_at)
-            store.transition(job, "awaiting_verification")
-            return job.state
-        data["verification"] = {
-            "status": normalise_verdict(body.get("result")),
-            "detail": body.get("result"),
-            "verified_at": body.get("verifiedAt") or _iso_now(),
-        }
-        store.save_provider_data(job.id, "verification", data["verification"], answer.fetched_at)
+    email, revealed = record.get("Email"), None
+    if is_blank(email):
+        revealed = _revealed(svc, job, data, "reveal_email", record, person)
+        if revealed is None:
+            return _park(svc, job, "awaiting_email")
+        email = revealed["email"]
+    phone = None
+    if _wants_phone(svc, job.object, record):
+        phone = _revealed(svc, job, data, "reveal_phone", record, person)
+        if phone is None:
+            return _park(svc, job, "awaiting_phone")
 
-    person, verification = data.get("person"), data.get("verification")
-    if not person and not verification:
+    verified = data.get("verification")
+    if not is_blank(email) and verified is None:
+        if job.state != "awaiting_verification":
+            store.transition(job, "verifying")
+        verified = verification.verify(svc, job, data, email, (revealed or {}).get("email_status"), runner_id)
+        if verified is None:
+            return _park(svc, job, "awaiting_verification")
+        store.save_provider_data(job.id, "verification", verified)
+
+    found_phone = bool(phone and phone["phone"])
+    if not person and not verified and not found_phone:
         store.transition(job, "skipped", last_error="no match at Clodura and no email to verify")
         return job.state
 
     tracked = load_tracked_hashes(store, job.object, job.record_id)
     planned = plan_changes(svc.field_map, job.object, record,
-                           field_sources(person, verification, _iso_now()), tracked)
+                           field_sources(person, verified, verification.iso_now(), revealed, phone), tracked)
     fitted = fit_changes(planned, svc.schema.describe(job.object))
     changes = {name: value for name, value in fitted.items() if record.get(name) != value}
     store.save_provider_data(job.id, "outcome", {
         "matched": bool(person and person.get("personId")),
-        "verdict": verification["status"] if verification else None})
+        "verdict": verified["status"] if verified else None,
+        "email_revealed": bool(revealed and revealed["email"]),
+        "phone_revealed": found_phone})
     if not changes:
         store.transition(job, "done", fields_written=[], last_error=None)
         return job.state
     tracked_fields = [r.field for r in svc.field_map.rules_for(job.object) if r.rule == "tracked"]
     queue_write(svc.batches, job.id, job.object, job.record_id, changes, tracked_fields,
                 urgent=job.source in EVENT_SOURCES)
-    store.transition(job, "writing")
+    store.transition(job, WRITING)
     return job.state
+
+
+def _park(svc: Services, job: Job, state: str) -> str:
+    if job.state != state:
+        svc.store.transition(job, state)
+    return job.state
+
+
+def _person(svc: Services, job: Job, data: dict, record: dict, runner_id: str) -> dict | None:
+    """The person Clodura matches, asked once per job (and per day, via the cache)."""
+    if "person" in data:
+        return data["person"]
+    store = svc.store
+    store.transition(job, "enriching")
+    company = record.get("Account.Name") if job.object == "Contact" else record.get("Company")
+    ids = enrich_identifiers(record, company)
+    person, fetched_at = None, None
+    if ids:
+        svc.quota.check("enrich")
+        answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids), owner=runner_id,
+                                 refresh=job.force)
+        if not answer.from_cache:
+            svc.quota.record_spend(answer.value["credits"])
+        person, fetched_at = answer.value["person"], answer.fetched_at
+    store.save_provider_data(job.id, "person", person, fetched_at)
+    data["person"] = person
+    return person
+
+
+def _wants_phone(svc: Services, object_type: str, record: dict) -> bool:
+    """Phones cost 10-20 credits: only when allowed and a mapped field is blank."""
+    return svc.settings.reveal_phone and any(
+        rule.source == "phone.mobile" and is_blank(record.get(rule.field))
+        for rule in svc.field_map.rules_for(object_type))
+
+
+def _revealed(svc: Services, job: Job, data: dict, step: str, record: dict, person: dict | None) -> dict | None:
+    """The outcome of an email or phone reveal ({"email": None, ...} when
+    nothing was found or nothing could be asked), or None while it is on
+    its way. The same person revealed twice within a day costs once."""
+    if step in data:
+        return data[step]
+    kind = step.removeprefix("reveal_")
+    read = reveals.email_outcome if kind == "email" else reveals.phone_outcome
+    ids = reveals.reveal_identifiers(record, person, with_names=kind == "email")
+    if not ids:
+        outcome = {kind: None, "reason": "no identifier Clodura could reveal by", "credits": 0}
+    else:
+        cached = None if job.force else svc.cache.get(canonical_key(step, ids))
+        if cached:
+            outcome = {**cached.value, "credits": 0}
+        else:
+            def send(url: str) -> Ticket:
+                svc.quota.check(step)
+                if kind == "email":
+                    answer = svc.clodura.reveal_email(ids, url)
+                else:
+                    answer = svc.clodura.reveal_phone(ids, url, svc.settings.reveal_phone_via_partners)
+                return Ticket(callbacks.provider_job_id(answer))
+
+            body = await_result(svc, job, data, step, send)
+            if body is None:
+                return None
+            outcome = read(body)
+            svc.quota.record_spend(outcome["credits"])  # charged when the result is produced
+            if outcome[kind]:
+                svc.cache.put(step, ids, outcome)
+    svc.store.save_provider_data(job.id, step, outcome)
+    data[step] = outcome
+    log.info("job.revealed", job_id=job.id, record_id=job.record_id, kind=kind, found=bool(outcome[kind]))
+    return outcome

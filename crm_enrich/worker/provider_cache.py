@@ -53,6 +53,13 @@ class ProviderCache:
         entry = json.loads(raw)
         return Answer(entry["value"], entry["fetched_at"], True)
 
+    def put(self, endpoint: str, request: dict, value: object) -> None:
+        """Cache an answer that came later (by callback); a first answer
+        already cached keeps its own, earlier, expiry."""
+        if self.ttl_s > 0:
+            self.r.set(canonical_key(endpoint, request),
+                       json.dumps({"value": value, "fetched_at": time.time()}), ex=self.ttl_s, nx=True)
+
     def fetch(self, endpoint: str, request: dict, call: Callable[[], object],
               keep: Callable[[object], bool] = lambda value: True, owner: str = "",
               refresh: bool = False) -> Answer:

@@ -21,7 +21,7 @@ BUDGET_PAUSED_UNTIL = "clodura:budget_paused_until"
 REMAINING = "credits:clodura:remaining"
 
 # Credits per step (contracts/clodura.md §3.2), the most a step can cost.
-COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1}
+COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1, "reveal_email": 6.0, "reveal_phone": 20.0}
 
 
 def today() -> str:

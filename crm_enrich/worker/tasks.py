@@ -6,11 +6,12 @@ import os
 
 import structlog
 from celery import current_app, shared_task
+from celery.signals import task_prerun
 
 from crm_enrich import counters
 from crm_enrich.logs import log
 from crm_enrich.settings import get_settings
-from crm_enrich.worker import pipeline, salesforce_batches
+from crm_enrich.worker import async_steps, pipeline, salesforce_batches
 from crm_enrich.worker.api_guard import ApiGuard
 from crm_enrich.worker.batching import BatchQueue
 from crm_enrich.worker import sweeper
@@ -90,11 +91,17 @@ def over_delivery_cap(store: JobStore, task_id: str, retries: int) -> bool:
     return count > MAX_DELIVERIES
 
 
+@task_prerun.connect
+def _log_context(task_id=None, **_) -> None:
+    """Every log line of a task carries its task id, and nothing of the
+    task the same process ran before."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id)
+
+
 @shared_task(bind=True, name=ENRICH_RECORD, max_retries=8)
 def enrich_record(self, job_id: str) -> str:
-    # Every log line of this task carries its task and job ids.
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(task_id=self.request.id, job_id=job_id)
+    structlog.contextvars.bind_contextvars(job_id=job_id)
     svc = services()
     if over_delivery_cap(svc.store, self.request.id, self.request.retries):
         pipeline.give_up(svc, job_id, f"delivered more than {MAX_DELIVERIES} times without finishing")
@@ -128,7 +135,8 @@ def flush_salesforce_writes() -> int:
 @shared_task(name=SWEEP_PARKED)
 def sweep_parked_jobs() -> int:
     svc = services()
-    return sweeper.resume_parked(svc.store, svc.quota, svc.batches.resume_job)
+    return (sweeper.resume_parked(svc.store, svc.quota, svc.batches.resume_job)
+            + async_steps.sweep_awaiting(svc, svc.batches.resume_job))
 
 
 @shared_task(name=CHECK_CREDITS)

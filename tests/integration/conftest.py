@@ -24,6 +24,7 @@ def control(stack):
     ctl = SandboxControl(stack.sandbox.info)
     yield ctl
     ctl.clear_faults("clodura")
+    ctl.clear_clodura_webhook_faults()
     ctl.clear_faults("salesforce")
     ctl.salesforce_config(om_duplicate_deliveries=False)
 

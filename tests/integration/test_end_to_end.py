@@ -31,17 +31,15 @@ def test_created_contact_is_enriched_verified_and_written_back(control, job_for)
     assert set(job.fields_written) <= set(after["writes"][0]["fields"]) | {"Title"}
 
 
-def test_contact_without_email_is_enriched_by_name_and_company(control, job_for):
-    person, company = known_person(1)
-    (account_id,) = control.create_records("Account", [{"Name": company.name}], fire_outbound=False)
-    (contact_id,) = control.create_records("Contact", [{
-        "FirstName": person.first_name, "LastName": person.last_name, "AccountId": account_id}])
-
+def test_unknown_person_without_email_is_skipped_and_no_reveal_is_paid(control, job_for):
+    # Nobody to reveal an address for: no person id, profile or company domain.
+    mark = max([e["seq"] for e in control.log("clodura")] or [0])
+    (contact_id,) = control.create_records("Contact", [{"FirstName": "Nobody", "LastName": "Atall-Unknown"}])
     job = job_for("Contact", contact_id)
-    assert job.state == "done", job.last_error
-    record = control.record("Contact", contact_id)["record"]
-    assert record["Title"] == person.title
-    assert not record.get("Email_Verification_Status__c")  # nothing to verify
+    assert job.state == "skipped", job.last_error
+    paths = [e["path"] for e in control.log("clodura", since=mark)]
+    assert "/api/v1/search/people/email/match" not in paths
+    assert not control.record("Contact", contact_id)["writes"]
 
 
 def test_existing_title_is_not_overwritten(control, job_for):

@@ -1,7 +1,8 @@
 import pytest
 
 from crm_enrich.worker.field_map import FieldMapError, load_field_map, plan_changes, value_hash
-from crm_enrich.worker.pipeline import enrich_identifiers, field_sources, normalise_verdict
+from crm_enrich.worker.pipeline import enrich_identifiers, field_sources
+from crm_enrich.worker.verification import normalise_clodura as normalise_verdict
 
 MAP = load_field_map()
 PERSON = {"personId": "p_1", "personTitle": "VP Sales", "functional": ["Sales"],

@@ -1,0 +1,96 @@
+"""Email verification: which check to run, and one verdict for Salesforce
+(`valid`, `invalid`, `risky`, `catch_all`, `unknown`) with the provider's
+own words kept beside it.
+
+Clodura answers 200 with the verdict, or 202 and sends it later
+(contracts/clodura.md §8.7). Standard checks (0.04 credits) by default;
+a deep check (0.1) for an address on a domain known to be catch-all,
+so the verdict can be more than "catch-all".
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from crm_enrich import callbacks
+from crm_enrich.settings import PROVIDER_DATA_MAX_TTL_S
+from crm_enrich.worker.async_steps import Ticket, await_result
+from crm_enrich.worker.jobs import Job
+from crm_enrich.worker.quota import COSTS
+
+if TYPE_CHECKING:
+    from crm_enrich.worker.pipeline import Services
+
+VERDICTS = ("valid", "invalid", "risky", "catch_all", "unknown")
+
+# Clodura's results (§8.7) -> our verdicts.
+CLODURA_VERDICTS = {
+    "deliverable": "valid",
+    "undeliverable": "invalid",
+    "risky (catch-all)": "catch_all",
+    "catch-all": "catch_all",
+    "risky": "risky",
+}
+
+
+def normalise_clodura(result: str | None) -> str:
+    return CLODURA_VERDICTS.get((result or "").strip().lower(), "unknown")
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _catch_all_key(email: str) -> str:
+    return f"catchall:{email.rsplit('@', 1)[-1].strip().lower()}"
+
+
+def verify(svc: "Services", job: Job, data: dict, email: str, hint: str | None,
+           runner_id: str) -> dict | None:
+    """The verification to write, or None while a 202 verdict is on its way.
+    `hint` is what a reveal said of the address (e.g. "catch_all")."""
+    mode = svc.settings.clodura_deep_verification
+    deep = mode == "always" or (mode == "catch_all" and (
+        hint == "catch_all" or bool(svc.store.r.exists(_catch_all_key(email)))))
+    body = _clodura_check(svc, job, data, email, deep, runner_id)
+    if body is None:
+        return None
+    verdict = normalise_clodura(body.get("result"))
+    if verdict == "catch_all" and not deep and mode == "catch_all":
+        # Learnt from Clodura's answer, so kept no longer than its data may be.
+        svc.store.r.set(_catch_all_key(email), 1, ex=PROVIDER_DATA_MAX_TTL_S)
+        deep = True
+        body = _clodura_check(svc, job, data, email, deep, runner_id)
+        if body is None:
+            return None
+        verdict = normalise_clodura(body.get("result"))
+    detail = f"clodura {'deep' if deep else 'standard'}: {body.get('result') or 'no result'}"
+    if body.get("reason"):
+        detail += f" ({body['reason']})"
+    return {"status": verdict, "detail": detail, "provider": "clodura",
+            "verified_at": body.get("verifiedAt") or iso_now()}
+
+
+def _clodura_check(svc: "Services", job: Job, data: dict, email: str, deep: bool,
+                   runner_id: str) -> dict | None:
+    step = "verify_deep" if deep else "verify"
+    request = {"email": email, "deep": deep}
+
+    def ask(url: str) -> dict:
+        svc.quota.check(step)
+        answer = svc.clodura.verify_email(email, deep, url)
+        svc.quota.record_spend(answer.body.get("creditsUsed", COSTS[step]))
+        return {"id": callbacks.provider_job_id(answer.body),
+                "result": None if answer.accepted_for_later else answer.body}
+
+    def send(url: str) -> Ticket:
+        # The same address asked by two jobs at once costs one call.
+        answer = svc.cache.fetch("verify", request, lambda: ask(url), keep=lambda v: v["result"] is not None,
+                                 owner=runner_id, refresh=job.force)
+        return Ticket(answer.value["id"], answer.value["result"])
+
+    came_later = callbacks.result_field(step) in data  # by callback or poll, not in the answer
+    body = await_result(svc, job, data, step, send)
+    if came_later and not body.get("reason"):  # a verdict, not our giving up
+        svc.cache.put("verify", request, {"id": callbacks.provider_job_id(body), "result": body})
+    return body

@@ -1,0 +1,90 @@
+"""No job waits forever for a callback: the sweeper polls Clodura after
+VERIFY_POLL_AFTER_S and gives up after VERIFY_GIVE_UP_AFTER_S, writing
+"unknown" with the reason. A stack of its own with short deadlines."""
+from __future__ import annotations
+
+import pytest
+
+from crm_enrich import counters
+from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.sandbox.control import SandboxControl
+from crm_enrich.worker.jobs import JobStore
+from tests.integration.test_async_results import create_contact, people, states
+
+POLL_AFTER_S, GIVE_UP_AFTER_S = 2, 8
+
+
+@pytest.fixture(scope="module")
+def astack(tmp_path_factory):
+    with Stack(tmp_path_factory.mktemp("async"), worker_concurrency=2, extra_env={
+            "VERIFY_POLL_AFTER_S": str(POLL_AFTER_S), "VERIFY_GIVE_UP_AFTER_S": str(GIVE_UP_AFTER_S),
+            "SWEEP_INTERVAL_S": "1"}) as stack:
+        yield stack
+
+
+@pytest.fixture
+def acontrol(astack):
+    control = SandboxControl(astack.sandbox.info)
+    yield control
+    control.clear_clodura_webhook_faults()
+
+
+@pytest.fixture
+def astore(astack):
+    return JobStore(astack.redis_client())
+
+
+def final_job(store, contact_id, timeout=60):
+    def final():
+        job_id = store.r.get(f"record:Contact:{contact_id}:last_job")
+        job = store.get(job_id) if job_id else None
+        return job if job and job.final else None
+
+    return wait_for(final, timeout, f"a final job for Contact {contact_id}")
+
+
+def async_outcomes(store) -> dict[tuple[str, str], float]:
+    return {(labels["step"], labels["outcome"]): value for name, labels, value in counters.read(store.r)
+            if name == "async_results"}
+
+
+def test_lost_callbacks_are_completed_by_polling(acontrol, astore):
+    ((revealed, company),) = people("deliverable", 1, skip=10)
+    ((catch_all, catch_all_company),) = people("catch_all", 1, skip=5)
+    acontrol.clodura_webhook_fault("lose", times=-1)
+    before = async_outcomes(astore)
+
+    reveal_id = create_contact(acontrol, revealed, company, with_email=False)
+    verify_id = create_contact(acontrol, catch_all, catch_all_company, with_email=True)
+
+    job = final_job(astore, reveal_id)
+    assert job.state == "done", job.last_error
+    assert "awaiting_email" in states(job)
+    assert acontrol.record("Contact", reveal_id)["record"]["Email"] == revealed.email
+
+    job = final_job(astore, verify_id)
+    assert job.state == "done", job.last_error
+    record = acontrol.record("Contact", verify_id)["record"]
+    assert record["Email_Verification_Detail__c"].startswith("clodura deep: ")
+    assert record["Email_Verification_Status__c"] in ("valid", "catch_all")
+
+    after = async_outcomes(astore)
+    for step in ("reveal_email", "verify", "verify_deep"):
+        assert after.get((step, "poll"), 0) == before.get((step, "poll"), 0) + 1, step
+    assert not acontrol.clodura_webhooks()["deliveries"][-1]["delivered"]  # the callbacks really were lost
+
+
+def test_verdict_that_never_comes_ends_unknown_with_the_reason(acontrol, astore):
+    ((person, company),) = people("catch_all", 1, skip=6)
+    # The verdict is held back for ten minutes: polls see it in progress.
+    acontrol.clodura_webhook_fault("late", times=-1, late_s=600)
+    contact_id = create_contact(acontrol, person, company, with_email=True)
+
+    job = final_job(astore, contact_id, timeout=GIVE_UP_AFTER_S + 60)
+    assert job.state == "done", job.last_error
+    assert "awaiting_verification" in states(job)
+    record = acontrol.record("Contact", contact_id)["record"]
+    assert record["Email_Verification_Status__c"] == "unknown"
+    assert f"no result from Clodura within {GIVE_UP_AFTER_S} s" in record["Email_Verification_Detail__c"]
+    outcomes = async_outcomes(astore)
+    assert outcomes.get(("verify", "gave_up"), 0) + outcomes.get(("verify_deep", "gave_up"), 0) >= 1
