@@ -37,6 +37,9 @@ RUN_TTL_S = 7 * 86_400
 FAILED_LIST_LIMIT = 200
 FAILED_SCAN_MAX = 20_000
 SELECT_RERUN_RECORDS = "crm_enrich.select_rerun_records"
+# Large selections: a Bulk API 2.0 query job, polled, then read set by set.
+POLL_RERUN_QUERY_JOB = "crm_enrich.poll_rerun_query_job"
+READ_RERUN_QUERY_PAGE = "crm_enrich.read_rerun_query_page"
 
 # Words that would change the query around the condition instead of being
 # part of it (checked outside string literals).

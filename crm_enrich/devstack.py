@@ -86,6 +86,8 @@ class Stack:
             "CLODURA_API_KEY": info["clodura_api_key"],
             "CLODURA_BASE_URL": info["clodura_url"],
             "CLODURA_PLAN": "max",
+            "CLEAROUT_API_TOKEN": info["clearout_api_token"],
+            "CLEAROUT_BASE_URL": info["clearout_url"],
             "SALESFORCE_LOGIN_URL": info["salesforce_url"],
             "SALESFORCE_CLIENT_ID": info["salesforce_client_id"],
             "SALESFORCE_CLIENT_SECRET": info["salesforce_client_secret"],

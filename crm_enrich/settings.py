@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     salesforce_bulk_share: float = Field(default=0.80, gt=0, le=1)
     salesforce_stop_share: float = Field(default=0.95, gt=0, le=1)
     salesforce_usage_recheck_s: float = Field(default=60, ge=1, le=3600)
+    # A re-run or backfill selecting more records than this is read through
+    # a Bulk API 2.0 query job (Salesforce's guidance: above ~2,000 records),
+    # in sets of this many records, one task per set.
+    salesforce_bulk_query_threshold: int = Field(default=2000, ge=0)
+    salesforce_bulk_query_page_size: int = Field(default=5000, ge=1, le=50_000)
     # 0 turns the response cache off; it can never be set above 24 h.
     provider_cache_ttl_s: int = Field(default=PROVIDER_DATA_MAX_TTL_S, ge=0, le=PROVIDER_DATA_MAX_TTL_S)
     clodura_daily_credit_budget: float | None = Field(default=None, gt=0)

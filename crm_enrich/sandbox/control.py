@@ -14,8 +14,11 @@ class SandboxControl:
         # Passed on every call: REQUESTS_CA_BUNDLE in the environment would
         # otherwise win over Session.verify.
         self.http.request = functools.partial(self.http.request, verify=info["ca_bundle"])
-        self.sf = info["salesforce_url"]
-        self.clodura = info["clodura_url"]
+        # A test may run one simulator alone and give only its address.
+        self.sf = info.get("salesforce_url")
+        self.clodura = info.get("clodura_url")
+        clearout_api = info.get("clearout_url")
+        self.clearout = clearout_api.removesuffix("/v2") if clearout_api else None
 
     def _ok(self, resp: requests.Response):
         resp.raise_for_status()
@@ -53,15 +56,38 @@ class SandboxControl:
     def clear_clodura_webhook_faults(self) -> None:
         self._ok(self.http.delete(f"{self.clodura}/_sandbox/clodura/webhook-faults"))
 
-    # both
+    # Clearout
+    def clearout_usage(self) -> dict:
+        return self._ok(self.http.get(f"{self.clearout}/_sandbox/clearout/usage"))
+
+    def clearout_config(self, **changes) -> dict:
+        """No changes: the effective config; else apply them (e.g. credits,
+        rate_limit_per_minute, daily_verify_limit, finder_queue_delay_s)."""
+        if not changes:
+            return self._ok(self.http.get(f"{self.clearout}/_sandbox/clearout/config"))
+        return self._ok(self.http.post(f"{self.clearout}/_sandbox/clearout/config", json=changes))
+
+    def clearout_slow(self, times: int = 1, kind: str = "verify") -> dict:
+        """The next `times` instant verifications (or finder searches)
+        outlast their timeout: 524."""
+        return self._ok(self.http.post(f"{self.clearout}/_sandbox/clearout/slow",
+                                       json={"times": times, "kind": kind}))
+
+    def clearout_reset(self) -> None:
+        self._ok(self.http.post(f"{self.clearout}/_sandbox/clearout/reset"))
+
+    # every simulator
+    def _base(self, service: str) -> str:
+        base = {"salesforce": self.sf, "clodura": self.clodura, "clearout": self.clearout}[service]
+        if base is None:
+            raise ValueError(f"no {service} simulator in this sandbox info")
+        return base
+
     def log(self, service: str, since: int = 0) -> list[dict]:
-        base = self.sf if service == "salesforce" else self.clodura
-        return self._ok(self.http.get(f"{base}/_sandbox/log", params={"since": since}))
+        return self._ok(self.http.get(f"{self._base(service)}/_sandbox/log", params={"since": since}))
 
     def add_fault(self, service: str, **rule) -> None:
-        base = self.sf if service == "salesforce" else self.clodura
-        self._ok(self.http.post(f"{base}/_sandbox/faults", json=rule))
+        self._ok(self.http.post(f"{self._base(service)}/_sandbox/faults", json=rule))
 
     def clear_faults(self, service: str) -> None:
-        base = self.sf if service == "salesforce" else self.clodura
-        self._ok(self.http.delete(f"{base}/_sandbox/faults"))
+        self._ok(self.http.delete(f"{self._base(service)}/_sandbox/faults"))

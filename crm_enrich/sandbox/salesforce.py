@@ -8,7 +8,9 @@ steer it lives under `/_sandbox/...` (see `_control_routes`).
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import hmac
 import itertools
 import logging
@@ -251,6 +253,9 @@ class SalesforceSimConfig:
     token_ttl_s: float = 7200
     api_allocation: int = 15000
     query_page_size: int = 2000
+    # Bulk API 2.0 query jobs: seconds from creation to JobComplete (half of
+    # it UploadComplete, half InProgress).
+    bulk_query_delay_s: float = 0.5
     instance_url: str | None = None  # base for EnterpriseUrl/PartnerUrl; default: last request's host
     listener_url: str | None = None  # Outbound Message endpoint; None = dispatcher idle
     om_fields: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_OM_FIELDS.items()})
@@ -294,6 +299,61 @@ class Notification:
         }
 
 
+@dataclass
+class QueryJob:
+    """A Bulk API 2.0 query job. The query runs when the job is created (a
+    snapshot); the job only reports JobComplete (or Failed) once its delay
+    has passed, as a real job takes a while to process."""
+
+    id: str
+    operation: str
+    object: str
+    query: str
+    api_version: str          # "59.0": results must be read with the same version
+    created: datetime
+    ready_at: float
+    created_by: str
+    header: list[str]
+    rows: list[list[str]]
+    error: str | None = None  # the job ends Failed with this errorMessage
+
+    def state(self, now: float, delay: float) -> str:
+        if now >= self.ready_at:
+            return "Failed" if self.error else "JobComplete"
+        return "UploadComplete" if now < self.ready_at - delay / 2 else "InProgress"
+
+    def info(self, now: float, delay: float, full: bool) -> dict:
+        """Job info as create (full=False) and get (full=True) answer it."""
+        state = self.state(now, delay)
+        out = {"id": self.id, "operation": self.operation, "object": self.object,
+               "createdById": self.created_by, "createdDate": fmt_rest_dt(self.created),
+               "systemModstamp": fmt_rest_dt(self.created), "state": state,
+               "concurrencyMode": "Parallel", "contentType": "CSV", "apiVersion": float(self.api_version),
+               "lineEnding": "LF", "columnDelimiter": "COMMA"}
+        if full:
+            done = state in ("JobComplete", "Failed")
+            out.update({"jobType": "V2Query",
+                        "numberRecordsProcessed": len(self.rows) if state == "JobComplete" else 0,
+                        "retries": 0, "totalProcessingTime": int(delay * 1000) if done else 0})
+            if state == "Failed":
+                out["errorMessage"] = self.error
+        return out
+
+
+def _locator(offset: int) -> str:
+    """Salesforce's locators look like "MTAwMDA" (base64 of "10000"); we use
+    the same shape for the offset of the next set. INFERRED encoding."""
+    return base64.b64encode(str(offset).encode()).decode().rstrip("=")
+
+
+def _offset(locator: str) -> int | None:
+    try:
+        text = base64.b64decode(locator + "=" * (-len(locator) % 4), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
 class SalesforceOrgState:
     """All mutable org state, guarded by one re-entrant lock."""
 
@@ -313,6 +373,7 @@ class SalesforceOrgState:
         self.api_used = 0
         self.record_faults: dict[str, dict] = {}
         self.cursors: dict[str, tuple[list[dict], str]] = {}
+        self.query_jobs: dict[str, QueryJob] = {}
         self.base_url: str | None = None
         # outbound messages
         self.action_ids = {obj: self.ids.new("04k") for obj in SCHEMA}
@@ -514,6 +575,22 @@ class SalesforceOrgState:
                 continue
             out[name] = _json_value(rec.get(name))
         return out
+
+    def select(self, query: "SoqlQuery", include_deleted: bool) -> list[dict]:
+        """The records a parsed query selects, ordered and limited (under the lock)."""
+        rows = [r for rid, r in self.records[query.object].items()
+                if (include_deleted or rid not in self.deleted) and _matches(r, query.where)]
+        if query.order_by:
+            key = query.order_by
+
+            def sort_key(r):
+                v = r.get(key)
+                return (v is not None, _norm(v) if v is not None else 0)
+
+            rows.sort(key=sort_key, reverse=query.descending)
+        if query.limit is not None:
+            rows = rows[:query.limit]
+        return rows
 
     # ---- outbound messages ---------------------------------------------
 
@@ -730,6 +807,7 @@ class SoqlQuery:
     order_by: str | None = None
     descending: bool = False
     limit: int | None = None
+    count: bool = False  # SELECT COUNT() FROM ...: only totalSize, no records
 
 
 def _malformed(msg: str) -> SfError:
@@ -777,10 +855,15 @@ def parse_soql(q: str) -> SoqlQuery:
         return str(v)
 
     expect_kw("SELECT")
-    fields = [expect_word()]
-    while peek() == ("op", ","):
-        take()
-        fields.append(expect_word())
+    count = kw("COUNT") and peek(1) == ("op", "(") and peek(2) == ("op", ")")
+    if count:
+        i += 3
+        fields = []
+    else:
+        fields = [expect_word()]
+        while peek() == ("op", ","):
+            take()
+            fields.append(expect_word())
     expect_kw("FROM")
     obj_name = expect_word()
     obj = _OBJ_BY_LOWER.get(obj_name.lower())
@@ -854,7 +937,7 @@ def parse_soql(q: str) -> SoqlQuery:
                 take()
                 continue
             break
-    query = SoqlQuery(obj, fields, where)
+    query = SoqlQuery(obj, fields, where, count=count)
     if kw("ORDER"):
         take()
         expect_kw("BY")
@@ -1131,18 +1214,9 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
         except SfError as err:
             return sf_error(err)
         with state.lock:
-            rows = [r for rid, r in state.records[query.object].items()
-                    if (include_deleted or rid not in state.deleted) and _matches(r, query.where)]
-            if query.order_by:
-                key = query.order_by
-
-                def sort_key(r):
-                    v = r.get(key)
-                    return (v is not None, _norm(v) if v is not None else 0)
-
-                rows.sort(key=sort_key, reverse=query.descending)
-            if query.limit is not None:
-                rows = rows[:query.limit]
+            rows = state.select(query, include_deleted)
+            if query.count:
+                return sf_json({"totalSize": len(rows), "done": True, "records": []})
             out = [state.serialize(query.object, r, query.fields, ver) for r in rows]
             page = state.config.query_page_size
             opts = request.headers.get("Sforce-Query-Options", "")
@@ -1187,8 +1261,108 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
             page = max(200, min(2000, int(m.group(1))))
         return sf_json(_page(rows, int(offset), page, cursor, ver))
 
+    # ---- Bulk API 2.0 query jobs ------------------------------------------
+    # Shapes from Salesforce's Bulk API 2.0 guide (create / get job info /
+    # get results); error bodies for bad requests are INFERRED.
+
+    def invalid_job(message: str, status: int = 400):
+        return sf_json([{"errorCode": "INVALIDJOB", "message": message}], status)
+
+    @app.post("/services/data/<ver>/jobs/query")
+    def create_query_job(ver):
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str) or not body["query"].strip():
+            return invalid_job("The query job needs a query")
+        operation = body.get("operation")
+        if operation not in ("query", "queryAll"):
+            return invalid_job(f"Invalid operation: {operation}")
+        for name, allowed in (("contentType", "CSV"), ("columnDelimiter", "COMMA"), ("lineEnding", "LF")):
+            if body.get(name, allowed) != allowed:  # the simulator writes only comma-separated LF CSV
+                return invalid_job(f"{name} {body[name]} is not supported by the sandbox")
+        header, rows, error = [], [], None
+        try:
+            query = parse_soql(body["query"])
+            if query.count:
+                # Bulk API 2.0 refuses aggregate functions such as COUNT().
+                raise SfError("MALFORMED_QUERY", "Aggregate queries are not supported by Bulk API 2.0")
+        except SfError as err:
+            # INFERRED wording, after Bulk API 1.0's stateMessage.
+            error = f"InvalidBatch : Failed to process query: {err.code}: {err.message}"
+            m = re.search(r"\bFROM\s+(\w+)", body["query"], re.IGNORECASE)
+            object_name = _OBJ_BY_LOWER.get(m.group(1).lower(), m.group(1)) if m else ""
+        else:
+            object_name = query.object
+            header = list(query.fields)
+        with state.lock:
+            if error is None:
+                for rec in state.select(query, include_deleted=operation == "queryAll"):
+                    flat = state.serialize(query.object, rec, query.fields, ver)
+                    rows.append([_csv_cell(flat, name) for name in query.fields])
+            job = QueryJob(id=state.ids.new("750"), operation=operation, object=object_name,
+                           query=body["query"], api_version=ver[1:], created=_now_dt(),
+                           ready_at=time.time() + float(state.config.bulk_query_delay_s),
+                           created_by=state.integration_user_id, header=header, rows=rows, error=error)
+            state.query_jobs[job.id] = job
+            if len(state.query_jobs) > 200:  # bound memory; real jobs are deleted after 7 days
+                state.query_jobs.pop(next(iter(state.query_jobs)))
+            return sf_json(job.info(time.time(), float(state.config.bulk_query_delay_s), full=False))
+
+    def find_job(job_id: str) -> QueryJob | None:
+        with state.lock:
+            return state.query_jobs.get(job_id)
+
+    @app.get("/services/data/<ver>/jobs/query/<job_id>")
+    def get_query_job(ver, job_id):
+        job = find_job(job_id)
+        if job is None:
+            return sf_json(NOT_FOUND, 404)
+        return sf_json(job.info(time.time(), float(state.config.bulk_query_delay_s), full=True))
+
+    @app.get("/services/data/<ver>/jobs/query/<job_id>/results")
+    def query_job_results(ver, job_id):
+        job = find_job(job_id)
+        if job is None:
+            return sf_json(NOT_FOUND, 404)
+        if ver[1:] != job.api_version:  # documented: 409 (body INFERRED)
+            return invalid_job("Use the API version the job was created with", 409)
+        if job.state(time.time(), float(state.config.bulk_query_delay_s)) != "JobComplete":
+            return invalid_job(f"Job {job_id} is not in JobComplete state")
+        offset = _offset(request.args.get("locator", "")) if request.args.get("locator") else 0
+        if offset is None or offset > len(job.rows):
+            return invalid_job("Invalid locator")
+        max_records = request.args.get("maxRecords", type=int) if "maxRecords" in request.args else 50_000
+        if not max_records or max_records < 1:
+            return invalid_job("maxRecords must be a positive integer")
+        chunk = job.rows[offset:offset + max_records]
+        out = io.StringIO()
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+        writer.writerow(job.header)
+        writer.writerows(chunk)
+        end = offset + len(chunk)
+        resp = Response(out.getvalue(), status=200, content_type="text/csv; charset=UTF-8")
+        resp.headers["Sforce-Locator"] = _locator(end) if end < len(job.rows) else "null"
+        resp.headers["Sforce-NumberOfRecords"] = str(len(chunk))
+        g.sandbox_extra["records"] = len(chunk)  # in the request log, for tests
+        return resp
+
     _control_routes(app, state)
     return app
+
+
+def _csv_cell(record: dict, name: str) -> str:
+    """One value of a serialized record as a Bulk API CSV cell; a parent
+    field ("Account.Name") is read through its relationship. Null is an
+    empty cell (INFERRED)."""
+    if "." in name:
+        parent, _, parent_field = name.partition(".")
+        value = (record.get(parent) or {}).get(parent_field)
+    else:
+        value = record.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _control_routes(app: Flask, state: SalesforceOrgState) -> None:
@@ -1366,6 +1540,7 @@ def _control_routes(app: Flask, state: SalesforceOrgState) -> None:
             state.writes.clear()
             state.record_faults.clear()
             state.cursors.clear()
+            state.query_jobs.clear()
             state.notifications.clear()
             state.duplicates.clear()
             state.deliveries.clear()

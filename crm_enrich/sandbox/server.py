@@ -7,11 +7,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from crm_enrich.sandbox.clearout import PREFIX as CLEAROUT_PREFIX
+from crm_enrich.sandbox.clearout import ClearoutSimConfig, create_clearout_app
 from crm_enrich.sandbox.clodura import CloduraSimConfig, create_clodura_app
 from crm_enrich.sandbox.common import Certificates, ServedApp, ensure_certificates
 from crm_enrich.sandbox.salesforce import SalesforceSimConfig, create_salesforce_app
 
 SANDBOX_CLODURA_KEY = "sandbox-clodura-key"
+SANDBOX_CLEAROUT_TOKEN = "sandbox-clearout-token"
 
 
 @dataclass
@@ -19,8 +22,10 @@ class Sandbox:
     certs: Certificates
     clodura: ServedApp
     salesforce: ServedApp
+    clearout: ServedApp
     clodura_config: CloduraSimConfig
     salesforce_config: SalesforceSimConfig
+    clearout_config: ClearoutSimConfig
 
     @property
     def info(self) -> dict:
@@ -32,29 +37,37 @@ class Sandbox:
             "salesforce_org_id": self.salesforce_config.org_id,
             "salesforce_client_id": self.salesforce_config.client_id,
             "salesforce_client_secret": self.salesforce_config.client_secret,
+            # The API base the client uses (the simulator routes under /v2).
+            "clearout_url": f"{self.clearout.url}{CLEAROUT_PREFIX}",
+            "clearout_api_token": self.clearout_config.api_tokens[0],
         }
 
     def stop(self) -> None:
         self.clodura.stop()
         self.salesforce.stop()
+        self.clearout.stop()
 
 
 def start_sandbox(state_dir: Path, listener_url: str | None = None,
                   clodura_config: CloduraSimConfig | None = None,
                   salesforce_config: SalesforceSimConfig | None = None,
-                  clodura_port: int = 0, salesforce_port: int = 0) -> Sandbox:
+                  clearout_config: ClearoutSimConfig | None = None,
+                  clodura_port: int = 0, salesforce_port: int = 0, clearout_port: int = 0) -> Sandbox:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     certs = ensure_certificates(state_dir)
     clodura_config = clodura_config or CloduraSimConfig(api_keys={SANDBOX_CLODURA_KEY: "Max"})
     salesforce_config = salesforce_config or SalesforceSimConfig()
+    clearout_config = clearout_config or ClearoutSimConfig(api_tokens=[SANDBOX_CLEAROUT_TOKEN])
     if listener_url:
         salesforce_config.listener_url = listener_url
     sandbox = Sandbox(
         certs=certs,
         clodura=ServedApp(create_clodura_app(clodura_config), certs, port=clodura_port).start(),
         salesforce=ServedApp(create_salesforce_app(salesforce_config), certs, port=salesforce_port).start(),
+        clearout=ServedApp(create_clearout_app(clearout_config), certs, port=clearout_port).start(),
         clodura_config=clodura_config,
         salesforce_config=salesforce_config,
+        clearout_config=clearout_config,
     )
     (state_dir / "sandbox.json").write_text(json.dumps(sandbox.info, indent=2))
     return sandbox

@@ -33,16 +33,34 @@ ALLOCATION_WAIT_S = 60
 # ---------------------------------------------------------------------------
 # Re-run selection
 # ---------------------------------------------------------------------------
+# The first task counts the selection (one SELECT COUNT() call). Up to
+# SALESFORCE_BULK_QUERY_THRESHOLD records are read with REST query paging;
+# more go through a Bulk API 2.0 query job: polled by re-scheduled tasks (no
+# worker waits), then read set by set with its locator. Either way each page
+# is one short task that queues a job per record and hands on the next page.
+# Bulk locators, unlike REST query cursors (gone after 15 minutes idle),
+# outlive a long wait for the API allocation.
+
+POLL_RERUN_QUERY_JOB = admin_ops.POLL_RERUN_QUERY_JOB
+READ_RERUN_QUERY_PAGE = admin_ops.READ_RERUN_QUERY_PAGE
+QUERY_JOB_POLL_MAX_S = 30
+QUERY_JOB_GIVE_UP_S = 2 * 3600
+
+
+def selection_soql(select: str, object_type: str, where: str | None) -> str:
+    """The condition was validated by admin_ops; only a condition, never a
+    whole query, comes from the operator."""
+    return f"SELECT {select} FROM {object_type}" + (f" WHERE {where}" if where else "")
+
 
 def query_ids_page(gateway: SalesforceGateway, object_type: str, where: str | None,
                    next_url: str | None) -> tuple[list[str], int, str | None]:
     """One page of `SELECT Id FROM <object> WHERE <where>`: (ids, totalSize,
-    nextRecordsUrl or None). The condition was validated by admin_ops; only
-    a condition, never a whole query, comes from the operator."""
+    nextRecordsUrl or None)."""
     if next_url:
         result = gateway._call(lambda sf: sf.query_more(next_url, identifier_is_url=True))
     else:
-        soql = f"SELECT Id FROM {object_type}" + (f" WHERE {where}" if where else "")
+        soql = selection_soql("Id", object_type, where)
         result = gateway._call(lambda sf: sf.query(soql))
     ids = [rec["Id"] for rec in result.get("records", [])]
     return ids, int(result.get("totalSize", len(ids))), (None if result.get("done", True)
@@ -53,41 +71,136 @@ def _enqueue(job_id: str, source: str) -> None:
     current_app.send_task(ENRICH_RECORD, args=[job_id], queue=queue_for(source))
 
 
+def _load_run(run_id: str):
+    svc = tasks.services()
+    run = svc.store.r.hgetall(admin_ops.run_key(run_id))
+    if not run:
+        log.warning("run.missing", run_id=run_id)
+    return svc, run
+
+
+def _wait_for_allocation(task, svc, run_id: str) -> None:
+    """Above the bulk share of the org's allocation, selection waits (its
+    retries are not used up)."""
+    if not svc.batches.guard.may_call(urgent=False):
+        log.info("run.waiting_for_allocation", run_id=run_id)
+        raise task.retry(countdown=ALLOCATION_WAIT_S, max_retries=None)
+
+
+def _fail_run(r, run_id: str, error: str, code: str) -> int:
+    r.hset(admin_ops.run_key(run_id), mapping={"status": "failed", "error": error[:500]})
+    log.warning("run.selection_failed", run_id=run_id, error=code)
+    return 0
+
+
+def _retry_or_fail(task, r, run_id: str, exc: SalesforceFailure) -> int:
+    if exc.retryable and task.request.retries < task.max_retries:
+        raise task.retry(countdown=min(120, 2 ** (task.request.retries + 1)))
+    return _fail_run(r, run_id, str(exc), exc.code)
+
+
+def _queue_page(svc, run_id: str, run: dict, object_type: str, ids: list[str], total: int | None,
+                more: bool, via: str) -> None:
+    queued = admin_ops.queue_run_records(svc.store, _enqueue, run_id, run.get("kind", "rerun"),
+                                         object_type, ids)
+    log.info("run.page_queued", run_id=run_id, page=len(ids), queued=queued, total=total, via=via)
+    if not more:
+        svc.store.r.hset(admin_ops.run_key(run_id), "status", "queued")
+
+
 @shared_task(bind=True, name=admin_ops.SELECT_RERUN_RECORDS, max_retries=8)
 def select_rerun_records(self, run_id: str, object_type: str, where: str | None,
                          next_url: str | None = None) -> int:
-    """Read one page of the run's selection, queue a job per record, and
-    hand the next page to a new task (each task stays short)."""
-    svc = tasks.services()
-    store, r = svc.store, svc.store.r
-    run = r.hgetall(admin_ops.run_key(run_id))
+    """Count the run's selection (first call), or read one REST page of it
+    and queue a job per record; the next page is a new task."""
+    svc, run = _load_run(run_id)
     if not run:
-        log.warning("run.missing", run_id=run_id)
         return 0
+    r, gateway = svc.store.r, svc.batches.salesforce
     dry_run = run.get("dry_run") == "1"
-    if not dry_run and not svc.batches.guard.may_call(urgent=False):
-        log.info("run.waiting_for_allocation", run_id=run_id)
-        raise self.retry(countdown=ALLOCATION_WAIT_S, max_retries=None)
+    if not dry_run:
+        _wait_for_allocation(self, svc, run_id)
     try:
-        ids, total, next_page = query_ids_page(svc.batches.salesforce, object_type, where, next_url)
+        if next_url is None:
+            total = gateway.count(selection_soql("COUNT()", object_type, where))
+            r.hset(admin_ops.run_key(run_id), "total", total)
+            if dry_run:
+                r.hset(admin_ops.run_key(run_id), "status", "estimated")
+                log.info("run.estimated", run_id=run_id, records=total)
+                return total
+            if total > svc.settings.salesforce_bulk_query_threshold:
+                _start_query_job(svc, run_id, run, object_type, where, total)
+                return 0
+            if total == 0:
+                r.hset(admin_ops.run_key(run_id), "status", "queued")
+                return 0
+        ids, total, next_page = query_ids_page(gateway, object_type, where, next_url)
     except SalesforceFailure as exc:
-        if exc.retryable and self.request.retries < self.max_retries:
-            raise self.retry(countdown=min(120, 2 ** (self.request.retries + 1)))
-        r.hset(admin_ops.run_key(run_id), mapping={"status": "failed", "error": str(exc)[:500]})
-        log.warning("run.selection_failed", run_id=run_id, error=exc.code)
-        return 0
+        return _retry_or_fail(self, r, run_id, exc)
     r.hset(admin_ops.run_key(run_id), "total", total)
-    if dry_run:
-        r.hset(admin_ops.run_key(run_id), "status", "estimated")
-        log.info("run.estimated", run_id=run_id, records=total)
-        return total
-    queued = admin_ops.queue_run_records(store, _enqueue, run_id, run.get("kind", "rerun"),
-                                         object_type, ids)
-    log.info("run.page_queued", run_id=run_id, page=len(ids), queued=queued, total=total)
+    _queue_page(svc, run_id, run, object_type, ids, total, more=bool(next_page), via="rest")
     if next_page:
         current_app.send_task(admin_ops.SELECT_RERUN_RECORDS, args=[run_id, object_type, where, next_page])
+    return len(ids)
+
+
+def _start_query_job(svc, run_id: str, run: dict, object_type: str, where: str | None, total: int) -> None:
+    """Create the run's query job (once: a repeated task finds it in the
+    run) and schedule its first poll."""
+    job_id = run.get("query_job")
+    if not job_id:
+        job_id = svc.batches.salesforce.start_query_job(selection_soql("Id", object_type, where))
+        svc.store.r.hset(admin_ops.run_key(run_id), mapping={"query_job": job_id, "query_job_at": time.time()})
+    log.info("run.query_job_started", run_id=run_id, query_job=job_id, total=total)
+    current_app.send_task(POLL_RERUN_QUERY_JOB, args=[run_id, object_type, job_id, 0], countdown=1)
+
+
+@shared_task(bind=True, name=POLL_RERUN_QUERY_JOB, max_retries=8)
+def poll_rerun_query_job(self, run_id: str, object_type: str, job_id: str, polls: int = 0) -> str | None:
+    """One look at the run's query job: when complete, its first page is
+    read; while it runs, this task is sent again a little later."""
+    svc, run = _load_run(run_id)
+    if not run:
+        return None
+    r = svc.store.r
+    _wait_for_allocation(self, svc, run_id)
+    try:
+        info = svc.batches.salesforce.query_job(job_id)
+    except SalesforceFailure as exc:
+        _retry_or_fail(self, r, run_id, exc)
+        return None
+    state = info.get("state")
+    if state == "JobComplete":
+        current_app.send_task(READ_RERUN_QUERY_PAGE, args=[run_id, object_type, job_id, None])
+    elif state in ("Failed", "Aborted"):
+        _fail_run(r, run_id, f"query job {job_id} {state}: {info.get('errorMessage', '')}",
+                  f"QUERY_JOB_{state.upper()}")
+    elif time.time() - float(run.get("query_job_at") or 0) > QUERY_JOB_GIVE_UP_S:
+        _fail_run(r, run_id, f"query job {job_id} still {state} after {QUERY_JOB_GIVE_UP_S} s", "QUERY_JOB_TIMEOUT")
     else:
-        r.hset(admin_ops.run_key(run_id), "status", "queued")
+        current_app.send_task(POLL_RERUN_QUERY_JOB, args=[run_id, object_type, job_id, polls + 1],
+                              countdown=min(QUERY_JOB_POLL_MAX_S, 2 ** (polls + 1)))
+    return state
+
+
+@shared_task(bind=True, name=READ_RERUN_QUERY_PAGE, max_retries=8)
+def read_rerun_query_page(self, run_id: str, object_type: str, job_id: str, locator: str | None = None) -> int:
+    """One set of the finished query job's results: queue a job per record
+    and hand the next locator to a new task."""
+    svc, run = _load_run(run_id)
+    if not run:
+        return 0
+    _wait_for_allocation(self, svc, run_id)
+    try:
+        rows, next_locator = svc.batches.salesforce.query_job_page(
+            job_id, locator, svc.settings.salesforce_bulk_query_page_size)
+    except SalesforceFailure as exc:
+        return _retry_or_fail(self, svc.store.r, run_id, exc)
+    ids = [row["Id"] for row in rows if row.get("Id")]
+    total = int(run["total"]) if run.get("total") not in (None, "") else None
+    _queue_page(svc, run_id, run, object_type, ids, total, more=bool(next_locator), via="bulk_query")
+    if next_locator:
+        current_app.send_task(READ_RERUN_QUERY_PAGE, args=[run_id, object_type, job_id, next_locator])
     return len(ids)
 
 

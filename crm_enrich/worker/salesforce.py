@@ -6,6 +6,8 @@ its re-login recursion (contracts/salesforce.md §4.6). Writes go through
 """
 from __future__ import annotations
 
+import csv
+import io
 import threading
 import time
 from dataclasses import dataclass
@@ -181,6 +183,43 @@ class SalesforceGateway:
 
     def describe(self, object_type: str) -> dict:
         return self._call(lambda sf: sf.restful(f"sobjects/{object_type}/describe/"))
+
+    def count(self, soql: str) -> int:
+        """The size of a `SELECT COUNT() FROM ...` selection: one call, no records."""
+        return int(self._call(lambda sf: sf.query(soql)).get("totalSize", 0))
+
+    # -- Bulk API 2.0 query jobs (contracts/salesforce.md §3.4: above ~2,000
+    # records). Each method is one call; waiting for the job is the caller's.
+
+    def start_query_job(self, soql: str) -> str:
+        """Create a query job; Salesforce runs it in the background. Answers its id."""
+        job = self._call(lambda sf: sf.restful("jobs/query", method="POST",
+                                               json={"operation": "query", "query": soql}))
+        return job["id"]
+
+    def query_job(self, job_id: str) -> dict:
+        """The job's info: `state` (UploadComplete, InProgress, JobComplete,
+        Failed, Aborted) and, when Failed, `errorMessage`."""
+        return self._call(lambda sf: sf.restful(f"jobs/query/{job_id}"))
+
+    def query_job_page(self, job_id: str, locator: str | None, max_records: int) -> tuple[list[dict], str | None]:
+        """One set of a finished job's results: (rows as dicts, the locator of
+        the next set or None after the last). A locator stays valid while the
+        job exists, so a set can be read again."""
+        params = {"maxRecords": max_records, **({"locator": locator} if locator else {})}
+
+        def fetch(sf: Salesforce) -> requests.Response:
+            # The results are CSV, which restful() cannot parse, and
+            # simple-salesforce's Bulk 2.0 client drops the response headers
+            # (Sforce-Limit-Info). _call_salesforce is what restful() uses:
+            # it turns error statuses into exceptions and records the usage.
+            return sf._call_salesforce("GET", f"{sf.bulk2_url}query/{job_id}/results", name="jobs/query",
+                                       params=params, headers={"Accept": "text/csv"})
+
+        resp = self._call(fetch)
+        next_locator = resp.headers.get("Sforce-Locator")
+        rows = list(csv.DictReader(io.StringIO(resp.text)))
+        return rows, None if next_locator in (None, "", "null") else next_locator
 
 
 def _flatten(record: dict, prefix: str = "") -> dict:

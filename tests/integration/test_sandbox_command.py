@@ -11,11 +11,12 @@ import requests
 from crm_enrich.devstack import free_port, wait_for
 
 
-def test_sandbox_command_serves_clodura_and_salesforce(tmp_path):
-    ports = [free_port(), free_port()]
+def test_sandbox_command_serves_clodura_salesforce_and_clearout(tmp_path):
+    ports = [free_port(), free_port(), free_port()]
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "crm-enrich"), "sandbox", "--state-dir", str(tmp_path),
-         "--clodura-port", str(ports[0]), "--salesforce-port", str(ports[1])],
+         "--clodura-port", str(ports[0]), "--salesforce-port", str(ports[1]),
+         "--clearout-port", str(ports[2])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         info = wait_for(lambda: json.loads((tmp_path / "sandbox.json").read_text()), 30, "sandbox.json")
@@ -28,6 +29,10 @@ def test_sandbox_command_serves_clodura_and_salesforce(tmp_path):
                               data={"grant_type": "client_credentials"},
                               auth=(info["salesforce_client_id"], info["salesforce_client_secret"]))
         assert token.status_code == 200 and token.json()["instance_url"].startswith("https://127.0.0.1")
+        assert info["clearout_url"] == f"https://127.0.0.1:{ports[2]}/v2"
+        clearout = requests.get(f"{info['clearout_url']}/email_verify/getcredits", verify=ca, timeout=5,
+                                headers={"Authorization": f"Bearer {info['clearout_api_token']}"})
+        assert clearout.status_code == 200 and clearout.json()["data"]["available_credits"] > 0
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -465,3 +465,99 @@ def test_outbound_duplicates_deadline_and_idle(org):
         assert note["attempts"] >= 1 and note["last_error"]
     finally:
         listener.close()
+
+
+# ---------------------------------------------------------------- COUNT() and Bulk API 2.0 query jobs
+
+
+def test_count_query_answers_only_the_size(org):
+    o = org()
+    o.create("Contact", *[{"LastName": "Counted"} for _ in range(3)], {"LastName": "Other"})
+    sf = o.client()
+    before = o.control("GET", "/usage")["api_used"]
+    assert sf.query("SELECT COUNT() FROM Contact WHERE LastName = 'Counted'") == {
+        "totalSize": 3, "done": True, "records": []}
+    assert sf.query("select count() from Contact")["totalSize"] == 4
+    assert o.control("GET", "/usage")["api_used"] == before + 2
+
+
+def _bulk_get(o, sf, path, **params):
+    return o.http.get(f"{o.url}/services/data/v59.0/jobs/query{path}", params=params,
+                      headers={"Authorization": f"Bearer {sf.session_id}"}, timeout=5)
+
+
+def test_bulk_query_job_runs_then_pages_its_csv_with_a_locator(org):
+    o = org(bulk_query_delay_s=0.3)
+    ids = o.create("Contact", *[{"LastName": "Bulk", "FirstName": f"F{i}"} for i in range(5)])
+    other = o.create("Contact", {"LastName": "NotSelected"})
+    o.control("POST", f"/records/Contact/{ids[4]}/delete")
+    sf = o.client()
+    used = o.control("GET", "/usage")["api_used"]
+
+    job = sf.restful("jobs/query", method="POST",
+                     json={"operation": "query", "query": "SELECT Id, FirstName FROM Contact WHERE LastName = 'Bulk'"})
+    assert job["id"].startswith("750") and job["state"] == "UploadComplete"
+    assert (job["operation"], job["object"], job["contentType"], job["apiVersion"]) == ("query", "Contact", "CSV", 59.0)
+    early = _bulk_get(o, sf, f"/{job['id']}/results")
+    assert early.status_code == 400 and early.json()[0]["errorCode"] == "INVALIDJOB"  # not complete yet
+
+    done = wait_for(lambda: (lambda j: j if j["state"] == "JobComplete" else None)(
+        sf.restful(f"jobs/query/{job['id']}")), timeout=5)
+    assert done["jobType"] == "V2Query" and done["numberRecordsProcessed"] == 4 and "errorMessage" not in done
+
+    pages, locator = [], None
+    while locator != "null":
+        params = {"maxRecords": 3, **({"locator": locator} if locator else {})}
+        page = _bulk_get(o, sf, f"/{job['id']}/results", **params)
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/csv")
+        locator = page.headers["Sforce-Locator"]
+        lines = page.text.splitlines()
+        assert lines[0] == '"Id","FirstName"'
+        assert int(page.headers["Sforce-NumberOfRecords"]) == len(lines) - 1
+        pages.append([line.split(",")[0].strip('"') for line in lines[1:]])
+    assert pages == [ids[:3], ids[3:4]]  # the deleted record is not selected, nor the other
+    assert other[0] not in sum(pages, [])
+    again = _bulk_get(o, sf, f"/{job['id']}/results", maxRecords=3)
+    assert again.headers["Sforce-Locator"] == _bulk_get(o, sf, f"/{job['id']}/results", maxRecords=3).headers[
+        "Sforce-Locator"]  # a locator is stable: a page can be read again
+
+    # Every call counted against the allocation, with the usual header.
+    assert o.control("GET", "/usage")["api_used"] > used + 4
+    assert again.headers["Sforce-Limit-Info"].startswith("api-usage=")
+
+    # queryAll includes the deleted record; the real client reads it all.
+    every = sf.restful("jobs/query", method="POST",
+                       json={"operation": "queryAll", "query": "SELECT Id FROM Contact WHERE LastName = 'Bulk'"})
+    wait_for(lambda: sf.restful(f"jobs/query/{every['id']}")["state"] == "JobComplete", timeout=5)
+    csv_pages = list(sf.bulk2.Contact.query("SELECT Id FROM Contact WHERE LastName = 'Bulk'", max_records=2,
+                                            wait=0.05))
+    assert len(csv_pages) == 2 and sum(len(p.splitlines()) - 1 for p in csv_pages) == 4
+    all_rows = _bulk_get(o, sf, f"/{every['id']}/results").text.splitlines()[1:]
+    assert sorted(r.strip('"') for r in all_rows) == sorted(ids)
+
+
+def test_bulk_query_job_failures(org):
+    o = org(bulk_query_delay_s=0.05)
+    sf = o.client()
+    bad = sf.restful("jobs/query", method="POST",
+                     json={"operation": "query", "query": "SELECT Id FROM Contact WHERE No_Such__c = 'x'"})
+    assert bad["state"] == "UploadComplete" and bad["object"] == "Contact"
+    failed = wait_for(lambda: (lambda j: j if j["state"] == "Failed" else None)(
+        sf.restful(f"jobs/query/{bad['id']}")), timeout=5)
+    assert "INVALID_FIELD" in failed["errorMessage"]
+    assert _bulk_get(o, sf, f"/{bad['id']}/results").status_code == 400
+
+    count = sf.restful("jobs/query", method="POST", json={"operation": "query", "query": "SELECT COUNT() FROM Contact"})
+    assert wait_for(lambda: sf.restful(f"jobs/query/{count['id']}")["state"] == "Failed", timeout=5)
+
+    auth = {"Authorization": f"Bearer {sf.session_id}"}
+    missing = o.http.post(f"{o.url}/services/data/v59.0/jobs/query", json={"operation": "query"}, headers=auth)
+    assert missing.status_code == 400 and missing.json()[0]["errorCode"] == "INVALIDJOB"
+    assert _bulk_get(o, sf, "/7505g00000AbCdEAAV").status_code == 404
+
+    o.create("Contact", {"LastName": "V"})
+    ok = sf.restful("jobs/query", method="POST", json={"operation": "query", "query": "SELECT Id FROM Contact"})
+    wait_for(lambda: sf.restful(f"jobs/query/{ok['id']}")["state"] == "JobComplete", timeout=5)
+    assert _bulk_get(o, sf, f"/{ok['id']}/results", locator="!!").status_code == 400
+    other_version = o.http.get(f"{o.url}/services/data/v60.0/jobs/query/{ok['id']}/results", headers=auth)
+    assert other_version.status_code == 409
