@@ -17,6 +17,8 @@ CHECK_CREDITS = "crm_enrich.check_clodura_credits"
 URGENT_QUEUE = "enrich"
 BULK_QUEUE = "bulk"
 EVENT_SOURCES = frozenset({"outbound_message", "json_event"})
+# A scheduled re-verification of an old email: verify only, no enrichment.
+REVERIFY_SOURCE = "reverify"
 
 
 def queue_for(source: str) -> str:

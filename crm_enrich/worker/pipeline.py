@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from crm_enrich import callbacks
 from crm_enrich.logs import log
 from crm_enrich.settings import Settings
-from crm_enrich.worker.celery_app import EVENT_SOURCES
+from crm_enrich.worker.celery_app import EVENT_SOURCES, REVERIFY_SOURCE
 from crm_enrich.worker.clodura import (
     CloduraClient, CreditsExhausted, DailyQuotaExceeded, ProviderError,
 )
@@ -222,16 +222,17 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
         store.transition(job, "skipped", last_error="the change was our own write-back")
         return job.state
 
-    person = _person(svc, job, data, record, runner_id)
+    reverify_only = job.source == REVERIFY_SOURCE
+    person = None if reverify_only else _person(svc, job, data, record, runner_id)
 
     email, revealed = record.get("Email"), None
-    if is_blank(email):
+    if is_blank(email) and not reverify_only:
         revealed = _revealed(svc, job, data, "reveal_email", record, person)
         if revealed is None:
             return _park(svc, job, "awaiting_email")
         email = revealed["email"]
     phone = None
-    if _wants_phone(svc, job.object, record):
+    if not reverify_only and _wants_phone(svc, job.object, record):
         phone = _revealed(svc, job, data, "reveal_phone", record, person)
         if phone is None:
             return _park(svc, job, "awaiting_phone")
@@ -250,9 +251,11 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
         store.transition(job, "skipped", last_error="no match at Clodura and no email to verify")
         return job.state
 
+    sources = field_sources(person, verified, verification.iso_now(), revealed, phone)
+    if reverify_only:
+        del sources["meta.enriched_at"]  # a new verdict is not a new enrichment
     tracked = load_tracked_hashes(store, job.object, job.record_id)
-    planned = plan_changes(svc.field_map, job.object, record,
-                           field_sources(person, verified, verification.iso_now(), revealed, phone), tracked)
+    planned = plan_changes(svc.field_map, job.object, record, sources, tracked)
     fitted = fit_changes(planned, svc.schema.describe(job.object))
     changes = {name: value for name, value in fitted.items() if record.get(name) != value}
     store.save_provider_data(job.id, "outcome", {
