@@ -37,7 +37,10 @@ def _short(value, width: int = 22) -> str:
 def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="crm-enrich-demo-"))
     print(f"crm-enrich demo: {records} Contacts through the sandbox (logs in {state_dir / 'logs'})")
-    stack = Stack(state_dir, worker_concurrency=workers)
+    # Clearout as the second opinion on risky and catch-all addresses, and
+    # its finder for people Clodura cannot reveal: the whole waterfall.
+    stack = Stack(state_dir, worker_concurrency=workers,
+                  extra_env={"VERIFY_PROVIDER": "clodura_then_clearout", "CLEAROUT_FINDER": "true"})
     try:
         print("  starting Redis, the sandbox, the web app (gunicorn) and a Celery worker …")
         stack.start()
@@ -91,7 +94,7 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
         print(f"  {'  →':<20} " + " ".join(f"{_short(a.get(f)):<22}" for f in SHOWN_FIELDS))
 
     counts = {state: 0 for state in ("done", "skipped", "failed")}
-    enriched = verified = written = revealed = verified_later = 0
+    enriched = verified = written = revealed = verified_later = found_by_clearout = 0
     verdicts: dict[str, int] = {}
     unfinished = []
     for rid in ids:
@@ -104,6 +107,7 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
         enriched += bool(outcome.get("matched"))
         verified += bool(outcome.get("verdict"))
         revealed += bool(outcome.get("email_revealed"))
+        found_by_clearout += bool((store.provider_data(job.id).get("clearout_finder") or {}).get("email"))
         if outcome.get("verdict"):
             verdicts[outcome["verdict"]] = verdicts.get(outcome["verdict"], 0) + 1
             verified_later += any(step["state"] == "awaiting_verification" for step in job.steps)
@@ -119,7 +123,8 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     print(f"    enriched           {enriched} (matched by Clodura)")
     print(f"    verified           {verified} (email verdict written: "
           + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) + ")")
-    print(f"    emails revealed    {revealed} (Clodura reveal, result by callback)")
+    print(f"    emails revealed    {revealed} ({revealed - found_by_clearout} by Clodura's reveal, result by "
+          f"callback; {found_by_clearout} by Clearout's finder)")
     print(f"    202 verifications  {verified_later} completed later (catch-all domains, deep check)")
     print(f"    callbacks          {_callbacks_summary(store)}")
     print(f"    written back       {written}")
@@ -128,6 +133,9 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     print(f"    not final          {len(unfinished)}")
     print(f"    Clodura credits    {clodura['creditsSpent']:.2f} spent ({clodura['accepted']} requests, "
           f"{clodura['rejected_429']} answered 429)")
+    clearout = control.clearout_usage()["calls"]
+    print(f"    Clearout           {clearout.get('email_verify/instant', 0)} verifications (second opinion), "
+          f"{clearout.get('email_finder/instant', 0)} finder searches")
     print(f"    Salesforce API     {salesforce['api_used']} calls "
           f"({salesforce['api_used'] / max(1, len(ids)):.2f} per record)")
     print(f"    Outbound Messages  {_outbound_summary(outbound)}")

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
 
     clearout_api_token: str | None = None
     clearout_base_url: HttpUrl = HttpUrl("https://api.clearout.io/v2")
+    # Who verifies emails: Clodura, Clearout, or Clodura and then Clearout
+    # for what Clodura calls risky or catch-all.
+    verify_provider: Literal["clodura", "clearout", "clodura_then_clearout"] = "clodura"
+    # Ask Clearout's email finder when Clodura reveals no email.
+    clearout_finder: bool = False
+    # Clearout's instant verify waits this long for a verdict, then answers
+    # 524 and the job retries later (Clearout's own default is 130 s).
+    clearout_verify_timeout_ms: int = Field(default=30_000, ge=1_000, le=180_000)
 
     salesforce_login_url: HttpUrl
     salesforce_client_id: str = Field(min_length=1)
@@ -145,6 +153,13 @@ class Settings(BaseSettings):
         if value:
             parse_rate_limits(value)
         return value
+
+    @model_validator(mode="after")
+    def _clearout_token_when_used(self) -> "Settings":
+        if (self.verify_provider != "clodura" or self.clearout_finder) and not self.clearout_api_token:
+            raise ValueError("CLEAROUT_API_TOKEN is required when VERIFY_PROVIDER uses Clearout "
+                             "or CLEAROUT_FINDER is on")
+        return self
 
     @model_validator(mode="after")
     def _one_salesforce_auth(self) -> "Settings":

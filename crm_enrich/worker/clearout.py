@@ -8,8 +8,8 @@ it an answer (finder "not found", code 1027).
 
 Errors are the Clodura client's classes, so callers handle both providers
 alike: ProviderUnavailable (retryable: 429, 5xx, 524, network),
-CreditsExhausted (402), DailyQuotaExceeded (1017/1032), ProviderRejected
-(anything else). RateLimited (from the shared limiter) means "not sent: the
+ProviderRejected (anything else), and its subclass ClearoutRefused for
+credits (402) or the daily verify limit (1017/1032). RateLimited (from the shared limiter) means "not sent: the
 window is used up, try again in `wait_s`".
 """
 from __future__ import annotations
@@ -21,9 +21,7 @@ from typing import Callable, Literal
 import redis
 import requests
 
-from crm_enrich.worker.clodura import (
-    CreditsExhausted, DailyQuotaExceeded, ProviderRejected, ProviderUnavailable,
-)
+from crm_enrich.worker.clodura import ProviderRejected, ProviderUnavailable
 from crm_enrich.worker.ratelimit import RateLimited
 
 CONNECT_TIMEOUT_S = 5
@@ -102,6 +100,13 @@ class ClearoutCredits:
     low_balance_threshold: int | None
 
 
+class ClearoutRefused(ProviderRejected):
+    """Clearout's credits or daily verify limit are used up. Unlike
+    Clodura's (which pause all credit-spending work until the sweeper sees
+    credits again), this fails the job visibly, to be replayed once the
+    Clearout account is topped up."""
+
+
 class HeaderFedLimiter:
     """Clearout tells us its window in every answer; we remember, per
     endpoint family, until when it is exhausted."""
@@ -174,9 +179,9 @@ class ClearoutClient:
         if status >= 500:  # 524 included: the verdict took longer than the request's timeout
             raise ProviderUnavailable(message, status)
         if status == 402 or code in E_NO_CREDITS:
-            raise CreditsExhausted(message, status)
+            raise ClearoutRefused(f"{message} (credits exhausted)", status)
         if code in E_DAILY_LIMIT:
-            raise DailyQuotaExceeded(message, status)
+            raise ClearoutRefused(f"{message} (daily verify limit reached)", status)
         if status != 200 or body.get("status") != "success":
             raise ProviderRejected(message, status)
 

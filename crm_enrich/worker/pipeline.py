@@ -7,12 +7,14 @@ here: the job queues them for a batch (salesforce_batches) and parks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 from crm_enrich import callbacks
 from crm_enrich.logs import log
 from crm_enrich.settings import Settings
 from crm_enrich.worker.celery_app import EVENT_SOURCES, REVERIFY_SOURCE
+from crm_enrich.worker.clearout import ClearoutClient
 from crm_enrich.worker.clodura import (
     CloduraClient, CreditsExhausted, DailyQuotaExceeded, ProviderError,
 )
@@ -30,7 +32,7 @@ from crm_enrich.worker.salesforce_batches import BatchServices, queue_read, queu
 PERSON_OBJECTS = {"Contact", "Lead"}
 # What we need to know of a record to find the person, apply the map and
 # recognise our own changes.
-IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "Account.Name"],
+IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "Account.Name", "Account.Website"],
                    "Lead": ["FirstName", "LastName", "Email", "Company", "Website"]}
 AUDIT_FIELDS = ["CreatedDate", "LastModifiedDate", "LastModifiedById"]
 # A job in `writing` is finished by the batch flush; the awaiting states
@@ -57,6 +59,7 @@ class Services:
     schema: OrgSchema
     cache: ProviderCache
     quota: Quota
+    clearout: ClearoutClient | None = None
 
     @property
     def store(self):
@@ -228,6 +231,8 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
     email, revealed = record.get("Email"), None
     if is_blank(email) and not reverify_only:
         revealed = _revealed(svc, job, data, "reveal_email", record, person)
+        if revealed is not None and not revealed["email"] and svc.settings.clearout_finder:
+            revealed = _found_by_clearout(svc, job, data, record, person, runner_id)
         if revealed is None:
             return _park(svc, job, "awaiting_email")
         email = revealed["email"]
@@ -341,4 +346,40 @@ def _revealed(svc: Services, job: Job, data: dict, step: str, record: dict, pers
     svc.store.save_provider_data(job.id, step, outcome)
     data[step] = outcome
     log.info("job.revealed", job_id=job.id, record_id=job.record_id, kind=kind, found=bool(outcome[kind]))
+    return outcome
+
+
+def _found_by_clearout(svc: Services, job: Job, data: dict, record: dict, person: dict | None,
+                       runner_id: str) -> dict | None:
+    """Clearout's email finder, for an address Clodura did not reveal; None
+    while a search Clearout queued is still running (the sweeper brings the
+    job back to ask for it)."""
+    if "clearout_finder" in data:
+        return data["clearout_finder"]
+    name = " ".join(part for part in (record.get("FirstName"), record.get("LastName")) if not is_blank(part))
+    # Clearout takes a domain or a company name.
+    company = reveals.company_domain(record, person) or record.get("Account.Name") or record.get("Company")
+    queued = data.get("clearout_finder_queue")
+    if not name or is_blank(company):
+        found = {"status": "not_found", "email": None}
+    elif queued:
+        found = asdict(svc.clearout.finder_status(queued["queue_id"]))
+    else:
+        found = svc.cache.fetch("clearout_finder", {"name": name, "company": company},
+                                lambda: asdict(svc.clearout.find_email(name, company)),
+                                keep=lambda value: value["status"] != "queued", owner=runner_id,
+                                refresh=job.force).value
+    if found["status"] == "queued":
+        if not queued:
+            queued = {"queue_id": found["queue_id"], "since": time.time()}
+            svc.store.save_provider_data(job.id, "clearout_finder_queue", queued)
+        if time.time() - queued["since"] < svc.settings.verify_give_up_after_s:
+            return None
+        found = {"status": "not_found", "email": None}
+    outcome = {"email": found["email"], "email_status": None, "credits": 0,
+               "provider": "clearout" if found["email"] else None,
+               "reason": None if found["email"] else "not found by Clodura or Clearout"}
+    svc.store.save_provider_data(job.id, "clearout_finder", outcome)
+    data["clearout_finder"] = outcome
+    log.info("job.found_by_clearout", job_id=job.id, record_id=job.record_id, found=bool(found["email"]))
     return outcome

@@ -17,10 +17,16 @@ def reveal_identifiers(record: dict, person: dict | None, with_names: bool) -> d
     linkedin = person.get("linkedinUrl") or record.get("LinkedIn_URL__c")
     if not is_blank(linkedin) and "linkedin.com/in/" in linkedin.lower():
         return {"linkedinUrl": linkedin}
-    domain = bare_domain((person.get("organisation") or {}).get("domain") or record.get("Website"))
+    domain = company_domain(record, person)
     if with_names and domain and not is_blank(record.get("FirstName")) and not is_blank(record.get("LastName")):
         return {"firstName": record["FirstName"], "lastName": record["LastName"], "companyDomain": domain}
     return {}
+
+
+def company_domain(record: dict, person: dict | None) -> str | None:
+    """The person's company domain: Clodura's, else the Lead's or the Account's website."""
+    org = (person or {}).get("organisation") or {}
+    return bare_domain(org.get("domain") or record.get("Website") or record.get("Account.Website"))
 
 
 def bare_domain(value: str | None) -> str | None:

@@ -16,6 +16,7 @@ from crm_enrich.worker.api_guard import ApiGuard
 from crm_enrich.worker.batching import BatchQueue
 from crm_enrich.worker import sweeper
 from crm_enrich.worker.celery_app import CHECK_CREDITS, ENRICH_RECORD, SWEEP_PARKED, queue_for
+from crm_enrich.worker.clearout import ClearoutClient, HeaderFedLimiter
 from crm_enrich.worker.clodura import CloduraClient, backoff_s
 from crm_enrich.worker.field_map import load_field_map
 from crm_enrich.worker.jobs import JobStore
@@ -67,6 +68,13 @@ def services() -> pipeline.Services:
             resume_job=lambda job_id: _resume(store, job_id),
             usage_recheck_s=settings.salesforce_usage_recheck_s,
         )
+        clearout = None
+        if settings.clearout_api_token:
+            clearout = ClearoutClient(
+                str(settings.clearout_base_url), settings.clearout_api_token,
+                HeaderFedLimiter(store.r, settings.clearout_api_token[-6:]),
+                on_answer=lambda endpoint, status: counters.incr(
+                    store.r, "provider_calls", provider="clearout", endpoint=endpoint, status=status))
         _services = (os.getpid(), pipeline.Services(
             settings=settings,
             clodura=CloduraClient(
@@ -78,6 +86,7 @@ def services() -> pipeline.Services:
             schema=OrgSchema(store.r, batches.salesforce),
             cache=ProviderCache(store.r, settings.provider_cache_ttl_s),
             quota=Quota(store.r, settings.clodura_daily_credit_budget),
+            clearout=clearout,
         ))
     return _services[1]
 

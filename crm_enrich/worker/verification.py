@@ -5,10 +5,13 @@ own words kept beside it.
 Clodura answers 200 with the verdict, or 202 and sends it later
 (contracts/clodura.md §8.7). Standard checks (0.04 credits) by default;
 a deep check (0.1) for an address on a domain known to be catch-all,
-so the verdict can be more than "catch-all".
+so the verdict can be more than "catch-all". Clearout (VERIFY_PROVIDER)
+answers at once: alone, or as a second opinion on what Clodura calls
+risky or catch-all.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from crm_enrich.worker.pipeline import Services
 
 VERDICTS = ("valid", "invalid", "risky", "catch_all", "unknown")
+# What VERIFY_PROVIDER=clodura_then_clearout asks Clearout about.
+SECOND_OPINION = {"risky", "catch_all"}
 
 # Clodura's results (§8.7) -> our verdicts.
 CLODURA_VERDICTS = {
@@ -49,6 +54,28 @@ def verify(svc: "Services", job: Job, data: dict, email: str, hint: str | None,
            runner_id: str) -> dict | None:
     """The verification to write, or None while a 202 verdict is on its way.
     `hint` is what a reveal said of the address (e.g. "catch_all")."""
+    provider = svc.settings.verify_provider
+    if provider == "clearout":
+        return _clearout(svc, job, email, runner_id)
+    verified = _clodura(svc, job, data, email, hint, runner_id)
+    if verified and provider == "clodura_then_clearout" and verified["status"] in SECOND_OPINION:
+        second = _clearout(svc, job, email, runner_id)
+        return {**second, "detail": f"{verified['detail']}; then {second['detail']}"}
+    return verified
+
+
+def _clearout(svc: "Services", job: Job, email: str, runner_id: str) -> dict:
+    answer = svc.cache.fetch(
+        "clearout_verify", {"email": email},
+        lambda: asdict(svc.clearout.verify_email(email, svc.settings.clearout_verify_timeout_ms)),
+        owner=runner_id, refresh=job.force)
+    found = answer.value
+    return {"status": found["verdict"], "detail": f"clearout: {found['provider_status']} ({found['detail']})",
+            "provider": "clearout", "verified_at": found["verified_at"] or iso_now()}
+
+
+def _clodura(svc: "Services", job: Job, data: dict, email: str, hint: str | None,
+             runner_id: str) -> dict | None:
     mode = svc.settings.clodura_deep_verification
     deep = mode == "always" or (mode == "catch_all" and (
         hint == "catch_all" or bool(svc.store.r.exists(_catch_all_key(email)))))

@@ -19,6 +19,33 @@ def stack(tmp_path_factory):
         yield running
 
 
+# A second system for the provider tests: short callback deadlines, a
+# sweeper every second, and Clearout as the second opinion and finder.
+POLL_AFTER_S, GIVE_UP_AFTER_S = 2, 8
+
+
+@pytest.fixture(scope="session")
+def provider_stack(tmp_path_factory):
+    with Stack(tmp_path_factory.mktemp("providers"), worker_concurrency=2, extra_env={
+            "VERIFY_POLL_AFTER_S": str(POLL_AFTER_S), "VERIFY_GIVE_UP_AFTER_S": str(GIVE_UP_AFTER_S),
+            "SWEEP_INTERVAL_S": "1", "VERIFY_PROVIDER": "clodura_then_clearout",
+            "CLEAROUT_FINDER": "true"}) as running:
+        yield running
+
+
+@pytest.fixture
+def pcontrol(provider_stack):
+    ctl = SandboxControl(provider_stack.sandbox.info)
+    yield ctl
+    ctl.clear_clodura_webhook_faults()
+    ctl.clear_faults("clearout")
+
+
+@pytest.fixture
+def pstore(provider_stack):
+    return JobStore(provider_stack.redis_client())
+
+
 @pytest.fixture
 def control(stack):
     ctl = SandboxControl(stack.sandbox.info)

@@ -17,10 +17,8 @@ from crm_enrich.sandbox.clearout import PREFIX, ClearoutSimConfig, create_clearo
 from crm_enrich.sandbox.common import ServedApp, ensure_certificates
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import VERDICT_DELIVERABLE, build_dataset
-from crm_enrich.worker.clearout import ClearoutClient, HeaderFedLimiter
-from crm_enrich.worker.clodura import (
-    CreditsExhausted, DailyQuotaExceeded, ProviderRejected, ProviderUnavailable,
-)
+from crm_enrich.worker.clearout import ClearoutClient, ClearoutRefused, HeaderFedLimiter
+from crm_enrich.worker.clodura import ProviderRejected, ProviderUnavailable
 from crm_enrich.worker.ratelimit import RateLimited
 
 TOKEN = "sandbox-clearout-token"
@@ -152,7 +150,7 @@ def test_a_524_is_retryable_and_the_next_call_succeeds(clearout, control):
 def test_failed_envelope_with_http_200_is_an_error(clearout, control, ds):
     # The daily verify limit (1017) is documented as a 200 failed envelope.
     control.clearout_config(daily_verify_limit=0)
-    with pytest.raises(DailyQuotaExceeded) as daily:
+    with pytest.raises(ClearoutRefused) as daily:
         clearout.verify_email(deliverable_people(ds)[0].email)
     assert daily.value.status == 200 and "1017" in str(daily.value)
     # Any other failed envelope under HTTP 200 is refused too.
@@ -166,11 +164,11 @@ def test_failed_envelope_with_http_200_is_an_error(clearout, control, ds):
         clearout.find_email("R2 D2", "nowhere.invalid")
 
 
-def test_no_credits_pauses_rather_than_fails(clearout, control, ds):
+def test_no_credits_is_a_refusal_of_clearout_alone(clearout, control, ds):
     control.clearout_config(credits=0)
-    with pytest.raises(CreditsExhausted, match="1002"):
+    with pytest.raises(ClearoutRefused, match="1002"):
         clearout.verify_email(deliverable_people(ds)[0].email)
-    with pytest.raises(CreditsExhausted, match="1099"):
+    with pytest.raises(ClearoutRefused, match="1099"):
         clearout.find_email("Dana Ortiz", "nowhere.invalid")
 
 
