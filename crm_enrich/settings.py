@@ -48,6 +48,22 @@ def parse_rate_limits(text: str) -> list[tuple[int, int]]:
     return limits
 
 
+# The optional components of Clodura's Organisation Enrich (contracts/clodura.md §9.2).
+ORG_COMPONENTS = frozenset({"technographics", "funding", "acquisitions"})
+
+
+def parse_org_components(text: str) -> frozenset[str]:
+    """'technographics, funding' -> that set; 'none' or '' -> no component."""
+    names = {part.strip().lower() for part in text.split(",")} - {""}
+    if names == {"none"}:
+        return frozenset()
+    unknown = names - ORG_COMPONENTS
+    if unknown:
+        raise ValueError(f"unknown component {', '.join(sorted(unknown))}; "
+                         f"use {', '.join(sorted(ORG_COMPONENTS))} or none")
+    return frozenset(names)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
@@ -114,6 +130,10 @@ class Settings(BaseSettings):
     # 0 turns the response cache off; it can never be set above 24 h.
     provider_cache_ttl_s: int = Field(default=PROVIDER_DATA_MAX_TTL_S, ge=0, le=PROVIDER_DATA_MAX_TTL_S)
     clodura_daily_credit_budget: float | None = Field(default=None, gt=0)
+    # Optional parts of Organisation Enrich we may pay for (+1 credit each),
+    # comma-separated, or "none". Unset: all three. Even an allowed one is
+    # only asked for when the field map uses its data.
+    clodura_org_components: str | None = None
     # "shared": one limiter in Redis for every worker (default). "per_worker":
     # Celery's own rate_limit per worker, which overshoots with several
     # workers; only for comparison (bench/quota.py).
@@ -145,6 +165,13 @@ class Settings(BaseSettings):
             raise ValueError("the part after whsec_ is not base64") from None
         if len(key) < 24:
             raise ValueError("the key must be at least 24 bytes")
+        return value
+
+    @field_validator("clodura_org_components")
+    @classmethod
+    def _known_components(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_org_components(value)
         return value
 
     @field_validator("clodura_rate_limits")
@@ -183,6 +210,12 @@ class Settings(BaseSettings):
         if self.clodura_rate_limits:
             return parse_rate_limits(self.clodura_rate_limits)
         return CLODURA_PLAN_LIMITS[self.clodura_plan]
+
+    @property
+    def org_components_allowed(self) -> frozenset[str]:
+        if self.clodura_org_components is None:
+            return ORG_COMPONENTS
+        return parse_org_components(self.clodura_org_components)
 
     @property
     def org_id_15(self) -> str:

@@ -1151,6 +1151,56 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
             return _error(404, f"Unknown trackingId {tracking_id!r}")
         return jsonify(job.current())
 
+    # -- §9.1 POST /organisation/search ---------------------------------------
+    @app.post("/api/v1/organisation/search")
+    def organisation_search():
+        """The filters the simulator can evaluate: organisationId (list),
+        domain, organisationName and industry (list); the others in §9.1 are
+        accepted and ignored. Free (INFERRED, §3.2)."""
+        body = json_body()
+        if body is None:
+            return refuse(400, "Request body must be a JSON object")
+        ids, domain, name, industries = (body.get(k) for k in
+                                         ("organisationId", "domain", "organisationName", "industry"))
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            return refuse(400, "organisationId must be an array of strings")
+        if industries is not None and not (isinstance(industries, list)
+                                           and all(isinstance(i, str) for i in industries)):
+            return refuse(400, "industry must be an array of strings")
+        for field_name, value in (("domain", domain), ("organisationName", name)):
+            if value is not None and not isinstance(value, str):
+                return refuse(400, f"{field_name} must be a string")
+        if not (ids or (domain or "").strip() or (name or "").strip() or industries):
+            return refuse(400, "At least one filter is required")
+        page, per_page = body.get("page", 1), body.get("perPage", 25)
+        if not isinstance(page, int) or not 1 <= page <= 500:
+            return refuse(400, "page must be an integer from 1 to 500")
+        if not isinstance(per_page, int) or not 1 <= per_page <= 100:
+            return refuse(400, "perPage must be an integer from 1 to 100")
+        bare = (domain or "").strip().lower()
+        if "@" in bare or "/" in bare or bare.startswith("www."):
+            return refuse(400, "domain must be a bare primary domain (no www., @ or path)")
+
+        found = dataset.companies
+        if ids:
+            found = [c for c in found if c.organisation_id in set(ids)]
+        if (domain or "").strip():
+            match = dataset.company_by_domain(domain)
+            found = [c for c in found if c is match]
+        if (name or "").strip():
+            match = dataset.company_by_name(name)
+            found = [c for c in found if c is match]
+        if industries:
+            wanted = {i.strip().lower() for i in industries}
+            found = [c for c in found if c.industry.lower() in wanted]
+        start = (page - 1) * per_page
+        g.sandbox_extra["outcome"] = "organisation" if found else "none"
+        return jsonify({
+            "pagination": {"page": page, "perPage": per_page, "totalRecords": len(found),
+                           "totalPages": max(1, math.ceil(len(found) / per_page))},
+            "organisations": [organisation_payload(c) for c in found[start:start + per_page]],
+        })
+
     # -- §9.2 POST /organisation/enrich ---------------------------------------
     @app.post("/api/v1/organisation/enrich")
     def organisation_enrich():

@@ -159,7 +159,8 @@ SCHEMA: dict[str, dict[str, FieldSpec]] = {
     "Account": {f.name: f for f in [
         _ID_FIELD, _f("Name", "string", 255, nillable=False), _f("Website", "url", 255),
         _f("Industry", "picklist", 255), _f("NumberOfEmployees", "int"),
-        _f("AnnualRevenue", "currency"), _f("Technologies__c", "string", 4000),
+        _f("AnnualRevenue", "currency"), _f("Revenue_Band__c", "string", 40),
+        _f("Technologies__c", "string", 4000),
         _f("Total_Funding__c", "currency"), _f("Clodura_Organisation_Id__c", "string", 64),
         _f("Enriched_At__c", "datetime"), *_AUDIT]},
 }

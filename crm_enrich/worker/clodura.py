@@ -116,6 +116,30 @@ class CloduraClient:
             credits = 0 if not data else (2 if data.get("personId") else 1)
         return {"person": data or None, "credits": credits}
 
+    def search_organisations(self, filters: dict) -> dict:
+        """{"organisations": the first page of matches, "credits": what it cost}
+        (§9.1; the cost is not documented, so only a stated one counts)."""
+        body = self._post("/api/v1/organisation/search", {**filters, "perPage": 25}).json()
+        found = body.get("organisations", body.get("organisation")) if isinstance(body, dict) else None
+        credits = body.get("creditsUsed") if isinstance(body, dict) else None
+        return {"organisations": [o for o in found or [] if isinstance(o, dict)],
+                "credits": credits if isinstance(credits, (int, float)) else 0}
+
+    def enrich_organisation(self, request: dict) -> dict:
+        """{"organisation": the company or None (unknown id), "credits": what
+        it cost}. `request`: organisationId plus the include* flags (§9.2)."""
+        try:
+            body = self._post("/api/v1/organisation/enrich", request).json()
+        except ProviderRejected as exc:
+            if exc.status == 404:  # unknown organisation: nothing to charge or retry
+                return {"organisation": None, "credits": 0}
+            raise
+        credits = body.get("creditsUsed")
+        if not isinstance(credits, (int, float)):
+            # Contract §9.2: 1 for the base firmographics, +1 per component.
+            credits = 1 + sum(1 for key, value in request.items() if key.startswith("include") and value)
+        return {"organisation": body, "credits": credits}
+
     def credits(self) -> float:
         """Credits left: the single pool, or contact views left on Prospect plans."""
         body = self._get("/api/v1/credits", "/api/v1/credits")

@@ -16,8 +16,13 @@ SOURCES = {
     "person.linkedin_url": "text", "email.revealed": "text", "phone.mobile": "text",
     "verification.status": "text", "verification.detail": "text", "verification.verified_at": "datetime",
     "organisation.id": "text", "organisation.industry": "text", "organisation.employee_count": "int",
-    "organisation.annual_revenue": "number", "organisation.website": "text",
-    "organisation.technologies": "text", "organisation.total_funding": "number",
+    # An exact figure only: Clodura states revenue as a band (revenue_band),
+    # which is never turned into a number.
+    "organisation.annual_revenue": "number", "organisation.revenue_band": "text",
+    "organisation.website": "text", "organisation.total_funding": "number",
+    # Account only: each needs a paid component of Organisation Enrich.
+    "organisation.technologies": "text", "organisation.funding_rounds": "text",
+    "organisation.acquisitions": "text",
     "meta.enriched_at": "datetime",
 }
 TEXT_TYPES = {"string", "textarea", "url", "email", "phone", "picklist", "multipicklist", "combobox"}

@@ -109,7 +109,8 @@ class JobStore:
 
     # creation and de-duplication
     def create_unless_seen(self, dedupe_key: str, object_type: str, record_id: str,
-                           source: str, input_fields: dict, force: bool = False) -> tuple[Job, bool]:
+                           source: str, input_fields: dict, force: bool = False,
+                           dedupe_ttl_s: int = DEDUPE_TTL_S) -> tuple[Job, bool]:
         """Create a job for an inbound event, or return the one already made
         for the same event. The second value is True when the event is a
         duplicate of one already queued.
@@ -128,7 +129,7 @@ class JobStore:
                   source=source, created_at=now, updated_at=now, dedupe_key=dedupe_key,
                   input=input_fields, force=force)
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.dedupe_key(dedupe_key), job.id, nx=True, ex=DEDUPE_TTL_S)
+        pipe.set(self.dedupe_key(dedupe_key), job.id, nx=True, ex=dedupe_ttl_s)
         pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
         pipe.expire(self.job_key(job.id), JOB_META_TTL_S)
         pipe.sadd(self.state_key("received"), job.id)
@@ -138,6 +139,11 @@ class JobStore:
             self.delete(job.id)
             return self.get(self.r.get(self.dedupe_key(dedupe_key))), True
         return job, False
+
+    def claim_dedupe_key(self, dedupe_key: str, job_id: str, ttl_s: int) -> bool:
+        """Make a job that exists already the answer to `dedupe_key`, unless
+        another job is."""
+        return bool(self.r.set(self.dedupe_key(dedupe_key), job_id, nx=True, ex=ttl_s))
 
     def mark_enqueued(self, job_id: str) -> None:
         self.r.hset(self.job_key(job_id), "enqueued_at", _now())

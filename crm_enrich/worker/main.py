@@ -17,7 +17,10 @@ import crm_enrich.worker.tasks  # noqa: E402,F401  (registers the tasks)
 @worker_init.connect
 def _check_field_map(**_):
     """A field map that names a field the org lacks would fail every write:
-    refuse to start, naming the field."""
+    refuse to start, naming the field. Mapped Account fields the settings
+    keep empty (CLODURA_ORG_COMPONENTS) are only warned about."""
+    from crm_enrich.logs import log
+    from crm_enrich.worker.company import component_warnings
     from crm_enrich.worker.org_schema import check_field_map_at_start
 
     svc = crm_enrich.worker.tasks.services()
@@ -26,4 +29,8 @@ def _check_field_map(**_):
         print("crm-enrich: the field map does not fit the org:\n  " + "\n  ".join(problems),
               file=sys.stderr, flush=True)
         raise SystemExit(3)
+    for warning in component_warnings(svc.field_map, svc.settings.org_components_allowed):
+        log.warning("field_map.unfilled", problem=warning)
+
+
 import crm_enrich.worker.admin_tasks  # noqa: E402,F401  (admin tasks, worker heartbeat)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from crm_enrich import callbacks
 from crm_enrich.logs import log
 from crm_enrich.settings import Settings
+from crm_enrich.worker import company as accounts  # Account jobs (company enrichment)
 from crm_enrich.worker.celery_app import EVENT_SOURCES, REVERIFY_SOURCE
 from crm_enrich.worker.clearout import ClearoutClient
 from crm_enrich.worker.clodura import (
@@ -33,7 +34,8 @@ PERSON_OBJECTS = {"Contact", "Lead"}
 # What we need to know of a record to find the person, apply the map and
 # recognise our own changes.
 IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "Account.Name", "Account.Website"],
-                   "Lead": ["FirstName", "LastName", "Email", "Company", "Website"]}
+                   "Lead": ["FirstName", "LastName", "Email", "Company", "Website"],
+                   "Account": ["Name", "Website"]}
 AUDIT_FIELDS = ["CreatedDate", "LastModifiedDate", "LastModifiedById"]
 # A job in `writing` is finished by the batch flush; the awaiting states
 # move on when their result is stored (callback or sweeper).
@@ -210,6 +212,8 @@ def give_up(svc: Services, job_id: str, reason: str) -> None:
 
 def _advance(svc: Services, job: Job, runner_id: str) -> str:
     store = svc.store
+    if job.object == "Account":
+        return accounts.advance_account(svc, job, runner_id)
     if job.object not in PERSON_OBJECTS:
         store.transition(job, "skipped", last_error=f"{job.object} enrichment is not supported yet")
         return job.state
@@ -227,6 +231,8 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
 
     reverify_only = job.source == REVERIFY_SOURCE
     person = None if reverify_only else _person(svc, job, data, record, runner_id)
+    if not reverify_only:
+        accounts.queue_account_job(svc, job, record, person)
 
     email, revealed = record.get("Email"), None
     if is_blank(email) and not reverify_only:

@@ -21,7 +21,9 @@ BUDGET_PAUSED_UNTIL = "clodura:budget_paused_until"
 REMAINING = "credits:clodura:remaining"
 
 # Credits per step (contracts/clodura.md §3.2), the most a step can cost.
-COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1, "reveal_email": 6.0, "reveal_phone": 20.0}
+# Organisation search's cost is not documented (§3.2); it spends what it says.
+COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1, "reveal_email": 6.0, "reveal_phone": 20.0,
+         "org_enrich": 4.0, "org_search": 0.0}
 
 
 def today() -> str:

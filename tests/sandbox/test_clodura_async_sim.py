@@ -433,6 +433,29 @@ def test_organisation_enrich_errors(api):
     assert api.usage()["creditsSpent"] == 0
 
 
+def test_organisation_search_by_domain_name_and_id_is_free(api, ds):
+    c = ds.companies[3]
+    by_domain = api.post("/organisation/search", {"domain": c.domain.upper()}).json()
+    assert [o["organisationId"] for o in by_domain["organisations"]] == [c.organisation_id]
+    assert by_domain["organisations"][0]["organisationName"] == c.name
+    assert by_domain["pagination"]["totalRecords"] == 1
+    by_name = api.post("/organisation/search", {"organisationName": c.name.lower()}).json()
+    assert [o["organisationId"] for o in by_name["organisations"]] == [c.organisation_id]
+    assert api.post("/organisation/search", {"domain": "nobody-here.example"}).json()["organisations"] == []
+    industry = api.post("/organisation/search", {"industry": [c.industry], "perPage": 100}).json()
+    assert c.organisation_id in {o["organisationId"] for o in industry["organisations"]}
+    assert all(o["industry"] == c.industry for o in industry["organisations"])
+    assert api.usage()["creditsSpent"] == 0
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"page": 1}, {"domain": "www.acme.example"}, {"domain": "dana@acme.example"},
+    {"organisationId": "o_1"}, {"domain": "acme.example", "perPage": 101},
+])
+def test_organisation_search_refuses_bad_filters(api, body):
+    assert api.post("/organisation/search", body).status_code == 400
+
+
 def test_usage_counts_calls_per_endpoint(api, ds):
     c = ds.companies[0]
     api.post("/organisation/enrich", {"organisationId": c.organisation_id})

@@ -21,7 +21,8 @@ GOOD = {
 
 @pytest.fixture
 def env(monkeypatch):
-    for key in list(GOOD) + ["CLODURA_RATE_LIMITS", "CLODURA_PLAN", "PROVIDER_CACHE_TTL_S"]:
+    for key in list(GOOD) + ["CLODURA_RATE_LIMITS", "CLODURA_PLAN", "PROVIDER_CACHE_TTL_S",
+                             "CLODURA_ORG_COMPONENTS"]:
         monkeypatch.delenv(key, raising=False)
     for key, value in GOOD.items():
         monkeypatch.setenv(key, value)
@@ -33,6 +34,7 @@ def test_good_settings_load_with_production_defaults(env):
     assert str(s.clodura_base_url) == "https://api.clodura.ai/"
     assert s.clodura_limits == [(10, 1), (100, 60), (2000, 86400)]
     assert s.org_id_15 == "00D5g000004XyZa"
+    assert s.org_components_allowed == {"technographics", "funding", "acquisitions"}
 
 
 @pytest.mark.parametrize("name", ["REDIS_URL", "CLODURA_API_KEY", "SALESFORCE_ORG_ID", "SECRET_KEY"])
@@ -49,6 +51,7 @@ def test_missing_setting_is_named(env, name):
     ("SALESFORCE_WEBHOOK_SECRET", "plain-secret-without-prefix"),
     ("PROVIDER_CACHE_TTL_S", "90000"),  # over Clodura's 24 h
     ("REDIS_URL", "http://localhost"),
+    ("CLODURA_ORG_COMPONENTS", "technographics,news"),
 ])
 def test_invalid_setting_is_named(env, name, value):
     env.setenv(name, value)
