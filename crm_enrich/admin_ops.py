@@ -243,18 +243,22 @@ def get_run(store: JobStore, run_id: str) -> dict | None:
 def job_view(store: JobStore, job: Job) -> dict:
     """What an operator may see of a job: never provider data or the
     record's values, only which provider answers it holds."""
-    provider_keys = sorted(store.r.hkeys(JobStore.provider_key(job.id)))
-    credits = (ENRICH_CREDITS if "person" in provider_keys else 0) + \
-        (VERIFY_CREDITS if "verification" in provider_keys else 0)
-    extra = store.r.hmget(JobStore.job_key(job.id), "replayed_by", "replay_of")
+    provider = store.provider_data(job.id)
+    extra = store.r.hmget(JobStore.job_key(job.id), "replayed_by", "replay_of", "credits")
+    # Results Clodura sends later: when each was asked for and whether it came.
+    waits = [{"step": name.removeprefix("pending:"), "askedAt": value.get("sent_at"),
+              "arrived": f"result:{name.removeprefix('pending:')}" in provider}
+             for name, value in sorted(provider.items()) if name.startswith("pending:")]
     return {
         "id": job.id, "state": job.state, "object": job.object, "recordId": job.record_id,
         "source": job.source, "createdAt": job.created_at, "updatedAt": job.updated_at,
         "enqueuedAt": job.enqueued_at, "attempts": job.attempts, "lastError": job.last_error,
         "fieldsWritten": job.fields_written,
         "steps": [{"state": s.get("state"), "at": s.get("t")} for s in job.steps],
-        "providerCalls": [k for k in provider_keys if k in ("person", "verification")],
-        "creditsEstimated": round(credits, 2),
+        "providerCalls": [k for k in sorted(provider) if k not in ("record", "outcome")
+                          and not k.startswith(("pending:", "result:"))],
+        "asyncSteps": waits,
+        "creditsSpent": round(float(extra[2] or 0), 2),
         "replayedBy": extra[0] or None, "replayOf": extra[1] or None,
     }
 

@@ -22,7 +22,7 @@ SHOWN_FIELDS = ("Email", "Title", "Department", "Email_Verification_Status__c")
 def _progress(done: int, total: int, started: float) -> None:
     width = 30
     filled = int(width * done / total) if total else width
-    line = f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} records final  {time.monotonic() - started:5.1f}s"
+    line = f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs final  {time.monotonic() - started:5.1f}s"
     if sys.stdout.isatty():
         print(line, end="", flush=True)
     elif done == total or done % max(1, total // 10) == 0:
@@ -64,24 +64,27 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     print(f"  created {len(companies)} Accounts and {len(ids)} Contacts; the org sends Outbound Messages …")
 
     started = time.monotonic()
-    jobs: dict[str, str] = {}
+    # The Contacts, then the Accounts their jobs enrich (one job per company).
+    watched = [("Contact", rid) for rid in ids] + [("Account", aid) for aid in account_ids.values()]
+    all_jobs: dict[tuple[str, str], str] = {}
     final = 0
     while True:
-        for rid in ids:
-            if rid not in jobs:
-                job_id = store.r.get(f"record:Contact:{rid}:last_job")
+        for key in watched:
+            if key not in all_jobs:
+                job_id = store.r.get(f"record:{key[0]}:{key[1]}:last_job")
                 if job_id:
-                    jobs[rid] = job_id
-        states = {rid: store.get(job_id).state for rid, job_id in jobs.items()}
-        now_final = sum(1 for s in states.values() if s in FINAL_STATES)
+                    all_jobs[key] = job_id
+        now_final = sum(1 for job_id in all_jobs.values() if store.get(job_id).state in FINAL_STATES)
         if now_final != final or final == 0:
-            _progress(now_final, len(ids), started)
+            _progress(now_final, len(watched), started)
             final = now_final
-        if final == len(ids) or time.monotonic() - started > timeout_s:
+        if final == len(watched) or time.monotonic() - started > timeout_s:
             break
         time.sleep(0.25)
     elapsed = time.monotonic() - started
     print()
+    jobs = {rid: job_id for (obj, rid), job_id in all_jobs.items() if obj == "Contact"}
+    account_jobs = [store.get(job_id) for (obj, _), job_id in all_jobs.items() if obj == "Account"]
 
     after = {rid: control.record("Contact", rid) for rid in ids}
     print("\n  Before → after (first 6 records):")
@@ -133,6 +136,10 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     print(f"    not final          {len(unfinished)}")
     print(f"    Clodura credits    {clodura['creditsSpent']:.2f} spent ({clodura['accepted']} requests, "
           f"{clodura['rejected_429']} answered 429)")
+    org_calls = sum(1 for e in control.log("clodura") if e["path"] == "/api/v1/organisation/enrich")
+    accounts_written = sum(1 for j in account_jobs if j.state == "done" and j.fields_written)
+    print(f"    Accounts           {accounts_written} of {len(account_ids)} enriched with firmographics "
+          f"({org_calls} organisation enrich calls for {len(ids)} Contacts)")
     clearout = control.clearout_usage()["calls"]
     print(f"    Clearout           {clearout.get('email_verify/instant', 0)} verifications (second opinion), "
           f"{clearout.get('email_finder/instant', 0)} finder searches")
@@ -142,7 +149,8 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     for job in failed_jobs[:5]:
         print(f"    failed {job.record_id}: {job.last_error}")
 
-    ok = not unfinished and written == len(ids)
+    ok = not unfinished and written == len(ids) and len(account_jobs) == len(account_ids) \
+        and all(j.final for j in account_jobs)
     print(f"\n  {'OK' if ok else 'NOT OK'}: every record reached a final state and was written back"
           if ok else "\n  NOT OK: some records were not final or not written back")
     return 0 if ok else 1

@@ -239,7 +239,10 @@ def spec() -> dict:
                     "steps": {"type": "array", "items": {"type": "object", "properties": {
                         "state": {"type": "string"}, "at": {"type": "number"}}}},
                     "providerCalls": {"type": "array", "items": {"type": "string"}},
-                    "creditsEstimated": {"type": "number"},
+                    "asyncSteps": {"type": "array", "items": {"type": "object", "properties": {
+                        "step": {"type": "string"}, "askedAt": {"type": "number"},
+                        "arrived": {"type": "boolean"}}}},
+                    "creditsSpent": {"type": "number", "description": "Clodura credits this job spent"},
                     "replayedBy": {"type": "string", "nullable": True},
                     "replayOf": {"type": "string", "nullable": True}}},
                 "Record": {"type": "object", "required": ["object", "recordId", "lastJob"], "properties": {

@@ -26,6 +26,7 @@ from crm_enrich.worker import pipeline
 from crm_enrich.worker.celery_app import EVENT_SOURCES
 from crm_enrich.worker.field_map import FieldMap, fit_changes, is_blank, plan_changes
 from crm_enrich.worker.jobs import Job, JobStore, load_tracked_hashes
+from crm_enrich.worker.reveals import domain_of
 from crm_enrich.worker.salesforce_batches import queue_write
 from crm_enrich.worker.verification import iso_now
 
@@ -60,17 +61,6 @@ _MULTIPLIER = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}
 
 
 # -- pure logic ----------------------------------------------------------------
-
-def domain_of(value: str | None) -> str | None:
-    """The bare domain of a website, URL, email address or domain."""
-    if is_blank(value):
-        return None
-    text = value.strip().lower().rsplit("@", 1)[-1]
-    text = re.sub(r"^[a-z][a-z0-9+.-]*://", "", text)
-    text = re.split(r"[/?#:]", text, maxsplit=1)[0].rstrip(".")
-    text = text.removeprefix("www.")
-    return text if "." in text and " " not in text else None
-
 
 def business_domain(email: str | None) -> str | None:
     domain = domain_of(email) if email and "@" in email else None
@@ -244,7 +234,7 @@ def advance_account(svc: "pipeline.Services", job: Job, runner_id: str) -> str:
         answer = svc.cache.fetch("org_enrich", request, lambda: svc.clodura.enrich_organisation(request),
                                  owner=runner_id, refresh=job.force)
         if not answer.from_cache:
-            svc.quota.record_spend(answer.value["credits"])
+            svc.quota.record_spend(answer.value["credits"], job.id)
         data["organisation"] = answer.value["organisation"]
         store.save_provider_data(job.id, "organisation", data["organisation"], answer.fetched_at)
     org = data["organisation"]
@@ -281,7 +271,7 @@ def _find_organisation(svc: "pipeline.Services", job: Job, record: dict, hint: d
     answer = svc.cache.fetch("org_search", filters, lambda: svc.clodura.search_organisations(filters),
                              owner=runner_id, refresh=job.force)
     if not answer.from_cache:
-        svc.quota.record_spend(answer.value["credits"])
+        svc.quota.record_spend(answer.value["credits"], job.id)
     found = pick_organisation(answer.value["organisations"], record, email_domain)
     if found:
         found = {k: found.get(k) for k in ("organisationId", "organisationName", "domain")}

@@ -168,8 +168,25 @@ def fit_to_field(value, field: dict | None):
     return value
 
 
+def allowed_picklist_value(value, field: dict | None):
+    """A restricted picklist refuses any other value, and Salesforce would
+    then refuse the record's whole write: the org's own spelling of the
+    value, or None when the org does not offer it."""
+    if not field or not field.get("restrictedPicklist") or value is None:
+        return value
+    offered = {str(v["value"]).lower(): v["value"] for v in field.get("picklistValues") or [] if v.get("active", True)}
+    return offered.get(str(value).lower())
+
+
 def fit_changes(changes: dict, describe: dict | None) -> dict:
+    """Fit every value to its field; a value a restricted picklist does not
+    offer is left out (the rest of the record is still written)."""
     if not describe:
         return changes
     fields = {f["name"]: f for f in describe.get("fields", [])}
-    return {name: fit_to_field(value, fields.get(name)) for name, value in changes.items()}
+    fitted = {}
+    for name, value in changes.items():
+        value = allowed_picklist_value(fit_to_field(value, fields.get(name)), fields.get(name))
+        if value is not None or changes[name] is None:
+            fitted[name] = value
+    return fitted

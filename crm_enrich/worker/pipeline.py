@@ -304,7 +304,7 @@ def _person(svc: Services, job: Job, data: dict, record: dict, runner_id: str) -
         answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids), owner=runner_id,
                                  refresh=job.force)
         if not answer.from_cache:
-            svc.quota.record_spend(answer.value["credits"])
+            svc.quota.record_spend(answer.value["credits"], job.id)
         person, fetched_at = answer.value["person"], answer.fetched_at
     store.save_provider_data(job.id, "person", person, fetched_at)
     data["person"] = person
@@ -346,7 +346,7 @@ def _revealed(svc: Services, job: Job, data: dict, step: str, record: dict, pers
             if body is None:
                 return None
             outcome = read(body)
-            svc.quota.record_spend(outcome["credits"])  # charged when the result is produced
+            svc.quota.record_spend(outcome["credits"], job.id)  # charged when the result is produced
             if outcome[kind]:
                 svc.cache.put(step, ids, outcome)
     svc.store.save_provider_data(job.id, step, outcome)

@@ -79,12 +79,16 @@ class Quota:
         return float(self.r.get(BUDGET_PAUSED_UNTIL) or 0) > time.time()
 
     # changing it
-    def record_spend(self, credits: float) -> None:
+    def record_spend(self, credits: float, job_id: str | None = None) -> None:
+        """Count credits against today's budget and, for the admin job view,
+        against the job that spent them."""
         if credits:
             key = f"credits:clodura:spent:{today()}"
             pipe = self.r.pipeline()
             pipe.incrbyfloat(key, credits)
             pipe.expire(key, 3 * 86_400)
+            if job_id:
+                pipe.hincrbyfloat(f"job:{job_id}", "credits", credits)
             pipe.execute()
             counters.incr(self.r, "provider_credits", credits, provider="clodura")
 

@@ -3,6 +3,8 @@
 (Standard or Multi-Provider) into one outcome. Pure logic."""
 from __future__ import annotations
 
+import re
+
 from crm_enrich.worker.field_map import is_blank
 
 FOUND = "completed"
@@ -26,16 +28,18 @@ def reveal_identifiers(record: dict, person: dict | None, with_names: bool) -> d
 def company_domain(record: dict, person: dict | None) -> str | None:
     """The person's company domain: Clodura's, else the Lead's or the Account's website."""
     org = (person or {}).get("organisation") or {}
-    return bare_domain(org.get("domain") or record.get("Website") or record.get("Account.Website"))
+    return domain_of(org.get("domain") or record.get("Website") or record.get("Account.Website"))
 
 
-def bare_domain(value: str | None) -> str | None:
-    """'https://www.Example.com/about' -> 'example.com' (§8.3 wants no www., @ or path)."""
+def domain_of(value: str | None) -> str | None:
+    """The bare domain of a website, URL, email address or domain."""
     if is_blank(value):
         return None
-    host = value.strip().lower().split("://", 1)[-1].split("/", 1)[0].split("@")[-1]
-    host = host.removeprefix("www.")
-    return host if "." in host else None
+    text = value.strip().lower().rsplit("@", 1)[-1]
+    text = re.sub(r"^[a-z][a-z0-9+.-]*://", "", text)
+    text = re.split(r"[/?#:]", text, maxsplit=1)[0].rstrip(".")
+    text = text.removeprefix("www.")
+    return text if "." in text and " " not in text else None
 
 
 def credits_of(body: dict) -> float:

@@ -106,7 +106,7 @@ def _clodura_check(svc: "Services", job: Job, data: dict, email: str, deep: bool
     def ask(url: str) -> dict:
         svc.quota.check(step)
         answer = svc.clodura.verify_email(email, deep, url)
-        svc.quota.record_spend(answer.body.get("creditsUsed", COSTS[step]))
+        svc.quota.record_spend(answer.body.get("creditsUsed", COSTS[step]), job.id)
         return {"id": callbacks.provider_job_id(answer.body),
                 "result": None if answer.accepted_for_later else answer.body}
 

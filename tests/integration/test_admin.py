@@ -163,7 +163,9 @@ def test_rerun_by_ids_enriches_the_records_and_reports_progress(stack, control, 
     assert [s["state"] for s in job["steps"]][-1] == "done"
     assert all(isinstance(s["at"], float) for s in job["steps"])
     assert "Title" in job["fieldsWritten"]
-    assert job["providerCalls"] == ["person", "verification"] and job["creditsEstimated"] == 2.04
+    assert job["providerCalls"] == ["person", "verification"] and job["creditsSpent"] == 2.04
+    assert job["asyncSteps"] == [{"step": "verify", "askedAt": pytest.approx(job["createdAt"], abs=120),
+                                  "arrived": True}]
     assert store.r.get(f"dedupe:rerun:{run_id}:{ids[0]}") == job["id"]
     same = api(stack, "GET", f"/admin/jobs/{job['id']}")
     assert same.status_code == 200 and same.json() == job

@@ -125,3 +125,17 @@ def test_values_are_fitted_to_type_and_length():
     assert fit_to_field("2026-11-21T10:00:00.000Z", {"type": "date"}) == "2026-11-21"
     assert fit_changes({"X": 1}, None) == {"X": 1}
 
+
+
+def test_a_value_a_restricted_picklist_does_not_offer_is_left_out():
+    from crm_enrich.worker.field_map import fit_changes
+
+    industry = {"name": "Industry", "type": "picklist", "length": 255, "restrictedPicklist": True,
+                "picklistValues": [{"value": "Technology", "active": True}, {"value": "Retail", "active": False}]}
+    describe = {"fields": [industry, {"name": "Website", "type": "url", "length": 255}]}
+    assert fit_changes({"Industry": "Computer Software", "Website": "https://a.example"}, describe) == {
+        "Website": "https://a.example"}
+    assert fit_changes({"Industry": "technology"}, describe) == {"Industry": "Technology"}
+    assert fit_changes({"Industry": "Retail"}, describe) == {}  # inactive
+    industry["restrictedPicklist"] = False
+    assert fit_changes({"Industry": "Computer Software"}, describe) == {"Industry": "Computer Software"}
