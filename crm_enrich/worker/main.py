@@ -27,3 +27,4 @@ def _check_field_map(**_):
               file=sys.stderr, flush=True)
         raise SystemExit(3)
 import crm_enrich.worker.admin_tasks  # noqa: E402,F401  (admin tasks, worker heartbeat)
+import crm_enrich.worker.reverify  # noqa: E402,F401  (scheduled re-verification)
