@@ -18,13 +18,18 @@ from typing import Callable
 import redis
 
 from crm_enrich.intake import InboundRecord, accept_records
+from crm_enrich.worker.celery_app import REVERIFY_SOURCE
 from crm_enrich.worker.jobs import FINAL_STATES, STATES, Job, JobStore
 
 OBJECTS = ("Contact", "Lead", "Account")
 SF_ID = re.compile(r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$")
 MAX_IDS = 10_000
 MAX_WHERE_CHARS = 4_000
-RUN_KINDS = ("rerun", "backfill")
+RUN_KINDS = ("rerun", "backfill")  # what an operator may start
+# Started by beat (crm_enrich/worker/reverify.py), never by an operator:
+# its jobs only verify the email.
+REVERIFY_KIND = "reverify"
+SOURCE_FOR_KIND = {"rerun": "rerun", "backfill": "backfill", REVERIFY_KIND: REVERIFY_SOURCE}
 
 # Clodura's prices (contracts/clodura.md): 2 credits per matched person,
 # 0.04 per verified email. An estimate assumes every record is matched and
@@ -83,6 +88,11 @@ class RerunRequest:
     where: str | None = None
     force: bool = False
     dry_run: bool = False
+    # A capped selection: the first `limit` records in `order_by` order
+    # (always read with REST paging: Bulk API 2.0 queries should not sort
+    # or limit).
+    order_by: str | None = None
+    limit: int | None = None
 
 
 def validate_where(where) -> str:
@@ -101,6 +111,17 @@ def validate_where(where) -> str:
     if word:
         raise InvalidRequest(f"where must be a condition only; {word.group(1).upper()} is not allowed")
     return where.strip()
+
+
+def selection_soql(select: str, object_type: str, where: str | None, order_by: str | None = None,
+                   limit: int | None = None) -> str:
+    """The query of a selection by condition. Only a condition (checked by
+    validate_where), never a whole query, comes from an operator; ordering
+    and a limit are ours (a capped run such as a scheduled re-verification)."""
+    soql = f"SELECT {select} FROM {object_type}" + (f" WHERE {where}" if where else "")
+    if limit is not None:
+        soql += f" ORDER BY {order_by or 'Id'} LIMIT {int(limit)}"
+    return soql
 
 
 def parse_rerun(payload, kind: str = "rerun") -> RerunRequest:
@@ -164,6 +185,8 @@ def create_run(r: redis.Redis, req: RerunRequest, total: int | None, status: str
                "queued": 0, "created_at": round(time.time(), 3), "status": status,
                "force": int(req.force), "dry_run": int(req.dry_run),
                "selection": "ids" if req.ids is not None else "where"}
+    if req.limit is not None:  # kept so that its selection can be sent again (worker/reverify.py)
+        mapping.update({"limit": req.limit, "order_by": req.order_by or "Id", "where": req.where or ""})
     pipe = r.pipeline(transaction=True)
     pipe.hset(run_key(run_id), mapping=mapping)
     pipe.expire(run_key(run_id), RUN_TTL_S)
@@ -175,7 +198,7 @@ def queue_run_records(store: JobStore, enqueue: Callable[[str, str], None], run_
                       object_type: str, record_ids: list[str]) -> int:
     """Make (or find again) a job per record for this run; safe to repeat:
     the dedupe key is the run and the record. Answers how many are queued."""
-    source = "backfill" if kind == "backfill" else "rerun"
+    source = SOURCE_FOR_KIND.get(kind, "rerun")
     force = store.r.hget(run_key(run_id), "force") == "1"
     result = accept_records(store, enqueue, [
         InboundRecord(dedupe_key=f"rerun:{run_id}:{rid}", object_type=object_type,
@@ -231,6 +254,8 @@ def get_run(store: JobStore, run_id: str) -> dict | None:
            "jobs": by_state, "finished": finished}
     if raw.get("error"):
         out["error"] = raw["error"]
+    if raw.get("limit"):
+        out["limit"] = int(raw["limit"])
     if out["dryRun"] and total is not None:
         out.update(estimate(total))
     return out

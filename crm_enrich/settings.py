@@ -138,6 +138,15 @@ class Settings(BaseSettings):
     # Celery's own rate_limit per worker, which overshoots with several
     # workers; only for comparison (bench/quota.py).
     clodura_limiter: Literal["shared", "per_worker"] = "shared"
+    # Scheduled re-verification of emails whose verdict is older than
+    # REVERIFY_AFTER_DAYS (unset: off). Every REVERIFY_INTERVAL_S one run
+    # selects, oldest verdict first, at most REVERIFY_MAX_PER_RUN records and
+    # no more than REVERIFY_BUDGET_SHARE of the daily credit budget pays for,
+    # so the rest of the budget stays for new records.
+    reverify_after_days: int | None = Field(default=None, ge=1, le=3650)
+    reverify_max_per_run: int = Field(default=500, ge=1, le=50_000)
+    reverify_interval_s: float = Field(default=86_400, ge=1, le=7 * 86_400)
+    reverify_budget_share: float = Field(default=0.5, gt=0, le=1)
     sweep_interval_s: float = Field(default=30, ge=0.5, le=3600)
     credits_check_interval_s: float = Field(default=300, ge=0.5, le=86400)
 

@@ -794,9 +794,14 @@ def parse_ack(body: bytes) -> tuple[bool, str | None]:
 # --------------------------------------------------------------------------
 
 _TOKEN_RE = re.compile(
-    r"""\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<op>!=|<>|=|\(|\)|,)|(?P<num>-?\d+(?:\.\d+)?)(?![A-Za-z_])"""
-    r"""|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"""
+    r"""\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<op>!=|<>|<=|>=|<|>|=|\(|\)|,)"""
+    # Dates and datetimes are written without quotes: 1999-01-01,
+    # 1999-01-01T23:01:01Z, 1999-01-01T23:01:01+01:00 (checked in literal()).
+    r"""|(?P<date>\d{4}-\d{2}-\d{2}(?:T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)?)(?![A-Za-z0-9_])"""
+    r"""|(?P<num>-?\d+(?:\.\d+)?)(?![A-Za-z_])|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"""
 )
+_DATETIME_LITERAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$")
+_COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
 _UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "'": "'", "\\": "\\"}
 
 
@@ -892,8 +897,27 @@ def parse_soql(q: str) -> SoqlQuery:
 
     fields = [select_field(f) for f in fields]
 
+    def datetime_literal(fname: str, kind: str, text: str) -> datetime:
+        """A dateTime field takes only an unquoted dateTime with its zone
+        (Z or an offset); a quoted value or a date alone is refused, as
+        Salesforce does."""
+        if kind == "date" and _DATETIME_LITERAL.match(text):
+            try:
+                return parse_dt(text)
+            except ValueError:
+                raise _malformed(f"Invalid datetime: {text}") from None
+        if kind == "date" and "T" in text:
+            raise _malformed(f"Invalid datetime: {text}")
+        if kind in ("str", "date"):
+            raise SfError("INVALID_FIELD", f"value of filter criterion for field '{fname}' must be of type "
+                          "dateTime and should not be enclosed in quotes")
+        raise _malformed(f"unexpected token: '{text}'")
+
     def literal(fname):
         k, v = take()
+        is_datetime = SCHEMA[obj][fname].type == "datetime"
+        if is_datetime and not (k == "word" and str(v).lower() == "null"):
+            return datetime_literal(fname, k, str(v))
         if k == "str":
             value = v
         elif k == "num":
@@ -914,9 +938,9 @@ def parse_soql(q: str) -> SoqlQuery:
         while True:
             fname = field_name(expect_word())
             k, v = peek()
-            if k == "op" and v in ("=", "!=", "<>"):
+            if k == "op" and v in (*_COMPARISONS, "<>"):
                 take()
-                where.append((fname, "=" if v == "=" else "!=", [literal(fname)]))
+                where.append((fname, "!=" if v == "<>" else v, [literal(fname)]))
             elif kw("IN") or (kw("NOT") and peek(1)[0] == "word" and str(peek(1)[1]).upper() == "IN"):
                 op = "IN"
                 if kw("NOT"):
@@ -962,11 +986,22 @@ def _norm(v):
     return v
 
 
+_ORDERING = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+             ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
 def _matches(rec: dict, where) -> bool:
     for fname, op, values in where:
         v = rec.get(fname)
-        if isinstance(v, datetime):
-            v = fmt_rest_dt(v)
+        if op in _ORDERING:
+            # A null field, or a null value, never orders before or after anything.
+            x = values[0]
+            try:
+                if v is None or x is None or not _ORDERING[op](_norm(v), _norm(x)):
+                    return False
+            except TypeError:  # a value of another type than the field's
+                return False
+            continue
         hit = any((v is None and x is None) or (v is not None and x is not None and _norm(v) == _norm(x))
                   for x in values)
         if op in ("=", "IN") and not hit:

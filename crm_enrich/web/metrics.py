@@ -64,6 +64,8 @@ HELP = {
     "job_to_writeback_seconds": "Time from a record's event to its write-back",
     "callback_delay_seconds": "Time from an asynchronous Clodura request to its callback, by step",
     "callbacks_applied": "Clodura callbacks stored on their job, by step",
+    "reverify_triggers": "Scheduled re-verification triggers, by what they did",
+    "reverify_selected": "Records selected for re-verification, by object",
     "async_results": "Asynchronous results by step and how they ended (callback, poll, gave_up)",
 }
 

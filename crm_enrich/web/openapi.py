@@ -222,7 +222,8 @@ def spec() -> dict:
                 "RunStarted": {"type": "object", "required": ["runId"], "properties": {
                     "runId": JOB_ID, "total": {"type": "integer"}, "status": {"type": "string"}}},
                 "Run": {"type": "object", "required": ["runId", "status", "queued", "jobs"], "properties": {
-                    "runId": JOB_ID, "object": OBJECT, "kind": {"type": "string", "enum": list(admin_ops.RUN_KINDS)},
+                    "runId": JOB_ID, "object": OBJECT, "kind": {"type": "string", "enum": list(admin_ops.SOURCE_FOR_KIND)},
+                    "limit": {"type": "integer", "description": "most records a re-verification run selects"},
                     "status": {"type": "string", "enum": ["queueing", "selecting", "counting", "queued",
                                                           "estimated", "finished", "failed"]},
                     "total": {"type": "integer", "nullable": True}, "queued": {"type": "integer"},

@@ -39,7 +39,9 @@ ALLOCATION_WAIT_S = 60
 # worker waits), then read set by set with its locator. Either way each page
 # is one short task that queues a job per record and hands on the next page.
 # Bulk locators, unlike REST query cursors (gone after 15 minutes idle),
-# outlive a long wait for the API allocation.
+# outlive a long wait for the API allocation. A capped run (a scheduled
+# re-verification: the oldest N) is counted by whoever starts it and always
+# read with REST paging: Bulk API 2.0 queries should not sort or limit.
 
 POLL_RERUN_QUERY_JOB = admin_ops.POLL_RERUN_QUERY_JOB
 READ_RERUN_QUERY_PAGE = admin_ops.READ_RERUN_QUERY_PAGE
@@ -47,20 +49,23 @@ QUERY_JOB_POLL_MAX_S = 30
 QUERY_JOB_GIVE_UP_S = 2 * 3600
 
 
-def selection_soql(select: str, object_type: str, where: str | None) -> str:
-    """The condition was validated by admin_ops; only a condition, never a
-    whole query, comes from the operator."""
-    return f"SELECT {select} FROM {object_type}" + (f" WHERE {where}" if where else "")
+selection_soql = admin_ops.selection_soql
+
+
+def _cap(run: dict) -> tuple[str | None, int | None]:
+    """(order_by, limit) of a capped run, else (None, None)."""
+    return (run.get("order_by"), int(run["limit"])) if run.get("limit") else (None, None)
 
 
 def query_ids_page(gateway: SalesforceGateway, object_type: str, where: str | None,
-                   next_url: str | None) -> tuple[list[str], int, str | None]:
-    """One page of `SELECT Id FROM <object> WHERE <where>`: (ids, totalSize,
-    nextRecordsUrl or None)."""
+                   next_url: str | None, order_by: str | None = None,
+                   limit: int | None = None) -> tuple[list[str], int, str | None]:
+    """One page of `SELECT Id FROM <object> WHERE <where>` (ordered and
+    limited if asked): (ids, totalSize, nextRecordsUrl or None)."""
     if next_url:
         result = gateway._call(lambda sf: sf.query_more(next_url, identifier_is_url=True))
     else:
-        soql = selection_soql("Id", object_type, where)
+        soql = selection_soql("Id", object_type, where, order_by, limit)
         result = gateway._call(lambda sf: sf.query(soql))
     ids = [rec["Id"] for rec in result.get("records", [])]
     return ids, int(result.get("totalSize", len(ids))), (None if result.get("done", True)
@@ -118,10 +123,11 @@ def select_rerun_records(self, run_id: str, object_type: str, where: str | None,
         return 0
     r, gateway = svc.store.r, svc.batches.salesforce
     dry_run = run.get("dry_run") == "1"
+    order_by, limit = _cap(run)
     if not dry_run:
         _wait_for_allocation(self, svc, run_id)
     try:
-        if next_url is None:
+        if next_url is None and limit is None:
             total = gateway.count(selection_soql("COUNT()", object_type, where))
             r.hset(admin_ops.run_key(run_id), "total", total)
             if dry_run:
@@ -134,7 +140,7 @@ def select_rerun_records(self, run_id: str, object_type: str, where: str | None,
             if total == 0:
                 r.hset(admin_ops.run_key(run_id), "status", "queued")
                 return 0
-        ids, total, next_page = query_ids_page(gateway, object_type, where, next_url)
+        ids, total, next_page = query_ids_page(gateway, object_type, where, next_url, order_by, limit)
     except SalesforceFailure as exc:
         return _retry_or_fail(self, r, run_id, exc)
     r.hset(admin_ops.run_key(run_id), "total", total)

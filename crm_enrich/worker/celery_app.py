@@ -10,6 +10,7 @@ from crm_enrich.settings import Settings
 ENRICH_RECORD = "crm_enrich.enrich_record"
 SWEEP_PARKED = "crm_enrich.sweep_parked_jobs"
 CHECK_CREDITS = "crm_enrich.check_clodura_credits"
+REVERIFY_OLD_EMAILS = "crm_enrich.reverify_old_emails"
 
 # New records' work and bulk work (re-runs, backfills) wait in separate
 # queues that every worker consumes in turn, so a backfill of 50,000
@@ -64,8 +65,20 @@ def celery_config(settings: Settings) -> dict:
             "flush-salesforce-writes": {"task": "crm_enrich.flush_salesforce_writes", "schedule": 10.0},
             "resume-parked-jobs": {"task": SWEEP_PARKED, "schedule": settings.sweep_interval_s},
             "check-clodura-credits": {"task": CHECK_CREDITS, "schedule": settings.credits_check_interval_s},
+            **reverify_schedule(settings),
         },
     }
+
+
+def reverify_schedule(settings: Settings) -> dict:
+    """The periodic re-verification, when REVERIFY_AFTER_DAYS turns it on.
+    Bulk work: it waits behind new records' work, and a trigger still
+    waiting when the next is due expires instead of piling up."""
+    if settings.reverify_after_days is None:
+        return {}
+    return {"reverify-old-emails": {
+        "task": REVERIFY_OLD_EMAILS, "schedule": settings.reverify_interval_s,
+        "options": {"queue": BULK_QUEUE, "expires": settings.reverify_interval_s}}}
 
 
 def create_celery(settings: Settings, name: str = "crm_enrich") -> Celery:

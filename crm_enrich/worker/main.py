@@ -34,3 +34,4 @@ def _check_field_map(**_):
 
 
 import crm_enrich.worker.admin_tasks  # noqa: E402,F401  (admin tasks, worker heartbeat)
+import crm_enrich.worker.reverify  # noqa: E402,F401  (scheduled re-verification)

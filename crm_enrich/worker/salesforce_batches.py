@@ -168,9 +168,9 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
     for item in items:
         merged.setdefault((item["object"], item["record_id"]), []).append(item)
     records = []
-    for (object_type, record_id), items in merged.items():
+    for (object_type, record_id), record_items in merged.items():
         fields = {}
-        for item in items:
+        for item in record_items:
             fields.update(item["changes"])
         records.append({"attributes": {"type": object_type}, "id": record_id, **fields})
 
@@ -180,14 +180,14 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         _whole_batch_failed(svc, queue, batch, exc, items, held)
         return
     retry = list(held)
-    for items, result in zip(merged.values(), results):
+    for record_items, result in zip(merged.values(), results):
         if result.get("success"):
-            for item in items:
+            for item in record_items:
                 _write_done(svc, item)
             continue
         error = (result.get("errors") or [{}])[0]
         code, message = error.get("statusCode", "UNKNOWN"), error.get("message", "")
-        for item in items:
+        for item in record_items:
             if code == "REQUEST_LIMIT_EXCEEDED":
                 svc.guard.pause(LIMIT_PAUSE_S)
                 retry.append((item, LIMIT_PAUSE_S))
@@ -256,9 +256,9 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         by_object.setdefault(item["object"], []).append(item)
     found: dict[str, dict] = {}
     try:
-        for object_type, items in by_object.items():
-            fields = sorted({f for item in items for f in item["fields"]})
-            ids = sorted({item["record_id"] for item in items})
+        for object_type, object_items in by_object.items():
+            fields = sorted({f for item in object_items for f in item["fields"]})
+            ids = sorted({item["record_id"] for item in object_items})
             found.update(svc.salesforce.read_records(object_type, ids, fields))
     except SalesforceFailure as exc:
         _whole_batch_failed(svc, queue, batch, exc, items, held)

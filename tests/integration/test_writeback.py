@@ -91,6 +91,21 @@ def test_per_record_results_locked_deleted_invalid(control, store, writes):
     assert "No_Such_Field__c" in jobs["invalid"].last_error
 
 
+def test_a_whole_batch_refused_for_a_passing_reason_is_retried_for_every_record(control, store, writes):
+    ids = contacts(control, 4)
+    mark = last_seq(control)
+    control.add_fault("salesforce", path="/services/data/", method="PATCH", status=503, times=1,
+                      body=[{"errorCode": "SERVER_UNAVAILABLE", "message": "try again"}])
+    job_ids = [writes(rid, {"Title": f"Retried {i}"}) for i, rid in enumerate(ids)]
+    jobs = wait_jobs_final(store, job_ids)
+    assert {j.state for j in jobs} == {"done"}  # every record of the refused batch, not only its last
+    statuses = [e["status"] for e in composite_calls(control, mark)]
+    assert statuses[0] == 503 and set(statuses[1:]) == {200}  # (each item's own jittered backoff)
+    for i, rid in enumerate(ids):
+        after = control.record("Contact", rid)
+        assert after["record"]["Title"] == f"Retried {i}" and len(after["writes"]) == 1
+
+
 def test_worker_killed_during_a_flush_loses_nothing_and_never_writes_a_different_value(
         stack, control, store, writes):
     ids = contacts(control, 5)

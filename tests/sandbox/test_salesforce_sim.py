@@ -289,6 +289,60 @@ def test_soql_id_in_with_paging(org):
     assert r.status_code == 400 and r.json()[0]["errorCode"] == "MALFORMED_QUERY"
 
 
+def test_soql_compares_datetimes_written_without_quotes(org):
+    o = org()
+    old, mid, new, never = o.create("Contact", *[
+        {"LastName": "Dt", "Email": f"d{i}@example.org", "Email_Verified_At__c": at}
+        for i, at in enumerate(["2023-01-10T08:00:00.000+0000", "2024-06-01T12:30:00.000+0000",
+                                "2025-03-01T00:00:00.000+0000", None])])
+    sf = o.client()
+
+    def ids(condition, tail=""):
+        return [r["Id"] for r in sf.query_all(
+            f"SELECT Id FROM Contact WHERE LastName = 'Dt' AND {condition}{tail}")["records"]]
+
+    assert ids("Email_Verified_At__c < 2024-06-01T12:30:00Z") == [old]  # a null is never before or after
+    assert ids("Email_Verified_At__c <= 2024-06-01T12:30:00Z", " ORDER BY Email_Verified_At__c") == [old, mid]
+    assert ids("Email_Verified_At__c > 2024-06-01T14:30:00+02:00") == [new]  # the offset is from UTC
+    assert ids("Email_Verified_At__c >= 2024-06-01T12:30:00.000Z") == [mid, new]
+    assert ids("Email_Verified_At__c = 2024-06-01T12:30:00Z") == [mid]
+    assert ids("Email_Verified_At__c != null AND Email_Verified_At__c < 2030-01-01T00:00:00Z",
+               " ORDER BY Email_Verified_At__c DESC LIMIT 2") == [new, mid]
+    assert ids("Email_Verified_At__c = null") == [never]
+    assert sf.query("SELECT COUNT() FROM Contact WHERE LastName = 'Dt' AND Email_Verified_At__c < "
+                    "2025-01-01T00:00:00Z")["totalSize"] == 2
+
+    def refused(condition):
+        r = o.http.get(f"{o.url}/services/data/v59.0/query/", headers={"Authorization": f"Bearer {sf.session_id}"},
+                       params={"q": f"SELECT Id FROM Contact WHERE {condition}"})
+        assert r.status_code == 400, r.text
+        return r.json()[0]
+
+    quoted = refused("Email_Verified_At__c < '2024-06-01T12:30:00Z'")
+    assert quoted["errorCode"] == "INVALID_FIELD" and "should not be enclosed in quotes" in quoted["message"]
+    assert refused("Email_Verified_At__c < 2024-06-01")["errorCode"] == "INVALID_FIELD"  # a date, not a dateTime
+    assert refused("Email_Verified_At__c < 2024-06-01T12:30:00")["errorCode"] == "MALFORMED_QUERY"  # no zone
+    assert refused("Email_Verified_At__c < 2024-13-01T12:30:00Z")["errorCode"] == "MALFORMED_QUERY"
+    assert refused("Email_Verified_At__c < LAST_N_DAYS:3")["errorCode"] == "MALFORMED_QUERY"  # not simulated
+
+
+def test_soql_orders_numbers_and_strings(org):
+    o = org()
+    small, big, none = o.create("Lead", *[
+        {"LastName": name, "Company": "Cmp", "NumberOfEmployees": n}
+        for name, n in (("Abel", 10), ("Baker", 5000), ("Cole", None))])
+    sf = o.client()
+
+    def ids(condition):
+        return [r["Id"] for r in sf.query_all(
+            f"SELECT Id FROM Lead WHERE Company = 'Cmp' AND {condition} ORDER BY LastName")["records"]]
+
+    assert ids("NumberOfEmployees > 100") == [big]
+    assert ids("NumberOfEmployees <= 10") == [small]
+    assert ids("LastName < 'b'") == [small]  # case-insensitive, like Salesforce's default collation
+    assert ids("LastName >= 'Baker'") == [big, none]
+
+
 def test_collections_partial_failure_and_all_or_none(org):
     o = org()
     a, b, c = o.create("Contact", {"LastName": "A"}, {"LastName": "B"}, {"LastName": "C"})
