@@ -61,14 +61,16 @@ def store(stack):
     return JobStore(stack.redis_client())
 
 
+def final_job(store: JobStore, object_type: str, record_id: str, timeout: float = 60) -> Job:
+    """The record's latest job, once it is final."""
+    def final():
+        job_id = store.r.get(f"record:{object_type}:{record_id}:last_job")
+        job = store.get(job_id) if job_id else None
+        return job if job and job.final else None
+
+    return wait_for(final, timeout, f"a final job for {object_type} {record_id}")
+
+
 @pytest.fixture
 def job_for(store):
-    def wait_final(object_type: str, record_id: str, timeout: float = 60) -> Job:
-        def final_job():
-            job_id = store.r.get(f"record:{object_type}:{record_id}:last_job")
-            job = store.get(job_id) if job_id else None
-            return job if job and job.final else None
-
-        return wait_for(final_job, timeout, f"a final job for {object_type} {record_id}")
-
-    return wait_final
+    return lambda object_type, record_id, timeout=60: final_job(store, object_type, record_id, timeout)

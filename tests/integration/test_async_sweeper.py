@@ -4,18 +4,8 @@ VERIFY_POLL_AFTER_S and gives up after VERIFY_GIVE_UP_AFTER_S, writing
 from __future__ import annotations
 
 from crm_enrich import counters
-from crm_enrich.devstack import wait_for
-from tests.integration.conftest import GIVE_UP_AFTER_S
+from tests.integration.conftest import GIVE_UP_AFTER_S, final_job
 from tests.integration.test_async_results import create_contact, people, states
-
-
-def final_job(store, contact_id, timeout=60):
-    def final():
-        job_id = store.r.get(f"record:Contact:{contact_id}:last_job")
-        job = store.get(job_id) if job_id else None
-        return job if job and job.final else None
-
-    return wait_for(final, timeout, f"a final job for Contact {contact_id}")
 
 
 def async_outcomes(store) -> dict[tuple[str, str], float]:
@@ -32,12 +22,12 @@ def test_lost_callbacks_are_completed_by_polling(pcontrol, pstore):
     reveal_id = create_contact(pcontrol, revealed, company, with_email=False)
     verify_id = create_contact(pcontrol, catch_all, catch_all_company, with_email=True)
 
-    job = final_job(pstore, reveal_id)
+    job = final_job(pstore, "Contact", reveal_id)
     assert job.state == "done", job.last_error
     assert "awaiting_email" in states(job)
     assert pcontrol.record("Contact", reveal_id)["record"]["Email"] == revealed.email
 
-    job = final_job(pstore, verify_id)
+    job = final_job(pstore, "Contact", verify_id)
     assert job.state == "done", job.last_error
     record = pcontrol.record("Contact", verify_id)["record"]
     assert record["Email_Verification_Detail__c"].startswith("clodura deep: ")
@@ -57,7 +47,7 @@ def test_verdict_that_never_comes_ends_unknown_with_the_reason(pcontrol, pstore)
     pcontrol.clodura_webhook_fault("late", times=-1, late_s=600)
     contact_id = create_contact(pcontrol, person, company, with_email=True)
 
-    job = final_job(pstore, contact_id, timeout=GIVE_UP_AFTER_S + 60)
+    job = final_job(pstore, "Contact", contact_id, timeout=GIVE_UP_AFTER_S + 60)
     assert job.state == "done", job.last_error
     assert "awaiting_verification" in states(job)
     record = pcontrol.record("Contact", contact_id)["record"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from crm_enrich.sandbox.clodura import deep_verdict
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.test_async_results import create_contact, people, states
-from tests.integration.test_async_sweeper import final_job
+from tests.integration.conftest import final_job
 
 DATASET = build_dataset()
 COMPANIES = {c.organisation_id: c for c in DATASET.companies}
@@ -37,7 +37,7 @@ def test_catch_all_gets_clearouts_second_opinion_and_a_524_is_retried(pcontrol, 
     pcontrol.clearout_slow(times=1, kind="verify")  # the first answer is a 524
 
     contact_id = create_contact(pcontrol, person, company, with_email=True)
-    job = final_job(pstore, contact_id)
+    job = final_job(pstore, "Contact", contact_id)
     assert job.state == "done", job.last_error
     record = pcontrol.record("Contact", contact_id)["record"]
     assert record["Email_Verification_Status__c"] == "catch_all"
@@ -51,7 +51,7 @@ def test_a_valid_address_is_not_sent_to_clearout(pcontrol, pstore):
     ((person, company),) = people("deliverable", 1, skip=20)
     verifies = clearout_calls(pcontrol, "email_verify/instant")
     contact_id = create_contact(pcontrol, person, company, with_email=True)
-    assert final_job(pstore, contact_id).state == "done"
+    assert final_job(pstore, "Contact", contact_id).state == "done"
     assert pcontrol.record("Contact", contact_id)["record"]["Email_Verification_Status__c"] == "valid"
     assert clearout_calls(pcontrol, "email_verify/instant") == verifies
 
@@ -59,7 +59,7 @@ def test_a_valid_address_is_not_sent_to_clearout(pcontrol, pstore):
 def test_clearout_finds_the_email_clodura_cannot_reveal(pcontrol, pstore):
     (person, company), = unknown_people(1, skip=0)
     contact_id = create_contact(pcontrol, person, company, with_email=False)
-    job = final_job(pstore, contact_id)
+    job = final_job(pstore, "Contact", contact_id)
     assert job.state == "done", job.last_error
     record = pcontrol.record("Contact", contact_id)["record"]
     assert record["Email"] == person.email
@@ -72,7 +72,7 @@ def test_a_queued_clearout_search_is_collected_later(pcontrol, pstore):
     pcontrol.clearout_slow(times=1, kind="finder")  # the search outlasts its timeout: queued
 
     contact_id = create_contact(pcontrol, person, company, with_email=False)
-    job = final_job(pstore, contact_id)
+    job = final_job(pstore, "Contact", contact_id)
     assert job.state == "done", job.last_error
     assert "awaiting_email" in states(job)
     assert pcontrol.record("Contact", contact_id)["record"]["Email"] == person.email

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from crm_enrich.devstack import Stack, wait_for
+from tests.integration.conftest import final_job
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from crm_enrich.worker.jobs import JobStore
@@ -49,14 +50,6 @@ def contact_fields():
     return {"FirstName": p.first_name, "LastName": p.last_name, "Email": p.email}
 
 
-def final_job(store, rid, timeout=90):
-    def final():
-        job_id = store.r.get(f"record:Contact:{rid}:last_job")
-        job = store.get(job_id) if job_id else None
-        return job if job and job.final else None
-    return wait_for(final, timeout, f"record {rid} to be final")
-
-
 def clodura_calls(control, since, path=None):
     return [e for e in control.log("clodura", since=since)
             if path is None or e["path"] == path]
@@ -69,7 +62,7 @@ def seq(control):
 def test_two_workers_sharing_a_tiny_limit_never_exceed_it(qstack, qcontrol, qstore):
     mark = seq(qcontrol)
     ids = qcontrol.create_records("Contact", [contact_fields() for _ in range(10)])
-    jobs = [final_job(qstore, rid) for rid in ids]
+    jobs = [final_job(qstore, "Contact", rid, timeout=90) for rid in ids]
     assert {j.state for j in jobs} == {"done"}
     calls = clodura_calls(qcontrol, mark)
     assert [e for e in calls if e["status"] == 429] == []
@@ -92,7 +85,7 @@ def test_daily_quota_409_defers_and_the_job_completes_after_the_reset(qstack, qc
     assert answer.status_code == 409
     mark = seq(qcontrol)
     (rid,) = qcontrol.create_records("Contact", [contact_fields()])
-    job = final_job(qstore, rid, timeout=60)
+    job = final_job(qstore, "Contact", rid, timeout=60)
     assert job.state == "done", job.last_error
     assert "deferred" in [s["state"] for s in job.steps]
     assert [e["status"] for e in clodura_calls(qcontrol, mark)].count(409) == 1  # then it waited
@@ -111,7 +104,7 @@ def test_no_credits_402_pauses_and_the_job_completes_after_a_top_up(qstack, qcon
     wait_for(paused, 60, "the job to pause for credits")
     qcontrol.http.post(f"{qcontrol.clodura}/_sandbox/clodura/credits",
                        json={"key": key, "remainingCredits": 50}).raise_for_status()
-    job = final_job(qstore, rid, timeout=60)
+    job = final_job(qstore, "Contact", rid, timeout=60)
     assert job.state == "done", job.last_error
     assert qcontrol.record("Contact", rid)["record"]["Title"]
 
@@ -120,9 +113,9 @@ def test_same_contact_twice_within_a_day_costs_one_call(qstack, qcontrol, qstore
     fields = contact_fields()
     mark = seq(qcontrol)
     (first,) = qcontrol.create_records("Contact", [fields])
-    assert final_job(qstore, first).state == "done"
+    assert final_job(qstore, "Contact", first, timeout=90).state == "done"
     (second,) = qcontrol.create_records("Contact", [fields])
-    assert final_job(qstore, second).state == "done"
+    assert final_job(qstore, "Contact", second, timeout=90).state == "done"
     assert len(clodura_calls(qcontrol, mark, "/api/v1/cleanup/enrich")) == 1
     assert len(clodura_calls(qcontrol, mark, "/api/v1/verify/email")) == 1
     assert qcontrol.record("Contact", second)["record"]["Title"] == qcontrol.record("Contact", first)["record"]["Title"]
@@ -132,7 +125,7 @@ def test_same_contact_twice_at_the_same_moment_costs_one_call(qstack, qcontrol, 
     fields = contact_fields()
     mark = seq(qcontrol)
     ids = qcontrol.create_records("Contact", [fields, dict(fields)])
-    assert [final_job(qstore, rid).state for rid in ids] == ["done", "done"]
+    assert [final_job(qstore, "Contact", rid, timeout=90).state for rid in ids] == ["done", "done"]
     assert len(clodura_calls(qcontrol, mark, "/api/v1/cleanup/enrich")) == 1
     assert len(clodura_calls(qcontrol, mark, "/api/v1/verify/email")) == 1
 
