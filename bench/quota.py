@@ -14,7 +14,8 @@ from pathlib import Path
 
 from crm_enrich.devstack import Stack, wait_for
 from crm_enrich.sandbox.control import SandboxControl
-from crm_enrich.sandbox.dataset import build_dataset, demo_contacts
+from crm_enrich.sandbox.clodura import reveal_email_result
+from crm_enrich.sandbox.dataset import VERDICT_CATCH_ALL, build_dataset, demo_contacts
 from crm_enrich.worker.jobs import FINAL_STATES, JobStore
 
 
@@ -28,19 +29,40 @@ def backlog(n: int) -> list[dict]:
 
 
 def minimum_credits(contacts: list[dict]) -> float:
-    """What the contract's costs allow: each distinct request paid once."""
+    """What the sandbox's prices (Max plan) allow for what the pipeline must
+    ask, each distinct request paid once: an enrichment by email, name and
+    company; a reveal for a record without an email; one verification per
+    distinct address, deep on a catch-all domain (after the one standard
+    check per such domain that shows it is one, unless the reveal said so);
+    one organisation enrich with technographics (the default map's
+    Technologies__c) per company Clodura knows."""
     ds = build_dataset()
-    enrich, emails = {}, set()
+    enrich, reveals, emails, orgs = {}, {}, {}, set()
     for c in contacts:
-        ident = (c.get("Email"), c["FirstName"], c["LastName"], c["_company"] if not c.get("Email") else None)
-        if ident not in enrich:
-            person = ds.find_person(email=c.get("Email"), first_name=c["FirstName"], last_name=c["LastName"],
-                                    organisation_name=None if c.get("Email") else c["_company"])
-            org = ds.company_by_name(c["_company"]) if not person and not c.get("Email") else None
-            enrich[ident] = 2 if person else (1 if org else 0)
-        if c.get("Email"):
-            emails.add(c["Email"].lower())
-    return sum(enrich.values()) + 0.04 * len(emails)
+        person = ds.find_person(email=c.get("Email"), first_name=c["FirstName"], last_name=c["LastName"],
+                                organisation_name=c["_company"])
+        org = ds.company_by_name(c["_company"])
+        enrich[(c.get("Email"), c["FirstName"], c["LastName"], c["_company"])] = \
+            2 if person else (1 if org else 0)
+        email, hint = c.get("Email"), None
+        if not email and person:
+            payload, reveals[person.person_id] = reveal_email_result("trk", "Max", person, person.person_id)
+            email, hint = payload.get("email"), payload.get("emailStatus")
+        if email:
+            emails.setdefault(email.strip().lower(), hint)
+        if org:
+            orgs.add(org.organisation_id)
+    verify, learnt = 0.0, set()
+    for email, hint in emails.items():
+        if ds.verdict_for_email(email) != VERDICT_CATCH_ALL:
+            verify += 0.04
+            continue
+        domain = email.rsplit("@", 1)[-1]
+        if hint != "catch_all" and domain not in learnt:
+            verify += 0.04
+        learnt.add(domain)
+        verify += 0.1
+    return sum(enrich.values()) + sum(reveals.values()) + verify + 2 * len(orgs)
 
 
 def run(mode: str, n: int, per_second: int, per_minute: int) -> dict:
@@ -68,9 +90,12 @@ def run(mode: str, n: int, per_second: int, per_minute: int) -> dict:
                 for c in contacts])
             store = JobStore(stack.redis_client())
 
+            # Every Contact, and every Account their jobs enrich, final.
+            watched = [("Contact", rid) for rid in ids] + [("Account", aid) for aid in accounts.values()]
+
             def finished():
-                return sum(1 for rid in ids if (j := store.r.get(f"record:Contact:{rid}:last_job"))
-                           and store.get(j).state in FINAL_STATES) == n
+                return all((j := store.r.get(f"record:{obj}:{rid}:last_job")) and store.get(j).state in FINAL_STATES
+                           for obj, rid in watched)
 
             wait_for(finished, 3600, "the backlog to drain", interval=2.0)
             elapsed = time.time() - started

@@ -19,7 +19,7 @@ import redis
 
 from crm_enrich.intake import InboundRecord, accept_records
 from crm_enrich.worker.celery_app import REVERIFY_SOURCE
-from crm_enrich.worker.jobs import FINAL_STATES, STATES, Job, JobStore
+from crm_enrich.worker.jobs import FINAL_STATES, Job, JobStore
 
 OBJECTS = ("Contact", "Lead", "Account")
 SF_ID = re.compile(r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$")

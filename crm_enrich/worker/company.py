@@ -24,10 +24,9 @@ import time
 from crm_enrich.logs import log
 from crm_enrich.worker import pipeline
 from crm_enrich.worker.celery_app import EVENT_SOURCES
-from crm_enrich.worker.field_map import FieldMap, fit_changes, is_blank, plan_changes
-from crm_enrich.worker.jobs import Job, JobStore, load_tracked_hashes
+from crm_enrich.worker.field_map import FieldMap, is_blank
+from crm_enrich.worker.jobs import Job, JobStore
 from crm_enrich.worker.reveals import domain_of
-from crm_enrich.worker.salesforce_batches import queue_write
 from crm_enrich.worker.verification import iso_now
 
 # One Account enrichment a day for the contacts of an Account: later
@@ -242,19 +241,7 @@ def advance_account(svc: "pipeline.Services", job: Job, runner_id: str) -> str:
         store.transition(job, "skipped", last_error="Clodura does not know the organisation any more")
         return job.state
 
-    tracked = load_tracked_hashes(store, "Account", job.record_id)
-    planned = plan_changes(svc.field_map, "Account", record,
-                           organisation_sources(org, iso_now()), tracked)
-    fitted = fit_changes(planned, svc.schema.describe("Account"))
-    changes = {name: value for name, value in fitted.items() if record.get(name) != value}
-    if not changes:
-        store.transition(job, "done", fields_written=[], last_error=None)
-        return job.state
-    tracked_fields = [r.field for r in svc.field_map.rules_for("Account") if r.rule == "tracked"]
-    queue_write(svc.batches, job.id, "Account", job.record_id, changes, tracked_fields,
-                urgent=job.source in EVENT_SOURCES)
-    store.transition(job, "writing")
-    return job.state
+    return pipeline.write_back(svc, job, record, organisation_sources(org, iso_now()))
 
 
 def _find_organisation(svc: "pipeline.Services", job: Job, record: dict, hint: dict,

@@ -265,15 +265,22 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
     sources = field_sources(person, verified, verification.iso_now(), revealed, phone)
     if reverify_only:
         del sources["meta.enriched_at"]  # a new verdict is not a new enrichment
-    tracked = load_tracked_hashes(store, job.object, job.record_id)
-    planned = plan_changes(svc.field_map, job.object, record, sources, tracked)
-    fitted = fit_changes(planned, svc.schema.describe(job.object))
-    changes = {name: value for name, value in fitted.items() if record.get(name) != value}
     store.save_provider_data(job.id, "outcome", {
         "matched": bool(person and person.get("personId")),
         "verdict": verified["status"] if verified else None,
         "email_revealed": bool(revealed and revealed["email"]),
         "phone_revealed": found_phone})
+    return write_back(svc, job, record, sources)
+
+
+def write_back(svc: Services, job: Job, record: dict, sources: dict) -> str:
+    """What the field map says to change, fitted to the org's fields, queued
+    for a batched write; done at once when nothing changes."""
+    store = svc.store
+    tracked = load_tracked_hashes(store, job.object, job.record_id)
+    planned = plan_changes(svc.field_map, job.object, record, sources, tracked)
+    fitted = fit_changes(planned, svc.schema.describe(job.object))
+    changes = {name: value for name, value in fitted.items() if record.get(name) != value}
     if not changes:
         store.transition(job, "done", fields_written=[], last_error=None)
         return job.state

@@ -1,5 +1,4 @@
 """A missing or invalid setting stops each process with a message naming it."""
-import os
 import subprocess
 import sys
 from pathlib import Path
