@@ -16,9 +16,9 @@ SOURCES = {
     "person.linkedin_url": "text", "email.revealed": "text", "phone.mobile": "text",
     "verification.status": "text", "verification.detail": "text", "verification.verified_at": "datetime",
     "organisation.id": "text", "organisation.industry": "text", "organisation.employee_count": "int",
-    # An exact figure only: Clodura states revenue as a band (revenue_band),
-    # which is never turned into a number.
-    "organisation.annual_revenue": "number", "organisation.revenue_band": "text",
+    # Clodura states revenue only as a band, never turned into a number
+    # (so nothing feeds AnnualRevenue).
+    "organisation.revenue_band": "text",
     "organisation.website": "text", "organisation.total_funding": "number",
     # Account only: each needs a paid component of Organisation Enrich.
     "organisation.technologies": "text", "organisation.funding_rounds": "text",
