@@ -16,6 +16,7 @@ import redis
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from crm_enrich.settings import PROVIDER_DATA_MAX_TTL_S, Settings
+from crm_enrich.worker.jobs import JobStore
 
 SALT = "crm-enrich.clodura-callback"
 STEPS = ("reveal_email", "reveal_phone", "verify", "verify_deep")
@@ -75,7 +76,7 @@ def result_field(step: str) -> str:
 def store_result(r: redis.Redis, job_id: str, step: str, body: dict) -> bool:
     """Store a step's final result on the job; False if one was stored
     already (a duplicate callback, or the poll got there first)."""
-    key = f"job:{job_id}:provider"
+    key = JobStore.provider_key(job_id)
     pipe = r.pipeline(transaction=True)
     pipe.hsetnx(key, result_field(step), json.dumps(body))
     # The job's provider data keeps its 24 h limit (set when first stored).

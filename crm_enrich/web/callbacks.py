@@ -48,7 +48,8 @@ def receive(token: str):
         if not callbacks.store_result(store.r, job_id, step, body):
             log.info("callback.repeat", job_id=job_id, step=step)
             return _answer(200, applied=False, reason="already applied")
-        pending = store.provider_data(job_id).get(callbacks.pending_field(step)) or {}
+        # Only the step's own note, for the delay metric.
+        pending = json.loads(store.r.hget(store.provider_key(job_id), callbacks.pending_field(step)) or "{}")
     except redis.RedisError:
         return _answer(503, error="temporarily unable to store the result; retry")
     if pending.get("sent_at"):
