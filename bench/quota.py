@@ -12,11 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.dev.devstack import Stack, wait_for
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.clodura import reveal_email_result
 from crm_enrich.sandbox.dataset import VERDICT_CATCH_ALL, build_dataset, demo_contacts
-from crm_enrich.worker.jobs import FINAL_STATES, JobStore
+from crm_enrich.jobs.store import FINAL_STATES, JobStore
 
 
 def backlog(n: int) -> list[dict]:

@@ -16,10 +16,10 @@ from pathlib import Path
 import requests
 from simple_salesforce import Salesforce
 
-from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.dev.devstack import Stack, wait_for
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
-from crm_enrich.worker.jobs import FINAL_STATES, JobStore
+from crm_enrich.jobs.store import FINAL_STATES, JobStore
 
 # Clodura limits scaled up for the run (this benchmark is about Salesforce).
 FAST_CLODURA = [[200, 1], [12000, 60], [1000000, 86400]]

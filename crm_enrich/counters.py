@@ -3,9 +3,11 @@ process and every worker adds to the same numbers and any web process can
 report them (prometheus_client's own counters live in one process)."""
 from __future__ import annotations
 
+from crm_enrich import keys
+
 import redis
 
-KEY = "metrics:counters"
+KEY = keys.METRICS_COUNTERS
 LATENCY_BUCKETS = (1, 2, 5, 10, 30, 60, 300, 1800, 7200)
 
 

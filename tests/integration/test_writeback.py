@@ -9,10 +9,10 @@ import uuid
 import pytest
 from celery import Celery
 
-from crm_enrich.devstack import wait_for
+from crm_enrich.dev.devstack import wait_for
 from crm_enrich.sandbox.dataset import build_dataset
-from crm_enrich.worker.batching import BatchQueue
-from crm_enrich.worker.salesforce_batches import BatchServices, queue_write
+from crm_enrich.salesforce.batch_queue import BatchQueue
+from crm_enrich.salesforce.batches import BatchServices, queue_write
 
 COMPOSITE = "/composite/sobjects"
 

@@ -1,7 +1,7 @@
 """Clearout's status / sub-status / safe_to_send → our verdict."""
 import pytest
 
-from crm_enrich.worker.clearout import clearout_verdict, parse_verdict
+from crm_enrich.providers.clearout import clearout_verdict, parse_verdict
 
 
 @pytest.mark.parametrize("status, sub_status, safe, expected", [

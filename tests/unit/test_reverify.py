@@ -6,12 +6,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from crm_enrich.admin_ops import SOURCE_FOR_KIND, selection_soql
+from crm_enrich.operations.operator_input import SOURCE_FOR_KIND
+from crm_enrich.salesforce.soql import selection_soql
 from crm_enrich.sandbox.salesforce import parse_soql
 from crm_enrich.settings import SettingsError, load_settings
-from crm_enrich.worker.celery_app import BULK_QUEUE, REVERIFY_OLD_EMAILS, REVERIFY_SOURCE, celery_config, queue_for
-from crm_enrich.worker.field_map import load_field_map
-from crm_enrich.worker.reverify import (
+from crm_enrich.queues import BULK_QUEUE, REVERIFY_OLD_EMAILS, REVERIFY_SOURCE, queue_for
+from worker.schedule import beat_schedule
+from crm_enrich.field_map import load_field_map
+from crm_enrich.operations.reverify import (
     SELECTION_STALLED_S, allowance, cutoff_literal, reverify_condition, run_open, selection_stalled,
     verification_cost, verified_at_field,
 )
@@ -96,10 +98,10 @@ def test_reverify_jobs_are_bulk_work():
 
 
 def test_beat_schedules_it_only_when_turned_on():
-    off = celery_config(load_settings(**SETTINGS))["beat_schedule"]
+    off = beat_schedule(load_settings(**SETTINGS))
     assert REVERIFY_OLD_EMAILS not in [entry["task"] for entry in off.values()]
     on = load_settings(**SETTINGS, reverify_after_days=90, reverify_interval_s=3600)
-    entry = celery_config(on)["beat_schedule"]["reverify-old-emails"]
+    entry = beat_schedule(on)["reverify-old-emails"]
     assert entry == {"task": REVERIFY_OLD_EMAILS, "schedule": 3600,
                      "options": {"queue": BULK_QUEUE, "expires": 3600}}
     defaults = load_settings(**SETTINGS)

@@ -1,7 +1,8 @@
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from crm_enrich.web.soap import ACK, OutboundMessageError, fault, parse_outbound_message, same_org
+from crm_enrich.salesforce.ids import same_org
+from crm_enrich.salesforce.outbound_message import ACK, OutboundMessageError, fault, parse_outbound_message
 from tests.soap_samples import BILLION_LAUGHS, ENTITY_DECLARATION, ORG_15, ORG_18, envelope, notification
 
 
