@@ -3,9 +3,9 @@ process and every worker adds to the same numbers and any web process can
 report them (prometheus_client's own counters live in one process)."""
 from __future__ import annotations
 
-from crm_enrich import keys
-
 import redis
+
+from crm_enrich import keys
 
 KEY = keys.METRICS_COUNTERS
 LATENCY_BUCKETS = (1, 2, 5, 10, 30, 60, 300, 1800, 7200)

@@ -191,14 +191,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _clearout_token_when_used(self) -> "Settings":
+    def _clearout_token_when_used(self) -> Settings:
         if (self.verify_provider != "clodura" or self.clearout_finder) and not self.clearout_api_token:
             raise ValueError("CLEAROUT_API_TOKEN is required when VERIFY_PROVIDER uses Clearout "
                              "or CLEAROUT_FINDER is on")
         return self
 
     @model_validator(mode="after")
-    def _one_salesforce_auth(self) -> "Settings":
+    def _one_salesforce_auth(self) -> Settings:
         jwt = self.salesforce_username and self.salesforce_private_key_file
         if not (self.salesforce_client_secret or jwt):
             raise ValueError(

@@ -15,17 +15,13 @@ import secrets
 import time
 
 import redis
-from flask import (Blueprint, abort, jsonify, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, abort, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from crm_enrich.operations import dead_letters
-from crm_enrich.operations import operator_input
-from crm_enrich.operations import runs
-from crm_enrich.operations import views
-from crm_enrich.salesforce import ids
 from crm_enrich.flow.intake import QueueUnavailable
 from crm_enrich.logs import log
+from crm_enrich.operations import dead_letters, operator_input, runs, views
+from crm_enrich.salesforce import ids
 from web.context import context
 
 bp = Blueprint("admin", __name__)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 
 from flask import Blueprint, jsonify, request
 from standardwebhooks import Webhook
@@ -18,8 +17,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
 from crm_enrich.logs import log
-from web.context import context
 from crm_enrich.salesforce.ids import OBJECTS, SF_ID, same_org
+from web.context import context
 
 bp = Blueprint("events", __name__)
 

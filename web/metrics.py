@@ -9,10 +9,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from crm_enrich import counters
-from web.context import context
 from crm_enrich.queues import BULK_QUEUE, URGENT_QUEUE
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import BatchQueue
+from web.context import context
 
 bp = Blueprint("metrics", __name__)
 
@@ -78,18 +78,18 @@ def counter_families(samples):
         by_name.setdefault(base, []).append((name, labels, value))
     for base, rows in sorted(by_name.items()):
         if any(name.endswith("_bucket") for name, _, _ in rows):
-            label_names = sorted({k for _, l, _ in rows for k in l if k != "le"})
+            label_names = sorted({k for _, lab, _ in rows for k in lab if k != "le"})
             family = HistogramMetricFamily(f"crm_enrich_{base}", HELP.get(base, base), labels=label_names)
-            series = sorted({tuple(str(l.get(k, "")) for k in label_names) for _, l, _ in rows})
+            series = sorted({tuple(str(lab.get(k, "")) for k in label_names) for _, lab, _ in rows})
             for values in series:
-                mine = [(n, l, v) for n, l, v in rows
-                        if tuple(str(l.get(k, "")) for k in label_names) == values]
-                buckets = sorted(((l["le"], v) for n, l, v in mine if n.endswith("_bucket")),
+                mine = [(n, lab, v) for n, lab, v in rows
+                        if tuple(str(lab.get(k, "")) for k in label_names) == values]
+                buckets = sorted(((lab["le"], v) for n, lab, v in mine if n.endswith("_bucket")),
                                  key=lambda b: float(b[0]))
                 total = next((v for n, _, v in mine if n.endswith("_sum")), 0.0)
                 family.add_metric(list(values), [(str(le), v) for le, v in buckets], sum_value=total)
         else:
-            label_names = sorted({k for _, l, _ in rows for k in l})
+            label_names = sorted({k for _, lab, _ in rows for k in lab})
             family = CounterMetricFamily(f"crm_enrich_{base}", HELP.get(base, base), labels=label_names)
             for _, labels, value in rows:
                 family.add_metric([str(labels.get(k, "")) for k in label_names], value)

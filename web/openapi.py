@@ -7,8 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from crm_enrich.operations import operator_input
-from crm_enrich.salesforce import ids
-from crm_enrich.salesforce import soql
+from crm_enrich.salesforce import ids, soql
 from web import events
 
 bp = Blueprint("openapi", __name__)
@@ -59,7 +58,8 @@ def spec() -> dict:
                 "tags": ["public"],
                 "requestBody": {"required": True, "content": {"text/xml": {"schema": {"type": "string"}}}},
                 "responses": {
-                    "200": {"description": "SOAP acknowledgement", "content": {"text/xml": {"schema": {"type": "string"}}}},
+                    "200": {"description": "SOAP acknowledgement",
+                            "content": {"text/xml": {"schema": {"type": "string"}}}},
                     "400": {"description": "SOAP fault: not a valid Outbound Message"},
                     "403": {"description": "SOAP fault: another organization"},
                     "413": {"description": "SOAP fault: message too large"},
@@ -101,9 +101,9 @@ def spec() -> dict:
             "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["public"],
                                  "responses": {"200": {"description": "text exposition format",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/openapi.json": {"get": {"summary": "this description", "tags": ["public"],
-                                      "responses": {"200": {"description": "OpenAPI document",
-                                                            "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/openapi.json": {"get": {"summary": "this description", "tags": ["public"], "responses": {
+                "200": {"description": "OpenAPI document",
+                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/admin/rerun": {"post": {
                 "summary": "Re-run records, by ids or by SOQL condition",
                 "tags": ["admin"], "security": [{"adminToken": []}],
@@ -224,7 +224,8 @@ def spec() -> dict:
                 "RunStarted": {"type": "object", "required": ["runId"], "properties": {
                     "runId": JOB_ID, "total": {"type": "integer"}, "status": {"type": "string"}}},
                 "Run": {"type": "object", "required": ["runId", "status", "queued", "jobs"], "properties": {
-                    "runId": JOB_ID, "object": OBJECT, "kind": {"type": "string", "enum": list(operator_input.SOURCE_FOR_KIND)},
+                    "runId": JOB_ID, "object": OBJECT,
+                    "kind": {"type": "string", "enum": list(operator_input.SOURCE_FOR_KIND)},
                     "limit": {"type": "integer", "description": "most records a re-verification run selects"},
                     "status": {"type": "string", "enum": ["queueing", "selecting", "counting", "queued",
                                                           "estimated", "finished", "failed"]},

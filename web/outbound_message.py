@@ -10,9 +10,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
 from crm_enrich.logs import log
-from web.context import context
 from crm_enrich.salesforce.ids import same_org
 from crm_enrich.salesforce.outbound_message import ACK, OutboundMessageError, fault, parse_outbound_message
+from web.context import context
 
 bp = Blueprint("outbound_message", __name__)
 

@@ -3,6 +3,8 @@
 (crm_enrich.operations.reverify)."""
 from __future__ import annotations
 
+import contextlib
+
 from celery import current_app, shared_task
 from redis.exceptions import LockError
 
@@ -12,7 +14,10 @@ from crm_enrich.flow.services import Services
 from crm_enrich.logs import log
 from crm_enrich.operations import reverify, runs, selection
 from crm_enrich.queues import (
-    POLL_RERUN_QUERY_JOB, READ_RERUN_QUERY_PAGE, REVERIFY_OLD_EMAILS, SELECT_RERUN_RECORDS,
+    POLL_RERUN_QUERY_JOB,
+    READ_RERUN_QUERY_PAGE,
+    REVERIFY_OLD_EMAILS,
+    SELECT_RERUN_RECORDS,
 )
 from crm_enrich.salesforce.gateway import SalesforceFailure
 from crm_enrich.salesforce.soql import selection_soql
@@ -149,10 +154,8 @@ def reverify_old_emails(self) -> str:
             result = {"outcome": "failed", "error": str(exc)[:300]}
         reverify.record_trigger(r, result)
     finally:
-        try:
+        with contextlib.suppress(LockError):  # expired meanwhile: someone else's now
             lock.release()
-        except LockError:  # expired meanwhile: someone else's now
-            pass
     log.info("reverify.triggered", outcome=result["outcome"], allowance=result.get("allowance"),
              selected=result.get("selected"), runs=result.get("runs"))
     return result["outcome"]

@@ -4,7 +4,13 @@ from __future__ import annotations
 from typing import Any
 
 from crm_enrich.queues import (
-    BULK_QUEUE, CHECK_CREDITS, FLUSH_READS, FLUSH_WRITES, HEARTBEAT, REVERIFY_OLD_EMAILS, SWEEP_PARKED,
+    BULK_QUEUE,
+    CHECK_CREDITS,
+    FLUSH_READS,
+    FLUSH_WRITES,
+    HEARTBEAT,
+    REVERIFY_OLD_EMAILS,
+    SWEEP_PARKED,
 )
 from crm_enrich.settings import Settings
 

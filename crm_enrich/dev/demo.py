@@ -12,9 +12,9 @@ from pathlib import Path
 
 from crm_enrich import counters
 from crm_enrich.dev.devstack import Stack
+from crm_enrich.jobs.store import FINAL_STATES, JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
-from crm_enrich.jobs.store import FINAL_STATES, JobStore
 
 SHOWN_FIELDS = ("Email", "Title", "Department", "Email_Verification_Status__c")
 
@@ -55,8 +55,7 @@ def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int
 def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, timeout_s: float) -> int:
     contacts = demo_contacts(records)
     companies = sorted({c["_company"] for c in contacts})
-    account_ids = dict(zip(companies, control.create_records(
-        "Account", [{"Name": name} for name in companies], fire_outbound=False)))
+    account_ids = control.create_accounts(companies)
     fields = [{k: v for k, v in c.items() if not k.startswith("_")} | {"AccountId": account_ids[c["_company"]]}
               for c in contacts]
     ids = control.create_records("Contact", fields)
@@ -88,7 +87,8 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
 
     after = {rid: control.record("Contact", rid) for rid in ids}
     print("\n  Before → after (first 6 records):")
-    header = f"  {'Name':<20} " + " ".join(f"{f.replace('Email_Verification_Status__c', 'Verification'):<22}" for f in SHOWN_FIELDS)
+    labels = [f.replace("Email_Verification_Status__c", "Verification") for f in SHOWN_FIELDS]
+    header = f"  {'Name':<20} " + " ".join(f"{label:<22}" for label in labels)
     print(header)
     for rid in ids[:6]:
         b, a = before[rid], after[rid]["record"]

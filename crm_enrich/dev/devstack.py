@@ -12,8 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import redis
 import requests
@@ -105,7 +105,7 @@ class Stack:
         return redis.Redis.from_url(self.redis.url, decode_responses=True)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115  (the process keeps it open)
         proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.processes[name] = proc
@@ -149,7 +149,7 @@ class Stack:
         self._spawn("beat", [str(BIN / "celery"), "-A", "worker.app", "beat", "--loglevel", "INFO",
                              "--schedule", str(self.state_dir / "celerybeat-schedule")])
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         try:
             self.start_web()
             self.start_worker()
@@ -165,7 +165,7 @@ class Stack:
         self.sandbox.stop()
         self.redis.stop()
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc) -> None:

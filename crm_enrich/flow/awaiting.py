@@ -13,8 +13,8 @@ made again: at most one repeat, only after a crash.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from crm_enrich import counters
 from crm_enrich.jobs.state import State

@@ -7,15 +7,15 @@ it is durably queued.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import redis
 from kombu.exceptions import OperationalError
 
 from crm_enrich import counters
-from crm_enrich.logs import log
 from crm_enrich.jobs.store import JobStore
+from crm_enrich.logs import log
 
 
 @dataclass(frozen=True)

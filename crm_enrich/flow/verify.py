@@ -12,7 +12,7 @@ risky or catch-all.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from crm_enrich import keys
 from crm_enrich.jobs.store import Job, JobMemory
@@ -41,7 +41,7 @@ def normalise_clodura(result: str | None) -> str:
 
 
 def iso_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _catch_all_key(email: str) -> str:

@@ -54,7 +54,7 @@ class Job:
         return self.state in FINAL_STATES
 
     @classmethod
-    def from_hash(cls, raw: dict[str, str]) -> "Job":
+    def from_hash(cls, raw: dict[str, str]) -> Job:
         return cls(
             id=raw["id"],
             state=raw["state"],
@@ -82,7 +82,7 @@ class JobStore:
         self.provider_ttl_s = keys.PROVIDER_DATA_MAX_TTL_S
 
     @classmethod
-    def from_url(cls, url: str, **kw) -> "JobStore":
+    def from_url(cls, url: str, **kw) -> JobStore:
         return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
                                         socket_connect_timeout=2), **kw)
 
@@ -198,7 +198,7 @@ class JobStore:
         pipe = self.r.pipeline()
         for state in STATES:
             pipe.scard(self.state_key(state))
-        return dict(zip(STATES, pipe.execute()))
+        return dict(zip(STATES, pipe.execute(), strict=True))
 
     # provider data (≤ 24 h)
     def save_provider_data(self, job_id: str, name: str, value: Any, fetched_at: float | None = None) -> None:
@@ -218,7 +218,7 @@ class JobStore:
     def forget_provider_data(self, job_id: str, name: str) -> None:
         self.r.hdel(self.provider_key(job_id), name)
 
-    def memory(self, job: Job) -> "JobMemory":
+    def memory(self, job: Job) -> JobMemory:
         return JobMemory(self, job.id, self.provider_data(job.id))
 
     @staticmethod

@@ -2,7 +2,6 @@
 new jobs."""
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 
@@ -26,7 +25,7 @@ def failed_jobs(store: JobStore, limit: int = FAILED_LIST_LIMIT, include_replaye
         pipe.hmget(JobStore.job_key(job_id), "object", "record_id", "last_error", "updated_at",
                    "state", "replayed_by")
     rows = []
-    for job_id, (obj, rid, err, updated, state, replayed_by) in zip(ids, pipe.execute() if ids else []):
+    for job_id, (obj, rid, err, updated, state, replayed_by) in zip(ids, pipe.execute() if ids else [], strict=True):
         if state != "failed" or (replayed_by and not include_replayed):
             continue
         rows.append({"id": job_id, "object": obj, "recordId": rid, "lastError": err or None,

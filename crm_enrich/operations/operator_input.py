@@ -9,9 +9,8 @@ from typing import Any
 
 from crm_enrich.providers.quota import COSTS
 from crm_enrich.queues import REVERIFY_SOURCE
-from crm_enrich.salesforce.ids import OBJECTS, SF_ID, to_id18
 from crm_enrich.salesforce import soql
-
+from crm_enrich.salesforce.ids import OBJECTS, SF_ID, to_id18
 
 MAX_IDS = 10_000
 RUN_KINDS = ("rerun", "backfill")  # what an operator may start

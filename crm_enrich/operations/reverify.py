@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timedelta, timezone
-
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -82,7 +81,7 @@ def allowance(max_per_run: int, cost: float, daily_budget: float | None = None,
 
 def cutoff_literal(now: datetime, days: int) -> str:
     """The SOQL dateTime literal `days` before `now` (UTC, no quotes)."""
-    return (now - timedelta(days=days)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (now - timedelta(days=days)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def reverify_condition(verified_at_field: str, cutoff: str) -> str:
@@ -150,7 +149,7 @@ def start_reverify(svc: Services, send_task: SendTask, now: datetime | None = No
                          settings.reverify_budget_share)
     if can_take == 0:
         return {"outcome": "no_budget", "allowance": 0}
-    cutoff = cutoff_literal(now or datetime.now(timezone.utc), settings.reverify_after_days)
+    cutoff = cutoff_literal(now or datetime.now(UTC), settings.reverify_after_days)
     plan = []
     left = can_take
     for object_type in REVERIFY_OBJECTS:

@@ -79,10 +79,8 @@ def throughput(store: JobStore, now: float | None = None, bucket_s: int = 300, w
             if updated and start <= float(updated) <= now:
                 buckets[min(len(buckets) - 1, int((float(updated) - start) // bucket_s))] += 1
 
-    seen = 0
-    for job_id in store.r.sscan_iter(JobStore.state_key(State.DONE), count=1000):
+    for seen, job_id in enumerate(store.r.sscan_iter(JobStore.state_key(State.DONE), count=1000), start=1):
         batch.append(job_id)
-        seen += 1
         if len(batch) >= 1000:
             count(batch)
             batch = []

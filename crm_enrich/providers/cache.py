@@ -6,15 +6,15 @@ from the moment the provider answered, and so do the copies jobs keep.
 """
 from __future__ import annotations
 
-from crm_enrich import keys
-
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
+
+from crm_enrich import keys
 
 COALESCE_LOCK_MS = 30_000
 COALESCE_WAIT_S = 2.0

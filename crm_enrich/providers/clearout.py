@@ -14,15 +14,15 @@ window is used up, try again in `wait_s`".
 """
 from __future__ import annotations
 
-from crm_enrich import keys
-
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import redis
 import requests
 
+from crm_enrich import keys
 from crm_enrich.providers.errors import ProviderRejected, ProviderUnavailable
 from crm_enrich.providers.rate_limit import RateLimited
 

@@ -2,14 +2,17 @@
 shared rate limiter; answers are classified by status as §4.3 says."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import quote
 
 import requests
 
 from crm_enrich.providers.errors import (
-    CreditsExhausted, DailyQuotaExceeded, ProviderError, ProviderRejected, ProviderUnavailable,
+    CreditsExhausted,
+    DailyQuotaExceeded,
+    ProviderRejected,
+    ProviderUnavailable,
 )
 from crm_enrich.providers.rate_limit import SharedRateLimiter
 

@@ -8,14 +8,12 @@ again, the budget at the next UTC day.
 """
 from __future__ import annotations
 
-from crm_enrich import keys
-
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import redis
 
-from crm_enrich import counters
+from crm_enrich import counters, keys
 
 QUOTA_UNTIL = keys.QUOTA_UNTIL
 CREDITS_PAUSED = keys.CREDITS_PAUSED
@@ -29,17 +27,17 @@ COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1, "reveal_email": 6.0,
 
 
 def today() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def next_utc_midnight() -> float:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)).timestamp()
 
 
 class QuotaExhausted(Exception):
     def __init__(self, until: float):
-        super().__init__(f"Clodura daily quota used up until {datetime.fromtimestamp(until, timezone.utc):%H:%M:%S}Z")
+        super().__init__(f"Clodura daily quota used up until {datetime.fromtimestamp(until, UTC):%H:%M:%S}Z")
         self.until = until
 
 

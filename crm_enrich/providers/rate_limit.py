@@ -6,12 +6,12 @@ N times the plan's limit.
 """
 from __future__ import annotations
 
-from crm_enrich import keys
-
 import time
 import uuid
 
 import redis
+
+from crm_enrich import keys
 
 # Sliding-window log: one sorted set of request times per window. Either all
 # windows have room and the request is recorded in each, or nothing changes

@@ -5,11 +5,11 @@ urgent work (new records) may call; above `all_share`, nothing may, until
 the count falls or the pause set after a REQUEST_LIMIT_EXCEEDED ends."""
 from __future__ import annotations
 
-from crm_enrich import keys
-
 import time
 
 import redis
+
+from crm_enrich import keys
 
 USAGE_KEY = keys.SALESFORCE_API_USAGE
 PAUSE_KEY = keys.SALESFORCE_PAUSED_UNTIL

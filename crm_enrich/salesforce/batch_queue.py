@@ -10,14 +10,14 @@ per queue, so a record's writes are never reordered.
 """
 from __future__ import annotations
 
-from crm_enrich import keys
-
 import json
 import time
 import uuid
 from dataclasses import dataclass
 
 import redis
+
+from crm_enrich import keys
 
 # Move due delayed items to pending, then take up to N pending items into
 # this batch's in-flight list; all or nothing.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from crm_enrich.backoff import backoff_s
 from crm_enrich.field_map import value_hash
@@ -24,7 +24,6 @@ from crm_enrich.queues import FLUSH_READS, FLUSH_WRITES
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import Batch, BatchQueue
 from crm_enrich.salesforce.gateway import SalesforceFailure, SalesforceGateway
-
 
 # Per-record statusCodes (docs/salesforce.md#collections-errors).
 TRANSIENT = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"}
@@ -180,7 +179,7 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         _whole_batch_failed(svc, queue, batch, exc, items, held)
         return
     retry = list(held)
-    for record_items, result in zip(merged.values(), results):
+    for record_items, result in zip(merged.values(), results, strict=False):
         if result.get("success"):
             for item in record_items:
                 _write_done(svc, item)

@@ -3,15 +3,15 @@ when a worker starts, and used to fit values to each field's type and
 length. Cached in Redis for a day (it is metadata, not provider data)."""
 from __future__ import annotations
 
-from crm_enrich import keys
-
 import json
 
 import redis
 
-from crm_enrich.logs import log
+from crm_enrich import keys
 from crm_enrich.field_map import FieldMap, check_against_describe
+from crm_enrich.logs import log
 from crm_enrich.salesforce.gateway import SalesforceFailure, SalesforceGateway
+
 
 class OrgSchema:
     def __init__(self, client: redis.Redis, gateway: SalesforceGateway):

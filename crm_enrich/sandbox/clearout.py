@@ -44,7 +44,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask, g, jsonify, request
 
@@ -171,7 +171,7 @@ def _h(*parts: object) -> int:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -281,7 +281,7 @@ class ClearoutSimState:
     def reset_daily_date(self) -> str:
         with self.lock:
             left = float(self.config.day_seconds) - (self.clock() - self.day_start)
-        when = datetime.now(timezone.utc) + timedelta(seconds=max(0.0, left))
+        when = datetime.now(UTC) + timedelta(seconds=max(0.0, left))
         return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
     def usage(self) -> dict:
@@ -468,7 +468,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
         ok, limit, remaining, reset = state.admit(token, family)
         g.clearout_rate = (limit, remaining, reset)
         if not ok:
-            retry_at = datetime.now(timezone.utc) + timedelta(seconds=reset)
+            retry_at = datetime.now(UTC) + timedelta(seconds=reset)
             return failed(429, f"rate limit reached, retry after {retry_at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
                           E_RATE_LIMIT)
         with state.lock:
@@ -594,7 +594,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
             "confidence_score": score,
             "total": 1,
             "company": {"name": company.name.lower()},
-            "found_on": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "found_on": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         }
         return data, COST_FINDER
 

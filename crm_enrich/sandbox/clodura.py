@@ -57,9 +57,9 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -341,7 +341,7 @@ class WebhookDispatcher:
     (started lazily).  Each due delivery runs on its own short-lived daemon
     thread so one slow receiver does not hold up the others."""
 
-    def __init__(self, state: "CloduraSimState"):
+    def __init__(self, state: CloduraSimState):
         self.state = state
         self.cond = threading.Condition()
         self.heap: list[_Delivery] = []
@@ -571,11 +571,11 @@ class CloduraSimState:
                 acct.calls[endpoint] = acct.calls.get(endpoint, 0) + 1
 
     # -- async jobs --------------------------------------------------------
-    def add_job(self, job: "_Job") -> None:
+    def add_job(self, job: _Job) -> None:
         with self.lock:
             self.jobs[job.id] = job
 
-    def job(self, job_id: str, key: str, kind_prefix: str) -> "_Job | None":
+    def job(self, job_id: str, key: str, kind_prefix: str) -> _Job | None:
         with self.lock:
             job = self.jobs.get(job_id)
         if job is None or job.key != key or not job.kind.startswith(kind_prefix):
@@ -715,7 +715,7 @@ def verification_payload(email: str, deep: bool, doc_id: str, status: str, resul
         F["verify_doc_id"]: doc_id,
         F["verify_status"]: status,
         F["verify_result"]: result,
-        F["verify_at"]: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        F["verify_at"]: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 

@@ -421,7 +421,7 @@ def _build_people(rng: random.Random, companies: list[Company], minimum: int) ->
     linkedin_seen: set[str] = set()
     phones = rng.sample(range(10000), k=min(10000, sum(plan)))
     departments = list(_DEPARTMENTS)
-    for company, n in zip(companies, plan):
+    for company, n in zip(companies, plan, strict=True):
         names_here: set[tuple[str, str]] = set()
         for k in range(n):
             while True:
@@ -533,7 +533,7 @@ def _demo_contacts(ds: Dataset, n: int, seed: int) -> list[dict]:
     }
     used: set[str] = set()
     contacts: list[dict] = []
-    for (case, _), count in zip(DEMO_MIX, _mix_counts(n)):
+    for (case, _), count in zip(DEMO_MIX, _mix_counts(n), strict=True):
         pool = [p for p in pools[case] if p.person_id not in used]
         if count > len(pool):
             raise ValueError(f"demo_contacts: not enough people for case {case!r} (n={n})")

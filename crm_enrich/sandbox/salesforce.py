@@ -10,16 +10,17 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import io
 import hmac
+import io
 import itertools
 import logging
 import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field, fields as dc_fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from dataclasses import fields as dc_fields
+from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
 import jwt
@@ -112,7 +113,8 @@ class FieldSpec:
             "filterable": True,
             "sortable": True,
             "picklistValues": [],
-            "referenceTo": ["User"] if self.name.endswith("ById") else (["Account"] if self.name == "AccountId" else []),
+            "referenceTo": (["User"] if self.name.endswith("ById")
+                            else ["Account"] if self.name == "AccountId" else []),
         }
 
 
@@ -204,12 +206,12 @@ def parse_dt(value: str) -> datetime:
         v = f"{m.group(1)}{m.group(2)}:{m.group(3)}"
     dt = datetime.fromisoformat(v)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def _now_dt() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class SfError(Exception):
@@ -505,7 +507,7 @@ class SalesforceOrgState:
                 raise bad from None
         if t == "datetime":
             if isinstance(value, datetime):
-                return value.astimezone(timezone.utc)
+                return value.astimezone(UTC)
             if not isinstance(value, str):
                 raise bad
             try:
@@ -577,7 +579,7 @@ class SalesforceOrgState:
             out[name] = _json_value(rec.get(name))
         return out
 
-    def select(self, query: "SoqlQuery", include_deleted: bool) -> list[dict]:
+    def select(self, query: SoqlQuery, include_deleted: bool) -> list[dict]:
         """The records a parsed query selects, ordered and limited (under the lock)."""
         rows = [r for rid, r in self.records[query.object].items()
                 if (include_deleted or rid not in self.deleted) and _matches(r, query.where)]
@@ -1106,7 +1108,8 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
             if claims.get("iss") != cfg.client_id:
                 return sf_json({"error": "invalid_client", "error_description": "invalid client credentials"}, 400)
             if claims.get("sub") != cfg.jwt_username:
-                return sf_json({"error": "invalid_grant", "error_description": "user hasn't approved this consumer"}, 400)
+                return sf_json({"error": "invalid_grant",
+                                "error_description": "user hasn't approved this consumer"}, 400)
         else:
             return sf_json({"error": "unsupported_grant_type", "error_description": "grant type not supported"}, 400)
         base = request.host_url.rstrip("/")

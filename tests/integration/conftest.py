@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from crm_enrich.dev.devstack import Stack, wait_for
-from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.jobs.store import Job, JobStore
+from crm_enrich.sandbox.control import SandboxControl
 
 
 @pytest.fixture(scope="session")

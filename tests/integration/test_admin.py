@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from crm_enrich.operations import operator_input
 from crm_enrich.dev.devstack import BIN, wait_for
-from crm_enrich.sandbox.dataset import build_dataset
 from crm_enrich.jobs.store import JobStore
+from crm_enrich.operations import operator_input
+from crm_enrich.sandbox.dataset import build_dataset
 
 
 def known_people(start: int, count: int):
@@ -152,7 +152,7 @@ def test_rerun_by_ids_enriches_the_records_and_reports_progress(stack, control, 
     run = wait_run_finished(stack, run_id)
     assert run["kind"] == "rerun" and run["object"] == "Contact"
     assert run["total"] == 2 and run["queued"] == 2 and run["jobs"] == {"done": 2}
-    for person, rid in zip(people, ids):
+    for person, rid in zip(people, ids, strict=True):
         assert control.record("Contact", rid)["record"]["Title"] == person.title
 
     # The record's and the job's view: state, steps, fields; no provider data.

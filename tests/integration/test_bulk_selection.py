@@ -11,14 +11,13 @@ import pytest
 import requests
 from celery import Celery
 
-from crm_enrich import queues
-from crm_enrich.operations import runs
-from crm_enrich import counters
+from crm_enrich import counters, queues
 from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.jobs.store import JobStore
+from crm_enrich.operations import runs
+from crm_enrich.queues import URGENT_QUEUE
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
-from crm_enrich.queues import URGENT_QUEUE
-from crm_enrich.jobs.store import JobStore
 
 THRESHOLD = 10
 PAGE = 7

