@@ -163,6 +163,14 @@ def batch_inflight(name: str, batch_id: str) -> str:
     return f"batch:{name}:inflight:{batch_id}"
 
 
+# -- the dashboard ------------------------------------------------------------------
+
+
+def admin_login(nonce: str) -> str:
+    """A one-time login link's nonce (it lives LOGIN_LINK_TTL_S)."""
+    return f"admin:login:{nonce}"
+
+
 # -- processes and metrics ----------------------------------------------------------
 WORKER_HEARTBEAT = "worker:heartbeat"
 WORKER_HEARTBEAT_TTL_S = 120

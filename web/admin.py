@@ -18,6 +18,7 @@ import redis
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from crm_enrich import keys
 from crm_enrich.flow.intake import QueueUnavailable
 from crm_enrich.logs import log
 from crm_enrich.operations import dead_letters, operator_input, runs, views
@@ -201,7 +202,7 @@ def login_link():
     dashboard in a browser that cannot be handed the token (and for the
     browser test). The token itself never appears in a URL."""
     nonce = secrets.token_urlsafe(24)
-    context().store.r.set(f"admin:login:{nonce}", "1", ex=LOGIN_LINK_TTL_S)
+    context().store.r.set(keys.admin_login(nonce), "1", ex=LOGIN_LINK_TTL_S)
     return jsonify({"url": url_for("admin.login_with_link", nonce=nonce), "expiresIn": LOGIN_LINK_TTL_S}), 201
 
 
@@ -247,7 +248,7 @@ def login():
 
 @bp.get("/admin/login/<nonce>")
 def login_with_link(nonce: str):
-    if not context().store.r.getdel(f"admin:login:{nonce}"):
+    if not context().store.r.getdel(keys.admin_login(nonce)):
         return render_template("admin_login.html", error="That link has expired or was used."), 403
     _log_in()
     return redirect(url_for("admin.dashboard"), code=303)

@@ -12,7 +12,7 @@ from web import events
 
 bp = Blueprint("openapi", __name__)
 
-SF_ID = {"type": "string", "pattern": "^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$",
+SF_ID = {"type": "string", "pattern": ids.ID_PATTERN,
          "description": "15- or 18-character Salesforce id"}
 JOB_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 OBJECT = {"type": "string", "enum": list(ids.OBJECTS)}

@@ -10,8 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from crm_enrich import counters
+from crm_enrich import counters, keys
 from crm_enrich.dev.devstack import Stack
+from crm_enrich.jobs.state import State
 from crm_enrich.jobs.store import FINAL_STATES, JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
@@ -70,7 +71,7 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     while True:
         for key in watched:
             if key not in all_jobs:
-                job_id = store.r.get(f"record:{key[0]}:{key[1]}:last_job")
+                job_id = store.r.get(keys.record_last_job(*key))
                 if job_id:
                     all_jobs[key] = job_id
         now_final = sum(1 for job_id in all_jobs.values() if store.get(job_id).state in FINAL_STATES)
@@ -114,12 +115,12 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
         if outcome.get("verdict"):
             verdicts[outcome["verdict"]] = verdicts.get(outcome["verdict"], 0) + 1
             verified_later += any(step["state"] == "awaiting_verification" for step in job.steps)
-        if job.state == "done" and after[rid]["writes"] and after[rid]["record"].get("Enriched_At__c"):
+        if job.state == State.DONE and after[rid]["writes"] and after[rid]["record"].get("Enriched_At__c"):
             written += 1
     clodura = control.clodura_usage()
     salesforce = control.salesforce_usage()
     outbound = control.outbound_log()
-    failed_jobs = [store.get(jobs[rid]) for rid in ids if rid in jobs and store.get(jobs[rid]).state == "failed"]
+    failed_jobs = [store.get(jobs[rid]) for rid in ids if rid in jobs and store.get(jobs[rid]).state == State.FAILED]
 
     print("\n  Summary")
     print(f"    records            {len(ids)} in {elapsed:.1f}s")
@@ -137,7 +138,7 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     print(f"    Clodura credits    {clodura['creditsSpent']:.2f} spent ({clodura['accepted']} requests, "
           f"{clodura['rejected_429']} answered 429)")
     org_calls = sum(1 for e in control.log("clodura") if e["path"] == "/api/v1/organisation/enrich")
-    accounts_written = sum(1 for j in account_jobs if j.state == "done" and j.fields_written)
+    accounts_written = sum(1 for j in account_jobs if j.state == State.DONE and j.fields_written)
     print(f"    Accounts           {accounts_written} of {len(account_ids)} enriched with firmographics "
           f"({org_calls} organisation enrich calls for {len(ids)} Contacts)")
     clearout = control.clearout_usage()["calls"]

@@ -107,8 +107,8 @@ def get_run(stack, run_id: str) -> dict:
 def runs_since(stack, store: JobStore, since: float) -> list[dict]:
     """Re-verification runs started after `since`, oldest first, as GET
     /admin/runs/<id> shows them."""
-    runs = [get_run(stack, run_id) for run_id in reversed(store.r.lrange(reverify.RUNS_KEY, 0, -1))]
-    return [run for run in runs if run["createdAt"] > since]
+    found = [get_run(stack, run_id) for run_id in reversed(store.r.lrange(reverify.RUNS_KEY, 0, -1))]
+    return [run for run in found if run["createdAt"] > since]
 
 
 def run_records(store: JobStore, run_id: str) -> set[str]:
@@ -137,14 +137,14 @@ def test_old_verdicts_are_reverified_oldest_first_a_capped_run_at_a_time(rstack,
 
     # Runs of kind "reverify", capped at 3 records per trigger, oldest first:
     # the 3 oldest Contacts, then the other 2 with the Lead.
-    runs = runs_since(rstack, rstore, start)
-    assert [(r["kind"], r["object"], r["total"]) for r in runs] == [
+    started = runs_since(rstack, rstore, start)
+    assert [(r["kind"], r["object"], r["total"]) for r in started] == [
         ("reverify", "Contact", 3), ("reverify", "Contact", 2), ("reverify", "Lead", 1)]
-    assert [r["limit"] for r in runs] == [3, 2, 1]
-    assert run_records(rstore, runs[0]["runId"]) == set(old[:3])
-    assert run_records(rstore, runs[1]["runId"]) == set(old[3:])
-    assert run_records(rstore, runs[2]["runId"]) == {old_lead}
-    jobs = [rstore.get(job_id) for run in runs for job_id in rstore.r.smembers(runs.run_jobs_key(run["runId"]))]
+    assert [r["limit"] for r in started] == [3, 2, 1]
+    assert run_records(rstore, started[0]["runId"]) == set(old[:3])
+    assert run_records(rstore, started[1]["runId"]) == set(old[3:])
+    assert run_records(rstore, started[2]["runId"]) == {old_lead}
+    jobs = [rstore.get(job_id) for run in started for job_id in rstore.r.smembers(runs.run_jobs_key(run["runId"]))]
     assert len(jobs) == 6 and {(j.source, j.force, j.state) for j in jobs} == {(REVERIFY_SOURCE, True, "done")}
 
     # A fresh verdict is written; nothing else is touched.
@@ -181,9 +181,9 @@ def test_a_run_selects_no_more_than_the_budget_share_left_pays_for(rstack, rcont
     # The two verifications used the share up: triggers now select nothing.
     wait_trigger(rstore, done_at, "no_budget")
 
-    runs = runs_since(rstack, rstore, start)
-    assert [(r["object"], r["total"]) for r in runs] == [("Contact", 2)]
-    assert run_records(rstore, runs[0]["runId"]) == set(old[:2])
+    started = runs_since(rstack, rstore, start)
+    assert [(r["object"], r["total"]) for r in started] == [("Contact", 2)]
+    assert run_records(rstore, started[0]["runId"]) == set(old[:2])
     calls = rcontrol.log("clodura", since=clodura_mark)
     assert [e["path"] for e in calls] == ["/api/v1/verify/email"] * 2
     assert sum(e["credits"] for e in calls) == pytest.approx(2 * VERIFY)
