@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Clodura's documented per-key limits (contracts/clodura.md §5), as
+# Clodura's documented per-key limits (docs/clodura.md#rate-limits), as
 # (requests, window seconds).
 CLODURA_PLAN_LIMITS: dict[str, list[tuple[int, int]]] = {
     **{
@@ -48,7 +48,7 @@ def parse_rate_limits(text: str) -> list[tuple[int, int]]:
     return limits
 
 
-# The optional components of Clodura's Organisation Enrich (contracts/clodura.md §9.2).
+# The optional components of Clodura's Organisation Enrich (docs/clodura.md#organisation-enrich).
 ORG_COMPONENTS = frozenset({"technographics", "funding", "acquisitions"})
 
 

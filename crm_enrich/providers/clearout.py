@@ -1,4 +1,4 @@
-"""Clearout API v2 client (contracts/clearout.md).
+"""Clearout API v2 client (docs/clearout.md).
 
 Every answer's x-ratelimit-* headers feed a limiter shared through Redis, so
 no worker sends a request the window has no room for; a 429 (code 1030)
@@ -30,8 +30,8 @@ CONNECT_TIMEOUT_S = 5
 # Our read timeout is the request's own `timeout` plus this margin, so the
 # provider's 524 reaches us before our socket gives up.
 READ_MARGIN_S = 10
-VERIFY_TIMEOUT_MAX_MS = 180_000   # §6.1
-FINDER_TIMEOUT_MAX_MS = 180_000   # §7.1 (INFERRED maximum)
+VERIFY_TIMEOUT_MAX_MS = 180_000   # docs/clearout.md#instant-verify
+FINDER_TIMEOUT_MAX_MS = 180_000   # docs/clearout.md#instant-finder (INFERRED maximum)
 # Shorter than Clearout's 130 s default: a worker should not hang on one
 # address; a 524 is retried later.
 VERIFY_TIMEOUT_MS = 30_000
@@ -44,8 +44,9 @@ E_NOT_FOUND = 1027
 
 Verdict = Literal["valid", "invalid", "risky", "catch_all", "unknown"]
 
-# Sub-statuses whose primary status is "unknown" (§6.1 table); used only when
-# an answer lacks a status we recognise.
+# Sub-statuses whose primary status is "unknown"
+# (docs/clearout.md#sub-statuses); used only when an answer lacks a status we
+# recognise.
 _UNKNOWN_SUB_STATUSES = frozenset({402, 405, 407, 412, 414, 416, 417, 418, 420})
 
 
@@ -57,7 +58,7 @@ def clearout_verdict(status: str | None, sub_status: int | None = None,
     - `valid` is ours `valid` when Clearout calls it safe to send; a mailbox
       that exists but is not safe (`safe_to_send` "risky" or "no": role,
       gibberish, disposable addresses) is `risky`.
-    - Without a recognised status, the sub-status decides (§6.1 table):
+    - Without a recognised status, the sub-status decides (docs/clearout.md#sub-statuses):
       200/601/603 valid, 411 catch_all, the retry-later codes unknown, every
       other code invalid; no sub-status either: unknown.
     """
@@ -187,7 +188,7 @@ class ClearoutClient:
         if status != 200 or body.get("status") != "success":
             raise ProviderRejected(message, status)
 
-    # -- §6.1 instant verify -----------------------------------------------------
+    # -- instant verify (docs/clearout.md#instant-verify) ------------------------
 
     def verify_email(self, email: str, timeout_ms: int = VERIFY_TIMEOUT_MS) -> ClearoutVerdict:
         """Instant verification. A 524 (no verdict within `timeout_ms`) is a
@@ -199,7 +200,7 @@ class ClearoutClient:
         self._raise_for(path, resp, body)
         return parse_verdict(body.get("data") or {})
 
-    # -- §6.2 credits --------------------------------------------------------------
+    # -- credits (docs/clearout.md#balance) ----------------------------------------
 
     def credits(self) -> ClearoutCredits:
         path = "/email_verify/getcredits"
@@ -213,7 +214,7 @@ class ClearoutClient:
             low_balance_threshold=_int_or_none(data.get("low_credit_balance_min_threshold")),
         )
 
-    # -- §7 email finder ---------------------------------------------------------------
+    # -- email finder (docs/clearout.md#instant-finder) --------------------------------
 
     def find_email(self, name: str, domain: str, timeout_ms: int = FINDER_TIMEOUT_MS,
                    queue: bool = True) -> FinderResult:
@@ -238,8 +239,8 @@ class ClearoutClient:
         path = "/email_finder/instant/queue_status"
         resp, body = self._send("GET", path, "finder", 30, params={"qid": queue_id})
         data = body.get("data") if isinstance(body.get("data"), dict) else {}
-        # The pending literal is not documented (§7.2): anything without
-        # results that does not say "completed" is still running.
+        # The pending literal is not documented (docs/clearout.md#finder-queue):
+        # anything without results that does not say "completed" is still running.
         if body.get("status") == "success" and "emails" not in data and data.get("query_status") != "completed":
             return FinderResult(status="queued", queue_id=queue_id)
         return self._finder_answer(path, resp, body)

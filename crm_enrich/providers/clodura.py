@@ -1,5 +1,6 @@
-"""Clodura API client (contracts/clodura.md). Every call goes through the
-shared rate limiter; answers are classified by status as §4.3 says."""
+"""Clodura API client (docs/clodura.md). Every call goes through the
+shared rate limiter; answers are classified by status as
+docs/clodura.md#errors says."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -88,13 +89,14 @@ class CloduraClient:
             data = data[0] if data else None
         credits = body.get("creditsUsed") if isinstance(body, dict) else None
         if not isinstance(credits, (int, float)):
-            # Contract §8.6: 2 for a person, 1 for an organisation only, 0 for nothing.
+            # docs/clodura.md#person-enrich: 2 for a person, 1 for an organisation only, 0 for nothing.
             credits = 0 if not data else (2 if data.get("personId") else 1)
         return {"person": data or None, "credits": credits}
 
     def search_organisations(self, filters: dict) -> dict:
         """{"organisations": the first page of matches, "credits": what it cost}
-        (§9.1; the cost is not documented, so only a stated one counts)."""
+        (docs/clodura.md#organisation-search; the cost is not documented, so
+        only a stated one counts)."""
         body = self._post("/api/v1/organisation/search", {**filters, "perPage": 25}).json()
         found = body.get("organisations", body.get("organisation")) if isinstance(body, dict) else None
         credits = body.get("creditsUsed") if isinstance(body, dict) else None
@@ -103,7 +105,8 @@ class CloduraClient:
 
     def enrich_organisation(self, request: dict) -> dict:
         """{"organisation": the company or None (unknown id), "credits": what
-        it cost}. `request`: organisationId plus the include* flags (§9.2)."""
+        it cost}. `request`: organisationId plus the include* flags
+        (docs/clodura.md#organisation-enrich)."""
         try:
             body = self._post("/api/v1/organisation/enrich", request).json()
         except ProviderRejected as exc:
@@ -112,7 +115,7 @@ class CloduraClient:
             raise
         credits = body.get("creditsUsed")
         if not isinstance(credits, (int, float)):
-            # Contract §9.2: 1 for the base firmographics, +1 per component.
+            # docs/clodura.md#organisation-enrich: 1 for the base firmographics, +1 per component.
             credits = 1 + sum(1 for key, value in request.items() if key.startswith("include") and value)
         return {"organisation": body, "credits": credits}
 
@@ -131,7 +134,7 @@ class CloduraClient:
         return VerifyAnswer(resp.status_code == 202, resp.json())
 
     def reveal_email(self, identifiers: dict, webhook_url: str) -> dict:
-        """Queue a reveal (§8.3); the result comes to `webhook_url`.
+        """Queue a reveal (docs/clodura.md#reveal-email); the result comes to `webhook_url`.
         Answers the immediate body, which holds the job's id."""
         return self._post("/api/v1/search/people/email/match",
                           {**identifiers, "webhookUrl": webhook_url}).json()
@@ -141,8 +144,8 @@ class CloduraClient:
                           {**identifiers, "webhookUrl": webhook_url,
                            "revealPhoneNumberViaPartners": via_partners}).json()
 
-    # INFERRED polling endpoints (§8.5, §8.7), free; only a fallback for a
-    # callback that did not come.
+    # INFERRED polling endpoints (docs/clodura.md#polling), free; only a
+    # fallback for a callback that did not come.
     def verification_status(self, doc_id: str) -> dict:
         return self._get(f"/api/v1/verify/email/{quote(doc_id, safe='')}", "/api/v1/verify/email/{docId}")
 

@@ -20,8 +20,8 @@ CREDITS_PAUSED = keys.CREDITS_PAUSED
 BUDGET_PAUSED_UNTIL = keys.BUDGET_PAUSED_UNTIL
 REMAINING = keys.credits_remaining("clodura")
 
-# Credits per step (contracts/clodura.md §3.2), the most a step can cost.
-# Organisation search's cost is not documented (§3.2); it spends what it says.
+# Credits per step (docs/clodura.md#credits), the most a step can cost.
+# Organisation search's cost is not documented (docs/clodura.md#credits); it spends what it says.
 COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1, "reveal_email": 6.0, "reveal_phone": 20.0,
          "org_enrich": 4.0, "org_search": 0.0}
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_SEED = 20261121
 
-# Contract §9.1 enum values (spaces around the hyphen are part of the value).
+# Enum values of docs/clodura.md#organisation-search (spaces around the hyphen are part of the value).
 EMPLOYEE_BANDS: list[tuple[str, int, int]] = [
     ("0 - 1", 0, 1),
     ("2 - 10", 2, 10),
@@ -304,7 +304,7 @@ class Dataset:
         org_linkedin_url: str | None = None,
         company_domain: str | None = None,
     ) -> Person | None:
-        """Contract §8.6 match rules, strongest identifier first:
+        """The match rules of docs/clodura.md#person-enrich, strongest identifier first:
         person LinkedIn URL alone; email alone; first + last name together
         with one company identifier (organisation name, company LinkedIn URL
         or company domain).  Names compare case-insensitively.  People with

@@ -1,5 +1,5 @@
 """A local Salesforce org simulator (REST subset, OAuth token endpoint and an
-Outbound Message dispatcher), built from /work/shared/contracts/salesforce.md.
+Outbound Message dispatcher), built from docs/salesforce.md.
 
 Served with `ServedApp` over HTTPS so the real simple-salesforce client can talk
 to it in `direct` mode (instance_url + session_id). Everything a test needs to
@@ -770,7 +770,7 @@ def _soap_value(v) -> str:
 
 
 def parse_ack(body: bytes) -> tuple[bool, str | None]:
-    """Strict check of the §1.4 acknowledgement. Returns (acked, reason if not)."""
+    """Strict check of the acknowledgement (docs/salesforce.md#acknowledgement). Returns (acked, reason if not)."""
     try:
         root = SafeET.fromstring(body)
     except Exception as exc:  # ParseError, defusedxml's DTD/entity refusals

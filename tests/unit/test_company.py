@@ -20,7 +20,7 @@ from crm_enrich.settings import ORG_COMPONENTS, parse_org_components
 
 MAP = load_field_map()
 NOW = "2026-11-21T10:00:01.000Z"
-# Contract §9.2's example answer, with technographics asked for.
+# An example answer of docs/clodura.md#organisation-enrich, with technographics asked for.
 ORG = {
     "organisationId": "o_0b77e2", "organisationName": "Northwind Example Inc",
     "domain": "northwind-example.com", "industry": "Computer Software",
