@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import JobMoved, State
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import log
 from crm_enrich.providers.clodura import CloduraClient
@@ -28,7 +28,10 @@ def resume_parked(store: JobStore, quota: Quota, resume_job: Callable[[str], Non
             job = store.get(job_id)
             if job is None or job.state != state:
                 continue
-            store.transition(job, State.RECEIVED, last_error=None)
+            try:
+                store.transition(job, State.RECEIVED, last_error=None)
+            except JobMoved:
+                continue  # a task picked it up meanwhile
             resume_job(job.id)
             resumed += 1
     if resumed:

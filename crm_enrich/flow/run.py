@@ -9,7 +9,7 @@ it (worker.tasks) only maps RetryLater onto Celery.
 from __future__ import annotations
 
 from crm_enrich import keys
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import JobMoved, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.logs import log
 from crm_enrich.providers.cache import AnswerPending
@@ -72,6 +72,11 @@ def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
     store.count_attempt(job)
     try:
         return _advance(svc, job, runner_id)
+    except JobMoved as exc:
+        # The write flush or the sweeper moved the job while this task
+        # worked on a copy: the stored job is the truth, and this task stops.
+        log.info("job.moved_meanwhile", job_id=job.id, record_id=job.record_id, detail=str(exc))
+        return exc.stored or "missing"
     except RateLimited as exc:
         # Our own limiter said wait: hand the worker back, no error recorded.
         raise RetryLater("waiting for a rate-limit slot", exc.wait_s, wait=True) from None

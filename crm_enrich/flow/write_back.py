@@ -4,7 +4,7 @@ job is done at once when nothing changes."""
 from __future__ import annotations
 
 from crm_enrich.field_map import fit_changes, plan_changes
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import JobMoved, State
 from crm_enrich.jobs.store import Job, load_tracked_hashes
 from crm_enrich.queues import EVENT_SOURCES
 from crm_enrich.salesforce.batches import queue_write
@@ -24,5 +24,10 @@ def write_back(svc: Services, job: Job, record: dict, sources: dict) -> str:
     tracked_fields = [r.field for r in svc.field_map.rules_for(job.object) if r.rule == "tracked"]
     queue_write(svc.batches, job.id, job.object, job.record_id, changes, tracked_fields,
                 urgent=job.source in EVENT_SOURCES)
-    store.transition(job, State.WRITING)
+    try:
+        store.transition(job, State.WRITING)
+    except JobMoved as exc:
+        # A flush took the write and ended the job before this move: the
+        # job is already where it belongs.
+        return exc.stored or job.state
     return job.state

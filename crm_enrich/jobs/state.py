@@ -71,6 +71,16 @@ class IllegalMove(ValueError):
         self.current, self.target = current, target
 
 
+class JobMoved(IllegalMove):
+    """The stored job is no longer in the state the caller read: someone
+    else (the write flush, the sweeper) moved it meanwhile. The caller's
+    copy is stale and its move is dropped."""
+
+    def __init__(self, expected: str, stored: str | None, target: str):
+        ValueError.__init__(self, f"the job moved from {expected} to {stored} meanwhile; not moving it to {target}")
+        self.current, self.target, self.stored = expected, target, stored
+
+
 def check_move(current: str, target: str) -> State:
     """The target as a State, or IllegalMove. A working state moving to
     itself (a replayed step) is allowed; nothing leaves a final state."""

@@ -14,13 +14,13 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
 from crm_enrich import counters, keys
-from crm_enrich.jobs.state import FINAL, STATES, State, check_move
+from crm_enrich.jobs.state import FINAL, STATES, JobMoved, State, check_move
 
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
@@ -74,9 +74,25 @@ class Job:
         )
 
 
+# Compare and set: write the job's new hash and move it between state sets
+# only if the stored state is still the one the caller read. Answers the
+# stored state as it was (nil if the job is gone).
+_MOVE = """
+local stored = redis.call('HGET', KEYS[1], 'state')
+if stored ~= ARGV[1] then return stored end
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('SMOVE', KEYS[2], KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+return stored
+"""
+
+
 class JobStore:
     def __init__(self, client: redis.Redis):
         self.r = client
+        self._move = client.register_script(_MOVE)
         # A job's copy of provider data lives 24 h from the provider's answer,
         # whatever the response cache's own TTL (which may even be 0: off).
         self.provider_ttl_s = keys.PROVIDER_DATA_MAX_TTL_S
@@ -146,20 +162,22 @@ class JobStore:
         return Job.from_hash(raw) if raw else None
 
     def transition(self, job: Job, state: str, **changes: Any) -> Job:
-        """Move the job to `state` (IllegalMove if the table forbids it),
-        recording the step and any other changes in one write."""
-        state = check_move(job.state, state)
+        """Move the job to `state`, recording the step and any other changes
+        in one write. IllegalMove if the table forbids the move; JobMoved
+        (and nothing written) if the stored job is no longer in the state
+        this copy was read in: the flush, the sweeper and a task may each
+        hold a copy, and the last writer must not undo an earlier move."""
+        target = check_move(job.state, state)
+        now = _now()
+        moved = replace(job, state=target, updated_at=now, steps=[*job.steps, {"state": target, "t": now}],
+                        **changes)
+        fields = [str(x) for pair in self._to_hash(moved).items() for x in pair]
+        stored = self._move(keys=[self.job_key(job.id), self.state_key(job.state), self.state_key(target)],
+                            args=[job.state, job.id, *fields])
+        if stored != job.state:
+            raise JobMoved(job.state, stored, target)
         previous = job.state
-        job.state = state
-        job.updated_at = _now()
-        job.steps.append({"state": state, "t": job.updated_at})
-        for name, value in changes.items():
-            setattr(job, name, value)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
-        pipe.smove(self.state_key(previous), self.state_key(state), job.id)
-        pipe.sadd(self.state_key(state), job.id)  # in case it was in no set
-        pipe.execute()
+        job.__dict__.update(moved.__dict__)
         if state in FINAL_STATES and previous not in FINAL_STATES:
             counters.incr(self.r, "jobs_finished", state=state, object=job.object)
             if state == State.DONE:
@@ -171,7 +189,10 @@ class JobStore:
         ended already (a late or repeated answer); True if it moved."""
         if job.final:
             return False
-        self.transition(job, state, last_error=reason[:500] if reason else None, **changes)
+        try:
+            self.transition(job, state, last_error=reason[:500] if reason else None, **changes)
+        except JobMoved:
+            return False  # ended, or moved on, by someone else meanwhile
         return True
 
     def finish_by_id(self, job_id: str, state: State, reason: str | None = None, **changes: Any) -> Job | None:
@@ -180,11 +201,13 @@ class JobStore:
         return job if job is not None and self.finish(job, state, reason, **changes) else None
 
     def note_error(self, job: Job, error: str) -> Job:
-        """Record a passing error without moving the job (it will be retried)."""
+        """Record a passing error without moving the job (it will be
+        retried). The state is left as the store holds it."""
         job.last_error = error
         job.updated_at = _now()
         job.steps.append({"state": job.state, "t": job.updated_at})
-        self.r.hset(self.job_key(job.id), mapping=self._to_hash(job))
+        self.r.hset(self.job_key(job.id), mapping={"last_error": error, "updated_at": job.updated_at,
+                                                   "steps": json.dumps(job.steps)})
         return job
 
     def count_attempt(self, job: Job) -> int:

@@ -2,8 +2,6 @@
 queued for a batched write; the flush ends the job."""
 from __future__ import annotations
 
-import pytest
-
 from crm_enrich import keys
 from crm_enrich.field_map import value_hash
 from crm_enrich.jobs.state import State
@@ -61,9 +59,6 @@ def test_a_reverification_with_a_new_verdict_writes_only_the_verdict(flow):
     assert write["urgent"] is False                            # bulk work
 
 
-@pytest.mark.xfail(strict=True, reason="PRODUCTION BUG (reported, not fixed): write_back queues the write before "
-                   "it moves the job to writing; a flush that runs in between finishes the job, and the "
-                   "stale transition then overwrites `done` with `writing`, where nothing ever ends it")
 def test_a_flush_that_runs_as_soon_as_the_write_is_queued_still_ends_the_job(flow):
     batches = flow.svc.batches
     batches.writes = BatchQueue(flow.store.r, keys.SALESFORCE_WRITES, max_batch=1)   # one item fills a batch

@@ -120,8 +120,6 @@ def test_an_event_is_a_duplicate_only_once_its_job_is_queued(store):
     assert store.r.get(keys.record_last_job("Contact", first.record_id)) == first.id
 
 
-@pytest.mark.xfail(strict=True, reason="PRODUCTION BUG (reported, not fixed): transition checks the caller's "
-                   "copy of the job, not the stored state, so a stale copy moves a final job on")
 def test_a_stale_copy_cannot_move_a_job_that_has_ended_meanwhile(store):
     job = new_job(store)
     stale = store.get(job.id)                 # e.g. a sweeper that read the job a moment ago
