@@ -164,7 +164,7 @@ def start_reverify(svc: Services, send_task: SendTask, now: datetime | None = No
         if take:
             plan.append((object_type, field, where, take))
             left -= take
-    runs = []
+    started = []
     for object_type, field, where, take in plan:
         req = operator_input.RerunRequest(object=object_type, kind=operator_input.REVERIFY_KIND, where=where,
                                      force=True, order_by=field, limit=take)
@@ -179,9 +179,9 @@ def start_reverify(svc: Services, send_task: SendTask, now: datetime | None = No
         pipe.execute()
         send_task(SELECT_RERUN_RECORDS, [run_id, object_type, where, None])
         counters.incr(r, "reverify_selected", take, object=object_type)
-        runs.append(run_id)
-    return {"outcome": "started" if runs else "nothing_due", "allowance": can_take, "cutoff": cutoff,
-            "selected": can_take - left, "runs": runs}
+        started.append(run_id)
+    return {"outcome": "started" if started else "nothing_due", "allowance": can_take, "cutoff": cutoff,
+            "selected": can_take - left, "runs": started}
 
 
 def record_trigger(r: redis.Redis, result: dict) -> None:
