@@ -76,6 +76,7 @@ def counter_families(samples):
     for name, labels, value in samples:
         base = name.rsplit("_", 1)[0] if name.endswith(("_bucket", "_sum", "_count")) else name
         by_name.setdefault(base, []).append((name, labels, value))
+    family: HistogramMetricFamily | CounterMetricFamily
     for base, rows in sorted(by_name.items()):
         if any(name.endswith("_bucket") for name, _, _ in rows):
             label_names = sorted({k for _, lab, _ in rows for k in lab if k != "le"})

@@ -4,6 +4,8 @@ endpoint. Request schemas follow the validation the endpoints really do
 tests/integration/test_openapi_fuzz.py holds the two together."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, jsonify
 
 from crm_enrich.operations import operator_input
@@ -24,7 +26,7 @@ def _json(schema_ref: str) -> dict:
 
 
 def _resp(description: str, schema_ref: str | None = "Error") -> dict:
-    out = {"description": description}
+    out: dict[str, Any] = {"description": description}
     if schema_ref:
         out["content"] = _json(schema_ref)
     return out

@@ -10,10 +10,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from crm_enrich import counters, keys
+from crm_enrich import counters, keys, redis_typing
 from crm_enrich.dev.devstack import Stack
 from crm_enrich.jobs.state import State
-from crm_enrich.jobs.store import FINAL_STATES, JobStore
+from crm_enrich.jobs.store import FINAL_STATES, Job, JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
 
@@ -33,6 +33,14 @@ def _progress(done: int, total: int, started: float) -> None:
 def _short(value, width: int = 22) -> str:
     text = "-" if value in (None, "") else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _job(store: JobStore, job_id: str) -> Job:
+    """A job the demo made (its record lives a week, far longer than the demo)."""
+    job = store.get(job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} is gone")
+    return job
 
 
 def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int:
@@ -71,10 +79,10 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     while True:
         for key in watched:
             if key not in all_jobs:
-                job_id = store.r.get(keys.record_last_job(*key))
+                job_id = redis_typing.text(store.r.get(keys.record_last_job(*key)))
                 if job_id:
                     all_jobs[key] = job_id
-        now_final = sum(1 for job_id in all_jobs.values() if store.get(job_id).state in FINAL_STATES)
+        now_final = sum(1 for job_id in all_jobs.values() if _job(store, job_id).state in FINAL_STATES)
         if now_final != final or final == 0:
             _progress(now_final, len(watched), started)
             final = now_final
@@ -84,7 +92,7 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     elapsed = time.monotonic() - started
     print()
     jobs = {rid: job_id for (obj, rid), job_id in all_jobs.items() if obj == "Contact"}
-    account_jobs = [store.get(job_id) for (obj, _), job_id in all_jobs.items() if obj == "Account"]
+    account_jobs = [_job(store, job_id) for (obj, _), job_id in all_jobs.items() if obj == "Account"]
 
     after = {rid: control.record("Contact", rid) for rid in ids}
     print("\n  Before → after (first 6 records):")
@@ -120,7 +128,8 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     clodura = control.clodura_usage()
     salesforce = control.salesforce_usage()
     outbound = control.outbound_log()
-    failed_jobs = [store.get(jobs[rid]) for rid in ids if rid in jobs and store.get(jobs[rid]).state == State.FAILED]
+    failed_jobs = [_job(store, jobs[rid]) for rid in ids
+                   if rid in jobs and _job(store, jobs[rid]).state == State.FAILED]
 
     print("\n  Summary")
     print(f"    records            {len(ids)} in {elapsed:.1f}s")

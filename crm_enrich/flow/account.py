@@ -76,7 +76,7 @@ def business_domain(email: str | None) -> str | None:
 def name_key(name: str | None) -> str | None:
     """A company name without case, punctuation or legal form:
     "Northwind Example, Inc." and "northwind example" are the same."""
-    if is_blank(name):
+    if name is None or is_blank(name):
         return None
     words = re.sub(r"[^a-z0-9]+", " ", name.lower().replace("&", " and ")).split()
     while len(words) > 1 and words[-1] in _LEGAL_SUFFIXES:
@@ -177,7 +177,7 @@ def queue_account_job(svc: Services, job: Job, record: dict, person: dict | None
     last day. Safe to call again when the Contact's task is replayed. The
     Account's job goes to the Contact's queue, so a backfill stays bulk work."""
     account_id = record.get("AccountId")
-    if job.object != "Contact" or is_blank(account_id) or not svc.field_map.rules_for("Account"):
+    if job.object != "Contact" or account_id is None or is_blank(account_id) or not svc.field_map.rules_for("Account"):
         return
     store = svc.store
     account_job, duplicate = store.create_unless_seen(

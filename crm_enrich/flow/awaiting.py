@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from crm_enrich import counters
 from crm_enrich.jobs.state import State
@@ -53,7 +54,7 @@ def await_result(svc: Services, job: Job, memory: JobMemory, step: str,
         return result
     if memory.get(callbacks.pending_field(step)) is not None:
         return None
-    pending = {"sent_at": time.time(), "id": None}
+    pending: dict[str, Any] = {"sent_at": time.time(), "id": None}
     store.save_provider_data(job.id, callbacks.pending_field(step), pending)
     try:
         ticket = send(callbacks.callback_url(svc.settings, job.id, step))

@@ -2,6 +2,8 @@
 providers said into the field map's sources."""
 from __future__ import annotations
 
+from typing import Any
+
 from crm_enrich.field_map import is_blank
 from crm_enrich.jobs.state import State
 from crm_enrich.jobs.store import Job, JobMemory, Learnt
@@ -46,7 +48,7 @@ def find_person(svc: Services, job: Job, memory: JobMemory, record: dict, runner
 
 def field_sources(person: dict | None, verified: dict | None, now: str,
                   email: dict | None = None, phone: dict | None = None) -> dict:
-    sources = {"meta.enriched_at": now}
+    sources: dict[str, Any] = {"meta.enriched_at": now}
     if person:
         functional = person.get("functional") or []
         org = person.get("organisation") or {}

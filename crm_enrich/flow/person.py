@@ -51,7 +51,7 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
             return _park(svc, job, State.AWAITING_PHONE)
 
     verified = memory.get(VERIFICATION)
-    if not is_blank(email) and verified is None:
+    if email is not None and not is_blank(email) and verified is None:
         if job.state != State.AWAITING_VERIFICATION:
             store.transition(job, State.VERIFYING)
         verified = verify.verify(svc, job, memory, email, (found_email or {}).get("email_status"), runner_id)

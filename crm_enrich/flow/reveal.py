@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict
+from typing import Any
 
 from crm_enrich.field_map import is_blank
 from crm_enrich.jobs.store import NOT_YET, Job, JobMemory
@@ -32,7 +33,7 @@ def reveal_identifiers(record: dict, person: dict | None, with_names: bool) -> d
     if person.get("personId"):
         return {"personId": person["personId"]}
     linkedin = person.get("linkedinUrl") or record.get("LinkedIn_URL__c")
-    if not is_blank(linkedin) and "linkedin.com/in/" in linkedin.lower():
+    if linkedin is not None and not is_blank(linkedin) and "linkedin.com/in/" in linkedin.lower():
         return {"linkedinUrl": linkedin}
     domain = company_domain(record, person)
     if with_names and domain and not is_blank(record.get("FirstName")) and not is_blank(record.get("LastName")):
@@ -48,7 +49,7 @@ def company_domain(record: dict, person: dict | None) -> str | None:
 
 def domain_of(value: str | None) -> str | None:
     """The bare domain of a website, URL, email address or domain."""
-    if is_blank(value):
+    if value is None or is_blank(value):
         return None
     text = value.strip().lower().rsplit("@", 1)[-1]
     text = re.sub(r"^[a-z][a-z0-9+.-]*://", "", text)
@@ -75,7 +76,7 @@ def _finder(body: dict) -> str:
 
 def email_outcome(body: dict) -> dict:
     """{"email", "email_status", "provider", "credits", "reason"}; email None when none came."""
-    email = body.get("email")
+    email: Any = body.get("email")  # any JSON value: `found` checks it is an address
     found = str(body.get("status", "")).lower() == FOUND and isinstance(email, str) and "@" in email
     return {
         "email": email.strip() if found else None,
@@ -119,7 +120,7 @@ def revealed(svc: Services, job: Job, memory: JobMemory, step: str, record: dict
         read = email_outcome if kind == "email" else phone_outcome
         ids = reveal_identifiers(record, person, with_names=kind == "email")
         if not ids:
-            outcome = {kind: None, "reason": "no identifier Clodura could reveal by", "credits": 0}
+            outcome: dict[str, Any] = {kind: None, "reason": "no identifier Clodura could reveal by", "credits": 0}
         else:
             cached = None if job.force else svc.cache.get(canonical_key(step, ids))
             if cached:
@@ -155,17 +156,17 @@ def found_by_clearout(svc: Services, job: Job, memory: JobMemory, record: dict, 
 
     def find():
         name = " ".join(part for part in (record.get("FirstName"), record.get("LastName"))
-                        if not is_blank(part))
+                        if part is not None and not is_blank(part))
         # Clearout takes a domain or a company name.
         company = company_domain(record, person) or record.get("Account.Name") or record.get("Company")
         queued = memory.get(CLEAROUT_FINDER_QUEUE)
-        if not name or is_blank(company):
+        if not name or company is None or is_blank(company):
             found = {"status": "not_found", "email": None}
         elif queued:
-            found = asdict(svc.clearout.finder_status(queued["queue_id"]))
+            found = asdict(svc.clearout_client().finder_status(queued["queue_id"]))
         else:
             found = svc.cache.fetch(CLEAROUT_FINDER, {"name": name, "company": company},
-                                    lambda: asdict(svc.clearout.find_email(name, company)),
+                                    lambda: asdict(svc.clearout_client().find_email(name, company)),
                                     keep=lambda value: value["status"] != "queued", owner=runner_id,
                                     refresh=job.force).value
         if found["status"] == "queued":

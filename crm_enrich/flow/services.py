@@ -26,6 +26,13 @@ class Services:
     quota: Quota
     clearout: ClearoutClient | None = None
 
+    def clearout_client(self) -> ClearoutClient:
+        """Clearout, for the steps that use it: settings require its token
+        whenever VERIFY_PROVIDER or CLEAROUT_FINDER does."""
+        if self.clearout is None:
+            raise RuntimeError("Clearout is used but not configured (CLEAROUT_API_TOKEN)")
+        return self.clearout
+
     @property
     def store(self) -> JobStore:
         return self.batches.store

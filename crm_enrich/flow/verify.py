@@ -65,7 +65,7 @@ def verify(svc: Services, job: Job, data: JobMemory, email: str, hint: str | Non
 def _clearout(svc: Services, job: Job, email: str, runner_id: str) -> dict:
     answer = svc.cache.fetch(
         "clearout_verify", {"email": email},
-        lambda: asdict(svc.clearout.verify_email(email, svc.settings.clearout_verify_timeout_ms)),
+        lambda: asdict(svc.clearout_client().verify_email(email, svc.settings.clearout_verify_timeout_ms)),
         owner=runner_id, refresh=job.force)
     found = answer.value
     return {"status": found["verdict"], "detail": f"clearout: {found['provider_status']} ({found['detail']})",
@@ -116,6 +116,6 @@ def _clodura_check(svc: Services, job: Job, data: JobMemory, email: str, deep: b
 
     came_later = callbacks.result_field(step) in data  # by callback or poll, not in the answer
     body = await_result(svc, job, data, step, send)
-    if came_later and not body.get("reason"):  # a verdict, not our giving up
+    if came_later and body is not None and not body.get("reason"):  # a verdict, not our giving up
         svc.cache.put("verify", request, {"id": callbacks.provider_job_id(body), "result": body})
     return body

@@ -21,6 +21,7 @@ import redis
 
 from crm_enrich import counters, keys
 from crm_enrich.jobs.state import FINAL, STATES, JobMoved, State, check_move
+from crm_enrich.redis_typing import hash_fields, text, text_hash, text_set
 
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
@@ -120,7 +121,7 @@ class JobStore:
         the broker failed in between) is handed back as not duplicate, so the
         sender's retry queues it: an event is only remembered as seen once
         it is durably queued."""
-        existing_id = self.r.get(self.dedupe_key(dedupe_key))
+        existing_id = text(self.r.get(self.dedupe_key(dedupe_key)))
         if existing_id:
             job = self.get(existing_id)
             if job is not None:
@@ -138,7 +139,8 @@ class JobStore:
         created, *_ = pipe.execute()
         if not created:  # another request for the same event won the race
             self.delete(job.id)
-            return self.get(self.r.get(self.dedupe_key(dedupe_key))), True
+            # The winner's job; None (which callers do not expect) if its key or job has gone since.
+            return self.get(self.r.get(self.dedupe_key(dedupe_key))), True  # type: ignore[arg-type,return-value]
         return job, False
 
     def claim_dedupe_key(self, dedupe_key: str, job_id: str, ttl_s: int) -> bool:
@@ -158,7 +160,7 @@ class JobStore:
 
     # reading and transitions
     def get(self, job_id: str) -> Job | None:
-        raw = self.r.hgetall(self.job_key(job_id))
+        raw = text_hash(self.r.hgetall(self.job_key(job_id)))
         return Job.from_hash(raw) if raw else None
 
     def transition(self, job: Job, state: str, **changes: Any) -> Job:
@@ -215,7 +217,7 @@ class JobStore:
         return job.attempts
 
     def ids_in_state(self, state: State) -> set[str]:
-        return self.r.smembers(self.state_key(state))
+        return text_set(self.r.smembers(self.state_key(state)))
 
     def counts_by_state(self) -> dict[str, int]:
         pipe = self.r.pipeline()
@@ -320,13 +322,13 @@ tracked_key = keys.tracked
 
 
 def load_tracked_hashes(store: JobStore, object_type: str, record_id: str) -> dict[str, str]:
-    return store.r.hgetall(tracked_key(object_type, record_id))
+    return text_hash(store.r.hgetall(tracked_key(object_type, record_id)))
 
 
 def save_tracked_hashes(store: JobStore, object_type: str, record_id: str, hashes: dict[str, str]) -> None:
     if hashes:
         key = tracked_key(object_type, record_id)
         pipe = store.r.pipeline(transaction=True)
-        pipe.hset(key, mapping=hashes)
+        pipe.hset(key, mapping=hash_fields(hashes))
         pipe.expire(key, TRACKED_TTL_S)
         pipe.execute()

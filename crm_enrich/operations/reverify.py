@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 
@@ -37,6 +37,7 @@ from crm_enrich.flow.services import Services
 from crm_enrich.logs import log
 from crm_enrich.providers.quota import COSTS
 from crm_enrich.queues import SELECT_RERUN_RECORDS
+from crm_enrich.redis_typing import hash_fields, texts
 from crm_enrich.salesforce.soql import selection_soql
 
 from . import operator_input, runs
@@ -96,7 +97,7 @@ def verified_at_field(field_map: FieldMap, object_type: str) -> str | None:
                  if rule.source == "verification.verified_at"), None)
 
 
-def run_open(run: dict | None) -> bool:
+def run_open(run: dict | None) -> TypeGuard[dict]:
     """A run still selecting, or whose jobs are not all final yet."""
     if run is None or run["status"] in ("finished", "failed"):
         return False
@@ -122,7 +123,7 @@ def _why_not_now(svc: Services, send_task: SendTask) -> str | None:
     if not svc.batches.guard.may_call(urgent=False):
         return "salesforce_allocation"
     r = svc.store.r
-    recent = [runs.get_run(svc.store, run_id) for run_id in r.lrange(RUNS_KEY, 0, len(REVERIFY_OBJECTS) - 1)]
+    recent = [runs.get_run(svc.store, run_id) for run_id in texts(r.lrange(RUNS_KEY, 0, len(REVERIFY_OBJECTS) - 1))]
     open_runs = [run for run in recent if run_open(run)]
     for run in open_runs:
         key = runs.run_key(run["runId"])
@@ -149,6 +150,8 @@ def start_reverify(svc: Services, send_task: SendTask, now: datetime | None = No
                          settings.reverify_budget_share)
     if can_take == 0:
         return {"outcome": "no_budget", "allowance": 0}
+    # The task only calls with re-verification on (REVERIFY_AFTER_DAYS set).
+    assert settings.reverify_after_days is not None
     cutoff = cutoff_literal(now or datetime.now(UTC), settings.reverify_after_days)
     plan = []
     left = can_take
@@ -186,6 +189,6 @@ def record_trigger(r: redis.Redis, result: dict) -> None:
     fields = {"at": round(time.time(), 3), "outcome": result["outcome"], "allowance": "", "selected": 0,
               "runs": "", "cutoff": "", "error": ""}
     fields.update({k: ",".join(v) if isinstance(v, list) else v for k, v in result.items()})
-    r.hset(LAST_KEY, mapping=fields)
+    r.hset(LAST_KEY, mapping=hash_fields(fields))
     r.expire(LAST_KEY, runs.RUN_TTL_S)
     counters.incr(r, "reverify_triggers", outcome=result["outcome"])

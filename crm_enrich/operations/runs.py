@@ -15,6 +15,7 @@ from crm_enrich.flow.intake import InboundRecord, accept_records
 from crm_enrich.jobs.state import FINAL
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.queues import SELECT_RERUN_RECORDS
+from crm_enrich.redis_typing import hash_fields
 
 from .operator_input import SOURCE_FOR_KIND, RerunRequest, estimate
 
@@ -32,7 +33,7 @@ def create_run(r: redis.Redis, req: RerunRequest, total: int | None, status: str
     if req.limit is not None:  # kept so that its selection can be sent again (worker/reverify.py)
         mapping.update({"limit": req.limit, "order_by": req.order_by or "Id", "where": req.where or ""})
     pipe = r.pipeline(transaction=True)
-    pipe.hset(run_key(run_id), mapping=mapping)
+    pipe.hset(run_key(run_id), mapping=hash_fields(mapping))
     pipe.expire(run_key(run_id), RUN_TTL_S)
     pipe.execute()
     return run_id

@@ -13,6 +13,7 @@ from crm_enrich import keys
 from crm_enrich.jobs.state import State
 from crm_enrich.jobs.store import Job, JobStore
 from crm_enrich.queues import URGENT_QUEUE
+from crm_enrich.redis_typing import text
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import BatchQueue
 from crm_enrich.salesforce.ids import OBJECTS, SF_ID, to_id18
@@ -54,8 +55,8 @@ def get_job(store: JobStore, job_id: str) -> dict | None:
 def get_record(store: JobStore, object_type: str, record_id: str) -> dict | None:
     if object_type not in OBJECTS or not SF_ID.match(record_id or ""):
         return None
-    job_id = store.r.get(keys.record_last_job(object_type, to_id18(record_id))) or \
-        store.r.get(keys.record_last_job(object_type, record_id))
+    job_id = text(store.r.get(keys.record_last_job(object_type, to_id18(record_id)))) or \
+        text(store.r.get(keys.record_last_job(object_type, record_id)))
     job = store.get(job_id) if job_id else None
     if job is None:
         return None

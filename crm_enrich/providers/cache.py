@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -30,7 +31,7 @@ class AnswerPending(Exception):
 
 @dataclass
 class Answer:
-    value: object
+    value: Any  # the provider's answer, as JSON gives it back from the cache
     fetched_at: float
     from_cache: bool
 
@@ -63,7 +64,7 @@ class ProviderCache:
                        json.dumps({"value": value, "fetched_at": time.time()}), ex=self.ttl_s, nx=True)
 
     def fetch(self, endpoint: str, request: dict, call: Callable[[], object],
-              keep: Callable[[object], bool] = lambda value: True, owner: str = "",
+              keep: Callable[[Any], bool] = lambda value: True, owner: str = "",
               refresh: bool = False) -> Answer:
         """The cached answer, or call the provider once (`keep` says whether
         an answer is final enough to cache). `owner` names the caller: a

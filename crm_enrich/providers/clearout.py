@@ -173,7 +173,7 @@ class ClearoutClient:
     @staticmethod
     def _raise_for(path: str, resp: requests.Response, body: dict) -> None:
         """Raise the error this answer is, or return for a success envelope."""
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error = body["error"] if isinstance(body.get("error"), dict) else {}
         code = error.get("code")
         status = resp.status_code
         message = f"clearout {path}: {status} {code or ''} {str(error.get('message', ''))[:200]}".strip()
@@ -238,7 +238,7 @@ class ClearoutClient:
         An unknown queue id (code 1104) is a ProviderRejected."""
         path = "/email_finder/instant/queue_status"
         resp, body = self._send("GET", path, "finder", 30, params={"qid": queue_id})
-        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        data = body["data"] if isinstance(body.get("data"), dict) else {}
         # The pending literal is not documented (docs/clearout.md#finder-queue):
         # anything without results that does not say "completed" is still running.
         if body.get("status") == "success" and "emails" not in data and data.get("query_status") != "completed":
@@ -246,7 +246,7 @@ class ClearoutClient:
         return self._finder_answer(path, resp, body)
 
     def _finder_answer(self, path: str, resp: requests.Response, body: dict) -> FinderResult:
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error = body["error"] if isinstance(body.get("error"), dict) else {}
         if resp.status_code == 200 and error.get("code") == E_NOT_FOUND:
             return FinderResult(status="not_found")
         self._raise_for(path, resp, body)
@@ -262,7 +262,7 @@ class ClearoutClient:
 
 def parse_verdict(data: dict) -> ClearoutVerdict:
     """A verify answer's `data` → ClearoutVerdict."""
-    sub = data.get("sub_status") if isinstance(data.get("sub_status"), dict) else {}
+    sub = data["sub_status"] if isinstance(data.get("sub_status"), dict) else {}
     code = _int_or_none(sub.get("code"))
     status = str(data.get("status") or "unknown")
     safe = data.get("safe_to_send")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from crm_enrich import counters, keys
+from crm_enrich.redis_typing import text
 
 QUOTA_UNTIL = keys.QUOTA_UNTIL
 CREDITS_PAUSED = keys.CREDITS_PAUSED
@@ -73,7 +74,7 @@ class Quota:
         return max(0.0, float(self.r.get(QUOTA_UNTIL) or 0) - time.time())
 
     def paused_reason(self) -> str | None:
-        return self.r.get(CREDITS_PAUSED)
+        return text(self.r.get(CREDITS_PAUSED))
 
     def budget_paused(self) -> bool:
         return float(self.r.get(BUDGET_PAUSED_UNTIL) or 0) > time.time()

@@ -59,7 +59,7 @@ class SharedRateLimiter:
 
     def try_acquire(self) -> float:
         """0 when a slot was taken, else seconds until one may be free."""
-        args = [time.time(), uuid.uuid4().hex, self.margin_s]
+        args: list[float | str] = [time.time(), uuid.uuid4().hex, self.margin_s]
         for limit, window in self.limits:
             args += [limit, window]
         return float(self._script(keys=self.keys, args=args))

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
 
 from crm_enrich import keys
+from crm_enrich.redis_typing import scored
 
 # Move due delayed items to pending, then take up to N pending items into
 # this batch's in-flight list; all or nothing.
@@ -95,7 +97,7 @@ class BatchQueue:
 
     def next_due_in(self) -> float | None:
         """Seconds until the earliest delayed item is due (None if none)."""
-        first = self.r.zrange(self.delayed, 0, 0, withscores=True)
+        first = scored(self.r.zrange(self.delayed, 0, 0, withscores=True))
         return max(0.0, first[0][1] - time.time()) if first else None
 
     # the flusher
@@ -122,7 +124,7 @@ class BatchQueue:
             return None
         return Batch(key, [json.loads(item) for item in raw])
 
-    def done(self, batch: Batch, retry: list[tuple[dict, float]] = ()) -> None:
+    def done(self, batch: Batch, retry: Iterable[tuple[dict, float]] = ()) -> None:
         """Salesforce answered: items to try again go to `delayed`, the
         batch's in-flight list goes away; one transaction."""
         pipe = self.r.pipeline(transaction=True)

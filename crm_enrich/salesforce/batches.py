@@ -85,7 +85,8 @@ def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
         return 0.0
     if waiting:
         oldest = queue.r.lindex(queue.pending, 0)
-        age = time.time() - json.loads(oldest)["queued_at"]
+        # None (a TypeError) if another flusher emptied the list since LLEN.
+        age = time.time() - json.loads(oldest)["queued_at"]  # type: ignore[arg-type]
         return max(0.0, svc.max_delay_s - age)
     return due_in if due_in is not None else -1.0  # -1: nothing at all
 

@@ -10,11 +10,12 @@ import csv
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import jwt
 import requests
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce, format_soql
 from simple_salesforce.exceptions import SalesforceError as SimpleSalesforceError
@@ -42,10 +43,12 @@ class SalesforceFailure(Exception):
 class _TimeoutAdapter(HTTPAdapter):
     """simple-salesforce sets no timeout of its own (issue #148)."""
 
-    def send(self, request, **kwargs):
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = TIMEOUT
-        return super().send(request, **kwargs)
+    def send(self, request: PreparedRequest, stream: bool = False,
+             timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+             verify: bool | str = True, cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+             proxies: Mapping[str, str] | None = None) -> Response:
+        return super().send(request, stream=stream, timeout=TIMEOUT if timeout is None else timeout,
+                            verify=verify, cert=cert, proxies=proxies)
 
 
 def new_http_session() -> requests.Session:
@@ -86,6 +89,8 @@ class TokenProvider:
             data = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
             auth = None
         else:
+            # Settings require the secret unless both JWT settings are given.
+            assert s.salesforce_client_secret is not None
             data = {"grant_type": "client_credentials"}
             auth = (s.salesforce_client_id, s.salesforce_client_secret)
         try:
@@ -104,7 +109,7 @@ class TokenProvider:
 
 def _failure_from(exc: SimpleSalesforceError) -> SalesforceFailure:
     content = exc.content
-    first = content[0] if isinstance(content, list) and content and isinstance(content[0], dict) else {}
+    first: dict = content[0] if isinstance(content, list) and content and isinstance(content[0], dict) else {}
     code = first.get("errorCode") or first.get("statusCode") or f"HTTP_{exc.status}"
     message = str(first.get("message", ""))[:300]
     retryable = code in RETRYABLE_CODES or (exc.status or 0) >= 500

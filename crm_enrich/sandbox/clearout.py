@@ -47,6 +47,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import Flask, g, jsonify, request
 
@@ -354,7 +355,7 @@ def parse_token(header: str | None) -> str:
 def _verify_data(email: str, sub: int, safe: str, time_taken: int, **overrides) -> dict:
     desc, status, bounce = SUB_STATUS[sub]
     local, _, domain = email.rpartition("@")
-    data = {
+    data: dict[str, Any] = {
         "email_address": email,
         "safe_to_send": safe,
         "status": status,

@@ -64,6 +64,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -402,7 +403,7 @@ class WebhookDispatcher:
         with self.cond:
             fault = self._take_fault() if url else None
             mode = fault.mode if fault else "normal"
-            if mode == "late":
+            if mode == "late" and fault is not None:
                 delay += float(fault.late_s)
             target = forge_url(url) if (url and mode == "forged_token") else url
             copies = 2 if mode == "duplicate" else 1
@@ -455,7 +456,7 @@ class WebhookDispatcher:
             entry["error"] = "lost (webhook fault)"
         else:
             cfg = self.state.config
-            kwargs = {"timeout": float(cfg.webhook_timeout_s)}
+            kwargs: dict[str, Any] = {"timeout": float(cfg.webhook_timeout_s)}
             if cfg.webhook_verify is not None:
                 kwargs["verify"] = cfg.webhook_verify
             try:
@@ -794,6 +795,7 @@ def reveal_phone_result(tracking_id: str, plan: str, person: Person | None, pers
         if not own:
             return {**base, F["job_status"]: JOB_NOT_FOUND, F["phone_numbers"]: [],
                     F["credits_used"]: {"phone": 0, "export": 0}}, 0
+        assert person is not None  # own: a person Clodura holds the phone of
         return {**base, F["job_status"]: JOB_COMPLETED,
                 F["phone_numbers"]: [{F["phone_number"]: person.mobile_phone, F["phone_type"]: "mobile"}],
                 F["credits_used"]: {"phone": 1, "export": 1}}, COST_REVEAL_STANDARD
@@ -812,6 +814,7 @@ def reveal_phone_result(tracking_id: str, plan: str, person: Person | None, pers
         return {**base, F["job_status"]: JOB_NOT_FOUND, F["phone_numbers"]: [], F["providers"]: providers,
                 F["credits_used"]: 0}, 0
     cost = PHONE_PROVIDER_COST[finder]
+    assert person is not None  # a finder found a known person's phone
     return {**base, F["job_status"]: JOB_COMPLETED,
             F["phone_numbers"]: [{F["phone_number"]: person.mobile_phone, F["phone_type"]: "mobile",
                                   F["provider"]: finder}],

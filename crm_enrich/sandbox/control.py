@@ -13,7 +13,8 @@ class SandboxControl:
         self.http = requests.Session()
         # Passed on every call: REQUESTS_CA_BUNDLE in the environment would
         # otherwise win over Session.verify.
-        self.http.request = functools.partial(self.http.request, verify=info["ca_bundle"])
+        self.http.request = functools.partial(  # type: ignore[method-assign]  # on purpose, see above
+            self.http.request, verify=info["ca_bundle"])
         # A test may run one simulator alone and give only its address.
         self.sf = info.get("salesforce_url")
         self.clodura = info.get("clodura_url")

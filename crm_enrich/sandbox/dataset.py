@@ -263,7 +263,7 @@ class Dataset:
         self._person_by_id = {p.person_id: p for p in people}
         self._person_by_email = {p.email.lower(): p for p in people}
         self._person_by_linkedin = {normalize_linkedin(p.linkedin_url): p for p in people}
-        self._person_by_name: dict[tuple[str, str, str], Person] = {}
+        self._person_by_name: dict[tuple[str, str | None, str | None], Person] = {}
         self._people_by_company: dict[str, list[Person]] = {}
         for p in people:
             self._person_by_name[(p.organisation_id, _norm(p.first_name), _norm(p.last_name))] = p

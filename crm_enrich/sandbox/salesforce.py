@@ -21,12 +21,14 @@ import time
 from dataclasses import dataclass, field
 from dataclasses import fields as dc_fields
 from datetime import UTC, datetime
+from typing import Any
 from xml.sax.saxutils import escape
 
 import jwt
 import requests
 from defusedxml import ElementTree as SafeET
 from flask import Flask, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 
 from .common import SandboxRecorder, install_recorder
 
@@ -73,7 +75,7 @@ def _base62(n: int) -> str:
 class IdFactory:
     """Real-shaped ids: <3-char key prefix>5g00000<5 base62 chars><suffix>."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, itertools.count] = {}
 
@@ -527,7 +529,7 @@ class SalesforceOrgState:
             rid = self.ids.new(KEY_PREFIX[obj])
             now = _now_dt()
             user = self.human_user_id if human else self.integration_user_id
-            rec = {name: None for name in SCHEMA[obj]}
+            rec: dict[str, Any] = {name: None for name in SCHEMA[obj]}
             rec.update({"Id": rid, "CreatedDate": now, "CreatedById": user, "LastModifiedDate": now,
                         "LastModifiedById": user, "SystemModstamp": now})
             rec.update(conv)  # control API may override audit fields (e.g. CreatedDate)
@@ -563,7 +565,7 @@ class SalesforceOrgState:
             self._queue_notification(obj, cid)
 
     def serialize(self, obj: str, rec: dict, names: list[str] | None = None, ver: str = "v59.0") -> dict:
-        out = {"attributes": {"type": obj, "url": f"/services/data/{ver}/sobjects/{obj}/{rec['Id']}"}}
+        out: dict[str, Any] = {"attributes": {"type": obj, "url": f"/services/data/{ver}/sobjects/{obj}/{rec['Id']}"}}
         for name in names or list(SCHEMA[obj]):
             if "." in name:
                 parent, _, parent_field = name.partition(".")
@@ -661,6 +663,7 @@ class SalesforceOrgState:
                 kind, obj, ids = job
                 body = self.build_envelope(obj, ids)
                 url = self.config.listener_url
+                assert url is not None  # _pick answers no job without a listener
                 timeout = self.config.om_timeout_s
                 attempt = 1 + max((self.notifications[i].attempts for i in ids), default=0)
                 if kind == "dup":
@@ -832,6 +835,7 @@ def parse_soql(q: str) -> SoqlQuery:
             raise _malformed(f"unexpected token: '{q[pos:].strip()[:20]}'")
         pos = m.end()
         kind = m.lastgroup
+        assert kind is not None  # every alternative is a named group
         text = m.group(kind)
         if kind == "str":
             text = re.sub(r"\\(.)", lambda mm: _UNESCAPE.get(mm.group(1), mm.group(1)), text[1:-1])
@@ -1023,6 +1027,7 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = Flask("crm_enrich.sandbox.salesforce")
     app.url_map.strict_slashes = False
+    assert isinstance(app.json, DefaultJSONProvider)
     app.json.sort_keys = False  # keep Salesforce's field order (attributes first, SELECT order)
     recorder = SandboxRecorder("salesforce")
     install_recorder(app, recorder)
@@ -1196,7 +1201,7 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
             return sf_error(err)
 
     @app.patch("/services/data/<ver>/composite/sobjects")
-    def collections_update(ver):
+    def collections_update(ver: str):
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("records"), list):
             return sf_error(SfError("JSON_PARSER_ERROR", "Expected {\"allOrNone\": bool, \"records\": [...]}"))

@@ -12,7 +12,7 @@ from tests.unit.flow.harness import ACCOUNT_ID, CONTACT_ID
 
 NORTHWIND = {"organisationId": "o_nw", "organisationName": "Northwind Example Inc", "domain": "northwind.example"}
 ACME = {"organisationId": "o_acme", "organisationName": "Acme Inc", "domain": "acme.example"}
-# /organisation/enrich's answer for Acme (contract §9.2's shape), technographics asked for.
+# /organisation/enrich's answer for Acme (docs/clodura.md#organisation-enrich), technographics asked for.
 ACME_ENRICHED = {**ACME, "industry": "Computer Software", "employeeCount": 312, "revenue": "11M-100M",
                  "financials": {"totalFunding": "45M"}, "technographics": {"technologies": ["Salesforce", "AWS"]}}
 
