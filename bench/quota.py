@@ -12,11 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from crm_enrich.devstack import Stack, wait_for
-from crm_enrich.sandbox.control import SandboxControl
+from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.jobs.store import FINAL_STATES, JobStore
 from crm_enrich.sandbox.clodura import reveal_email_result
+from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import VERDICT_CATCH_ALL, build_dataset, demo_contacts
-from crm_enrich.worker.jobs import FINAL_STATES, JobStore
 
 
 def backlog(n: int) -> list[dict]:
@@ -81,8 +81,7 @@ def run(mode: str, n: int, per_second: int, per_minute: int) -> dict:
                 info["clodura_api_key"]: [[per_second, 1], [per_minute, 60], [1000000, 86400]]}}).raise_for_status()
             contacts = backlog(n)
             companies = sorted({c["_company"] for c in contacts})
-            accounts = dict(zip(companies, control.create_records(
-                "Account", [{"Name": c} for c in companies], fire_outbound=False)))
+            accounts = control.create_accounts(companies)
             credits_before = control.clodura_usage()["creditsSpent"]
             started = time.time()
             ids = control.create_records("Contact", [

@@ -16,10 +16,10 @@ from pathlib import Path
 import requests
 from simple_salesforce import Salesforce
 
-from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.jobs.store import FINAL_STATES, JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
-from crm_enrich.worker.jobs import FINAL_STATES, JobStore
 
 # Clodura limits scaled up for the run (this benchmark is about Salesforce).
 FAST_CLODURA = [[200, 1], [12000, 60], [1000000, 86400]]
@@ -37,8 +37,7 @@ def run_batched(stack: Stack, control: SandboxControl, n: int) -> dict:
     store = JobStore(stack.redis_client())
     mix = demo_contacts(n, seed=1000)
     companies = sorted({c["_company"] for c in mix})
-    accounts = dict(zip(companies, control.create_records("Account", [{"Name": c} for c in companies],
-                                                          fire_outbound=False)))
+    accounts = control.create_accounts(companies)
     contacts = [{k: v for k, v in c.items() if not k.startswith("_")} | {"AccountId": accounts[c["_company"]]}
                 for c in mix]
     used_before = control.salesforce_usage()["api_used"]

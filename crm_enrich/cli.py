@@ -30,7 +30,7 @@ def _sandbox(args) -> int:
 
 
 def _demo(args) -> int:
-    from crm_enrich.demo import run_demo
+    from crm_enrich.dev.demo import run_demo
 
     return run_demo(records=args.records, workers=args.workers, timeout_s=args.timeout)
 

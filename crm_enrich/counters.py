@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import redis
 
-KEY = "metrics:counters"
+from crm_enrich import keys
+from crm_enrich.redis_typing import text_hash
+
+KEY = keys.METRICS_COUNTERS
 LATENCY_BUCKETS = (1, 2, 5, 10, 30, 60, 300, 1800, 7200)
 
 
@@ -30,8 +33,8 @@ def observe(client: redis.Redis, name: str, seconds: float, **labels) -> None:
 
 
 def read(client: redis.Redis) -> list[tuple[str, dict, float]]:
-    out = []
-    for field, value in client.hgetall(KEY).items():
+    out: list[tuple[str, dict, float]] = []
+    for field, value in text_hash(client.hgetall(KEY)).items():
         name, *pairs = field.split("|")
         out.append((name, dict(p.split("=", 1) for p in pairs), float(value)))
     return out

@@ -40,7 +40,7 @@ def mask_personal_data(_logger, _method, event_dict):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    processors = [
+    processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.format_exc_info,

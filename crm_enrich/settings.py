@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Clodura's documented per-key limits (contracts/clodura.md §5), as
+# Clodura's documented per-key limits (docs/clodura.md#rate-limits), as
 # (requests, window seconds).
 CLODURA_PLAN_LIMITS: dict[str, list[tuple[int, int]]] = {
     **{
@@ -48,7 +48,7 @@ def parse_rate_limits(text: str) -> list[tuple[int, int]]:
     return limits
 
 
-# The optional components of Clodura's Organisation Enrich (contracts/clodura.md §9.2).
+# The optional components of Clodura's Organisation Enrich (docs/clodura.md#organisation-enrich).
 ORG_COMPONENTS = frozenset({"technographics", "funding", "acquisitions"})
 
 
@@ -191,14 +191,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _clearout_token_when_used(self) -> "Settings":
+    def _clearout_token_when_used(self) -> Settings:
         if (self.verify_provider != "clodura" or self.clearout_finder) and not self.clearout_api_token:
             raise ValueError("CLEAROUT_API_TOKEN is required when VERIFY_PROVIDER uses Clearout "
                              "or CLEAROUT_FINDER is on")
         return self
 
     @model_validator(mode="after")
-    def _one_salesforce_auth(self) -> "Settings":
+    def _one_salesforce_auth(self) -> Settings:
         jwt = self.salesforce_username and self.salesforce_private_key_file
         if not (self.salesforce_client_secret or jwt):
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Outbound Message bodies shaped as Salesforce sends them (contracts/salesforce.md §1.3)."""
+"""Outbound Message bodies shaped as Salesforce sends them (docs/salesforce.md#message-format)."""
 from __future__ import annotations
 
 ORG_18 = "00D5g000004XyZaEAK"

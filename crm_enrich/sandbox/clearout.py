@@ -1,6 +1,7 @@
-"""Clearout API v2 simulator (contract: /work/shared/contracts/clearout.md).
+"""Clearout API v2 simulator (docs/clearout.md).
 
-Pipeline for every `/v2/...` request (§2, §5, §12):
+Pipeline for every `/v2/...` request (docs/clearout.md#authentication,
+docs/clearout.md#rate-limits, docs/clearout.md#error-codes):
 
     token check (401 / code 1000, before routing) -> fixed-window rate limit per
     token and endpoint family (429 / code 1030; x-ratelimit-* headers on every
@@ -9,7 +10,8 @@ Pipeline for every `/v2/...` request (§2, §5, §12):
 
 Endpoints: POST /v2/email_verify/instant, GET /v2/email_verify/getcredits,
 POST /v2/email_finder/instant, GET /v2/email_finder/instant/queue_status?qid=.
-`?response=flat` flattens nested objects inside `data` (INFERRED rule §3.1).
+`?response=flat` flattens nested objects inside `data` (INFERRED rule,
+docs/clearout.md#flat-responses).
 
 Simulated time: every verification / search has a deterministic simulated
 duration (`time_taken`, ms).  When it exceeds the request's `timeout` the
@@ -44,7 +46,8 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import Flask, g, jsonify, request
 
@@ -60,7 +63,7 @@ from .dataset import (
 
 PREFIX = "/v2"
 
-# Error codes (§4.2)
+# Error codes (docs/clearout.md#error-codes)
 E_TOKEN = 1000
 E_NO_CREDITS = 1002
 E_DAILY_LIMIT = 1017
@@ -79,7 +82,7 @@ COST_FINDER = 4
 COST_FINDER_ROLE = 2
 LOW_CREDIT_THRESHOLD = 50
 
-# Sub-status codes (§6.1): code -> (desc, status, bounce_type)
+# Sub-status codes (docs/clearout.md#sub-statuses): code -> (desc, status, bounce_type)
 SUB_STATUS: dict[int, tuple[str, str, str]] = {
     200: ("Success", "valid", ""),
     400: ("Syntax Error", "invalid", "hard"),
@@ -109,7 +112,7 @@ SUB_STATUS: dict[int, tuple[str, str, str]] = {
     701: ("Account Disabled", "invalid", "hard"),
 }
 
-# §11 test addresses: local part -> (sub_status, safe_to_send, overrides).
+# Test addresses (docs/clearout.md#test-addresses): local part -> (sub_status, safe_to_send, overrides).
 # status and the default bounce type follow from SUB_STATUS; overrides win.
 TEST_ADDRESSES: dict[str, tuple[int, str, dict]] = {
     "valid": (200, "yes", {}),
@@ -171,17 +174,17 @@ def _h(*parts: object) -> int:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
 class ClearoutSimConfig:
     api_tokens: list[str] = field(default_factory=lambda: ["sandbox-clearout-token"])
     starting_credits: int = 10000
-    # §5: fixed window per token and endpoint family (verify / finder / other).
+    # docs/clearout.md#rate-limits: fixed window per token and endpoint family (verify / finder / other).
     rate_limit_per_minute: int = 100
     rate_limit_window_s: float = 60.0
-    # §5 daily verify limit (code 1017, HTTP 200 failed envelope); None = off.
+    # Daily verify limit (docs/clearout.md#rate-limits; code 1017, HTTP 200 failed envelope); None = off.
     daily_verify_limit: int | None = None
     day_seconds: float = 86400.0
     # Real seconds a queued finder search (524 + queue_id) takes to complete.
@@ -281,7 +284,7 @@ class ClearoutSimState:
     def reset_daily_date(self) -> str:
         with self.lock:
             left = float(self.config.day_seconds) - (self.clock() - self.day_start)
-        when = datetime.now(timezone.utc) + timedelta(seconds=max(0.0, left))
+        when = datetime.now(UTC) + timedelta(seconds=max(0.0, left))
         return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
     def usage(self) -> dict:
@@ -302,7 +305,7 @@ class ClearoutSimState:
 # -- envelopes -------------------------------------------------------------------
 
 def flatten(obj: dict, prefix: str = "") -> dict:
-    """INFERRED §3.1 flattening: nested objects joined with "_"; arrays kept."""
+    """INFERRED flattening (docs/clearout.md#flat-responses): nested objects joined with "_"; arrays kept."""
     out = {}
     for k, v in obj.items():
         name = f"{prefix}_{k}" if prefix else k
@@ -341,7 +344,7 @@ def validation_failed(field_name: str, message: str, kind: str, location: str = 
 
 
 def parse_token(header: str | None) -> str:
-    """§2: `Bearer <t>`, `Bearer:<t>` or the bare token."""
+    """docs/clearout.md#authentication: `Bearer <t>`, `Bearer:<t>` or the bare token."""
     value = (header or "").strip()
     m = re.match(r"^bearer[ :]\s*(.*)$", value, re.IGNORECASE)
     return (m.group(1) if m else value).strip()
@@ -352,7 +355,7 @@ def parse_token(header: str | None) -> str:
 def _verify_data(email: str, sub: int, safe: str, time_taken: int, **overrides) -> dict:
     desc, status, bounce = SUB_STATUS[sub]
     local, _, domain = email.rpartition("@")
-    data = {
+    data: dict[str, Any] = {
         "email_address": email,
         "safe_to_send": safe,
         "status": status,
@@ -387,12 +390,13 @@ def test_address_result(email: str, time_taken: int) -> dict | None:
     if spec is None:
         return None
     sub, safe, extra = spec
-    # §11: bounce_type is "" on every row that does not state one.
+    # docs/clearout.md#test-addresses: bounce_type is "" on every row that does not state one.
     return _verify_data(email.strip(), sub, safe, time_taken, **{"bounce_type": "", **extra})
 
 
 def dataset_result(dataset: Dataset, email: str, time_taken: int) -> dict:
-    """A verdict for any other address, from the dataset (§6.1 mapping):
+    """A verdict for any other address, from the dataset (the mapping of
+    docs/clearout.md#sub-statuses):
     Deliverable -> valid/200, catch-all -> catch_all/411, Undeliverable ->
     invalid/406 at a dataset domain, invalid/403 at an unknown domain; bad
     syntax -> invalid/400."""
@@ -468,7 +472,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
         ok, limit, remaining, reset = state.admit(token, family)
         g.clearout_rate = (limit, remaining, reset)
         if not ok:
-            retry_at = datetime.now(timezone.utc) + timedelta(seconds=reset)
+            retry_at = datetime.now(UTC) + timedelta(seconds=reset)
             return failed(429, f"rate limit reached, retry after {retry_at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
                           E_RATE_LIMIT)
         with state.lock:
@@ -514,7 +518,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
                                            "number.max")
         return value, None
 
-    # -- §6.1 instant verify ---------------------------------------------------------
+    # -- instant verify (docs/clearout.md#instant-verify) ----------------------------
     @app.post(PREFIX + "/email_verify/instant")
     def verify_instant():
         body = json_body()
@@ -545,7 +549,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
         g.sandbox_extra["outcome"] = data["status"]
         return success(data)
 
-    # -- §6.2 credits ------------------------------------------------------------------
+    # -- credits (docs/clearout.md#balance) --------------------------------------------
     @app.get(PREFIX + "/email_verify/getcredits")
     def getcredits():
         with state.lock:
@@ -564,7 +568,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
             "low_credit_balance_min_threshold": LOW_CREDIT_THRESHOLD,
         })
 
-    # -- §7.1 instant finder --------------------------------------------------------------
+    # -- instant finder (docs/clearout.md#instant-finder) ---------------------------------
     def find(name: str, domain: str) -> tuple[dict | None, int]:
         """(data, cost) or (None, 0) when nothing is found.  Clearout knows
         everyone in the dataset (also people Clodura does not), but never
@@ -594,7 +598,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
             "confidence_score": score,
             "total": 1,
             "company": {"name": company.name.lower()},
-            "found_on": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "found_on": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         }
         return data, COST_FINDER
 
@@ -641,7 +645,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
         g.sandbox_extra["outcome"] = "found"
         return success(data)
 
-    # -- §7.2 queue status ----------------------------------------------------------------
+    # -- queue status (docs/clearout.md#finder-queue) -------------------------------------
     @app.get(PREFIX + "/email_finder/instant/queue_status")
     def finder_queue_status():
         problem = check_string(request.args.to_dict(), "qid", "query")

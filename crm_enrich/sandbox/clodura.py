@@ -1,6 +1,7 @@
-"""Clodura API simulator (contract: /work/shared/contracts/clodura.md).
+"""Clodura API simulator (docs/clodura.md).
 
-Pipeline for every `/api/v1/...` request, in the contract's order (§11):
+Pipeline for every `/api/v1/...` request, in the order docs/clodura.md#errors
+gives:
 
     X-API-KEY check (401) -> per-key rate limiter (429 second/minute, 409 day)
     -> plan permission (403) -> validation (400) -> credit check (402)
@@ -26,11 +27,14 @@ Control API (no key, no rate limit, no charge; also see common.py for
                                      back to their starting state (also drops pending
                                      webhooks, jobs, the delivery log and webhook faults)
 
-Asynchronous endpoints (§7, §8.3–8.5, §8.7) hand their results to a webhook
+Asynchronous endpoints (docs/clodura.md#asynchronous-results,
+docs/clodura.md#reveals, docs/clodura.md#polling,
+docs/clodura.md#email-verification) hand their results to a webhook
 dispatcher: a daemon thread, started on first use, that POSTs JSON to the
 caller's `webhookUrl` after `webhook_delay_s`, retrying non-2xx answers and
-errors after each of `webhook_retry_delays_s` (§7.1 INFERRED defaults 5/30/120 s),
-with a `webhook_timeout_s` (10 s) timeout.  Webhook control API:
+errors after each of `webhook_retry_delays_s` (INFERRED defaults 5/30/120 s,
+docs/clodura.md#asynchronous-results), with a `webhook_timeout_s` (10 s)
+timeout.  Webhook control API:
 
     POST   /_sandbox/clodura/webhook-faults  {"mode": "lose"|"duplicate"|"late"|"forged_token",
                                               "times": n (default 1, -1 = until cleared),
@@ -57,9 +61,10 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -77,18 +82,19 @@ from .dataset import (
 )
 
 # ---------------------------------------------------------------------------
-# INFERRED names (contract §11.8): every response field name that the docs did
-# not show lives here, so it can be renamed in one place once real payloads
-# are observed.  Keys are our internal names, values the wire names.
+# INFERRED names (docs/clodura.md#conventions): every response field name
+# that the docs did not show lives here, so it can be renamed in one place
+# once real payloads are observed.  Keys are our internal names, values the
+# wire names.
 # ---------------------------------------------------------------------------
 INFERRED_FIELDS: dict[str, str] = {
-    # error body (§4.2)
+    # error body (docs/clodura.md#errors)
     "error_status": "status",
     "error_message": "message",
-    # Enrich Contacts envelope (§8.6)
+    # Enrich Contacts envelope (docs/clodura.md#person-enrich)
     "enrich_data": "data",
     "credits_used": "creditsUsed",
-    # Enrich Contacts person (§8.6)
+    # Enrich Contacts person (docs/clodura.md#person-enrich)
     "person_id": "personId",
     "first_name": "firstName",
     "last_name": "lastName",
@@ -100,7 +106,7 @@ INFERRED_FIELDS: dict[str, str] = {
     "person_state": "personState",
     "person_country": "personCountry",
     "organisation": "organisation",
-    # nested organisation (§8.6 / §9.1)
+    # nested organisation (docs/clodura.md#person-enrich, docs/clodura.md#organisation-search)
     "organisation_id": "organisationId",
     "organisation_name": "organisationName",
     "domain": "domain",
@@ -113,14 +119,15 @@ INFERRED_FIELDS: dict[str, str] = {
     "org_city": "organisationCity",
     "org_state": "organisationState",
     "org_country": "organisationCountry",
-    # Verify Email (§8.7) — meanings documented, names INFERRED
+    # Verify Email (docs/clodura.md#email-verification) — meanings documented, names INFERRED
     "verify_email": "email",
     "verify_deep": "deepVerification",
     "verify_doc_id": "docId",
     "verify_status": "status",
     "verify_result": "result",
     "verify_at": "verifiedAt",
-    # Reveal Email / Reveal Phone (§7.2, §7.3, §8.3–8.5)
+    # Reveal Email / Reveal Phone (docs/clodura.md#job-ids,
+    # docs/clodura.md#webhook-payloads, docs/clodura.md#reveals)
     "tracking_id": "trackingId",
     "job_status": "status",
     "reveal_type": "type",
@@ -132,7 +139,7 @@ INFERRED_FIELDS: dict[str, str] = {
     "phone_numbers": "phoneNumbers",
     "phone_number": "number",
     "phone_type": "type",
-    # Enrich Company (§9.2)
+    # Enrich Company (docs/clodura.md#organisation-enrich)
     "address": "address",
     "boardline_numbers": "boardlineNumbers",
     "financials": "financials",
@@ -144,21 +151,21 @@ INFERRED_FIELDS: dict[str, str] = {
 }
 F = INFERRED_FIELDS
 
-# Documented enum values (§8.7).
+# Documented enum values (docs/clodura.md#email-verification).
 VERIFY_STATUS_DONE = "Completed"
 VERIFY_STATUS_PENDING = "In-progress"
 VERIFY_RESULT_PENDING = "Pending"
 
-# Documented request field names (§8.6, §8.7).
+# Documented request field names (docs/clodura.md#person-enrich, docs/clodura.md#email-verification).
 ENRICH_IDENTIFIERS = ("linkedinUrl", "email", "firstName", "lastName", "organisationName", "orgLinkedinUrl")
 
-# Credit costs (§3.2).
+# Credit costs (docs/clodura.md#credits).
 COST_ENRICH_FULL = 2
 COST_ENRICH_ORG_ONLY = 1
 COST_VERIFY_STANDARD = 0.04
 COST_VERIFY_DEEP = 0.1
 
-# Plans (§3.1, §5).  Plan names compare case-insensitively.
+# Plans (docs/clodura.md#plans, docs/clodura.md#rate-limits).  Plan names compare case-insensitively.
 DAY = None  # marker in PLAN_WINDOWS: "the configured day length"
 _FAST = [(10, 1.0), (100, 60.0), (2000, DAY)]
 _SLOW_600 = [(1, 1.0), (10, 60.0), (600, DAY)]
@@ -178,11 +185,12 @@ PLAN_WINDOWS: dict[str, list[tuple[int, float | None]]] = {
 }
 # Prospect plans keep counters instead of one pool: plan -> maxContacts.
 PROSPECT_MAX_CONTACTS = {"prospect": 1000, "prospect pro": 2000}
-PROSPECT_MAX_DIRECT_DIALS = 200  # INFERRED (§3.1)
-VERIFY_PLANS = {"free forever", "max", "payg"}  # INFERRED: others -> 403 (§8.7)
+PROSPECT_MAX_DIRECT_DIALS = 200  # INFERRED (docs/clodura.md#plans)
+VERIFY_PLANS = {"free forever", "max", "payg"}  # INFERRED: others -> 403 (docs/clodura.md#email-verification)
 
-# Reveal endpoints (§3.2, §7.3).  The Multi-Provider waterfalls are scripted:
-# the person's hash picks where the waterfall stops, and the cost follows.
+# Reveal endpoints (docs/clodura.md#credits, docs/clodura.md#webhook-payloads).
+# The Multi-Provider waterfalls are scripted: the person's hash picks where the
+# waterfall stops, and the cost follows.
 EMAIL_PROVIDERS = ["clodura", "prospeo", "hunter", "rocketreach", "findymail", "leadmagic"]  # cost 1..6
 PHONE_PROVIDER_COST = {"clodura": 10, "signalhire": 12, "enrichlayer": 14, "wiza": 16,
                        "leadmagic": 18, "rocketreach": 20, "findymail": 20}
@@ -209,17 +217,18 @@ class CloduraSimConfig:
     rate_limits: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     day_seconds: float = 86400.0
     starting_credits: float = 10000.0
-    # Webhooks (§7.1; INFERRED schedule)
+    # Webhooks (docs/clodura.md#asynchronous-results; INFERRED schedule)
     webhook_delay_s: float = 0.5
     webhook_retry_delays_s: list[float] = field(default_factory=lambda: [5.0, 30.0, 120.0])
     webhook_timeout_s: float = 10.0
     # `verify=` for webhook POSTs: None = requests' default (REQUESTS_CA_BUNDLE),
     # or a CA bundle path, or False.
     webhook_verify: bool | str | None = None
-    # §8.7: standard (non-deep) checks on catch-all domains are queued (202)
-    # too.  Only when the caller gave a webhookUrl: without one a standard
-    # check answers 200 synchronously (a caller that gave no webhook could
-    # otherwise only learn the verdict through the INFERRED polling endpoint).
+    # docs/clodura.md#email-verification: standard (non-deep) checks on
+    # catch-all domains are queued (202) too.  Only when the caller gave a
+    # webhookUrl: without one a standard check answers 200 synchronously (a
+    # caller that gave no webhook could otherwise only learn the verdict
+    # through the INFERRED polling endpoint).
     catch_all_202_on_standard: bool = True
     # Share of catch-all addresses that deep verification resolves to Deliverable.
     deep_catch_all_deliverable_share: float = 0.3
@@ -341,7 +350,7 @@ class WebhookDispatcher:
     (started lazily).  Each due delivery runs on its own short-lived daemon
     thread so one slow receiver does not hold up the others."""
 
-    def __init__(self, state: "CloduraSimState"):
+    def __init__(self, state: CloduraSimState):
         self.state = state
         self.cond = threading.Condition()
         self.heap: list[_Delivery] = []
@@ -394,7 +403,7 @@ class WebhookDispatcher:
         with self.cond:
             fault = self._take_fault() if url else None
             mode = fault.mode if fault else "normal"
-            if mode == "late":
+            if mode == "late" and fault is not None:
                 delay += float(fault.late_s)
             target = forge_url(url) if (url and mode == "forged_token") else url
             copies = 2 if mode == "duplicate" else 1
@@ -447,7 +456,7 @@ class WebhookDispatcher:
             entry["error"] = "lost (webhook fault)"
         else:
             cfg = self.state.config
-            kwargs = {"timeout": float(cfg.webhook_timeout_s)}
+            kwargs: dict[str, Any] = {"timeout": float(cfg.webhook_timeout_s)}
             if cfg.webhook_verify is not None:
                 kwargs["verify"] = cfg.webhook_verify
             try:
@@ -571,11 +580,11 @@ class CloduraSimState:
                 acct.calls[endpoint] = acct.calls.get(endpoint, 0) + 1
 
     # -- async jobs --------------------------------------------------------
-    def add_job(self, job: "_Job") -> None:
+    def add_job(self, job: _Job) -> None:
         with self.lock:
             self.jobs[job.id] = job
 
-    def job(self, job_id: str, key: str, kind_prefix: str) -> "_Job | None":
+    def job(self, job_id: str, key: str, kind_prefix: str) -> _Job | None:
         with self.lock:
             job = self.jobs.get(job_id)
         if job is None or job.key != key or not job.kind.startswith(kind_prefix):
@@ -634,7 +643,7 @@ class CloduraSimState:
         with self.lock:
             acct = self.accounts[key]
             if is_prospect(acct.plan):
-                # Documented type quirk: maxContacts is a string (§8.1).
+                # Documented type quirk: maxContacts is a string (docs/clodura.md#balance).
                 return {
                     "contactsView": acct.contacts_view,
                     "maxContacts": str(acct.max_contacts),
@@ -715,7 +724,7 @@ def verification_payload(email: str, deep: bool, doc_id: str, status: str, resul
         F["verify_doc_id"]: doc_id,
         F["verify_status"]: status,
         F["verify_result"]: result,
-        F["verify_at"]: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        F["verify_at"]: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
@@ -734,7 +743,8 @@ _EMAIL_STATUS_FOR_VERDICT = {
 
 def reveal_email_result(tracking_id: str, plan: str, person: Person | None, person_id: str | None
                         ) -> tuple[dict, float]:
-    """The §7.3 webhook payload for Reveal Email and its cost (before charging).
+    """The webhook payload (docs/clodura.md#webhook-payloads) for Reveal Email
+    and its cost (before charging).
 
     Standard (Prospect plans): Clodura's own database only; a known person
     whose address is not Undeliverable is found (emailStatus verified or
@@ -742,7 +752,7 @@ def reveal_email_result(tracking_id: str, plan: str, person: Person | None, pers
     waterfall over EMAIL_PROVIDERS; the person's hash picks the provider that
     finds the address and the cost is its position (1-6 credits); an
     Undeliverable address still comes back as a partner's guess (charged, as
-    §3.2 says)."""
+    docs/clodura.md#credits says)."""
     base = {F["tracking_id"]: tracking_id, F["reveal_type"]: "email",
             F["person_id"]: person.person_id if person else person_id}
     if is_prospect(plan):
@@ -773,10 +783,10 @@ def clodura_holds_phone(person: Person) -> bool:
 
 def reveal_phone_result(tracking_id: str, plan: str, person: Person | None, person_id: str | None,
                         via_partners: bool) -> tuple[dict, float]:
-    """The §7.3 webhook payload for Reveal Phone and its cost.  Clodura's own
-    database holds the mobile of a deterministic 60% of known people; Standard
-    plans see only those.  Multi-Provider plans with
-    revealPhoneNumberViaPartners=true fall through to one scripted partner;
+    """The webhook payload (docs/clodura.md#webhook-payloads) for Reveal Phone
+    and its cost.  Clodura's own database holds the mobile of a deterministic
+    60% of known people; Standard plans see only those.  Multi-Provider plans
+    with revealPhoneNumberViaPartners=true fall through to one scripted partner;
     cost is the finding provider's price (10-20 credits)."""
     base = {F["tracking_id"]: tracking_id, F["reveal_type"]: "phone",
             F["person_id"]: person.person_id if person else person_id}
@@ -785,6 +795,7 @@ def reveal_phone_result(tracking_id: str, plan: str, person: Person | None, pers
         if not own:
             return {**base, F["job_status"]: JOB_NOT_FOUND, F["phone_numbers"]: [],
                     F["credits_used"]: {"phone": 0, "export": 0}}, 0
+        assert person is not None  # own: a person Clodura holds the phone of
         return {**base, F["job_status"]: JOB_COMPLETED,
                 F["phone_numbers"]: [{F["phone_number"]: person.mobile_phone, F["phone_type"]: "mobile"}],
                 F["credits_used"]: {"phone": 1, "export": 1}}, COST_REVEAL_STANDARD
@@ -803,6 +814,7 @@ def reveal_phone_result(tracking_id: str, plan: str, person: Person | None, pers
         return {**base, F["job_status"]: JOB_NOT_FOUND, F["phone_numbers"]: [], F["providers"]: providers,
                 F["credits_used"]: 0}, 0
     cost = PHONE_PROVIDER_COST[finder]
+    assert person is not None  # a finder found a known person's phone
     return {**base, F["job_status"]: JOB_COMPLETED,
             F["phone_numbers"]: [{F["phone_number"]: person.mobile_phone, F["phone_type"]: "mobile",
                                   F["provider"]: finder}],
@@ -822,8 +834,8 @@ def _money(amount_m: float) -> str:
 
 def organisation_enrich_payload(c: Company, technographics: bool, acquisitions: bool, funding: bool,
                                 dataset: Dataset, cost: int) -> dict:
-    """§9.2 response built from the dataset company; optional components are
-    absent unless requested (INFERRED).  Everything not in the dataset is
+    """The docs/clodura.md#organisation-enrich response built from the dataset
+    company; optional components are absent unless requested (INFERRED).  Everything not in the dataset is
     derived deterministically from the organisation id."""
     rng = random.Random(_h("org", c.organisation_id))
     rounds: list[dict] = []
@@ -933,12 +945,12 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
         body = request.get_json(silent=True)
         return body if isinstance(body, dict) else None
 
-    # -- §8.1 GET /credits ---------------------------------------------------
+    # -- GET /credits (docs/clodura.md#balance) ------------------------------
     @app.get("/api/v1/credits")
     def credits():
         return jsonify(state.credits_body(g.clodura_key))
 
-    # -- §8.6 POST /cleanup/enrich ------------------------------------------
+    # -- POST /cleanup/enrich (docs/clodura.md#person-enrich) ---------------
     @app.post("/api/v1/cleanup/enrich")
     def enrich():
         body = json_body()
@@ -979,7 +991,7 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
         data = [person_payload(person, company)] if company is not None else []
         return jsonify({F["enrich_data"]: data, F["credits_used"]: cost})
 
-    # -- §8.7 POST /verify/email ----------------------------------------------
+    # -- POST /verify/email (docs/clodura.md#email-verification) --------------
     def decide_verification(email: str, deep: bool, webhook: str | None) -> str | None:
         """The final verdict if the check finishes synchronously (200), or
         None to queue the job (202 + webhook).  Catch-all domains are queued
@@ -1044,13 +1056,13 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
 
     @app.get("/api/v1/verify/email/<doc_id>")
     def verify_email_poll(doc_id: str):
-        # INFERRED polling endpoint (§8.7); free.
+        # INFERRED polling endpoint (docs/clodura.md#polling); free.
         job = state.job(doc_id, g.clodura_key, "verify")
         if job is None:
             return _error(404, f"Unknown docId {doc_id!r}")
         return jsonify(job.current())
 
-    # -- §8.3 / §8.4 reveal email / phone (async) -----------------------------
+    # -- reveal email / phone, async (docs/clodura.md#reveal-email, docs/clodura.md#reveal-phone) --
     def reveal_person(body: dict, allow_names: bool):
         """(person or None, personId echoed, error message or None)."""
         for name in ("personId", "linkedinUrl", "firstName", "lastName", "companyDomain"):
@@ -1145,18 +1157,19 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
 
     @app.get("/api/v1/search/people/track/<tracking_id>")
     def track(tracking_id: str):
-        # INFERRED (§8.5): free; the webhook body once done, else the queued stub.
+        # INFERRED (docs/clodura.md#polling): free; the webhook body once done, else the queued stub.
         job = state.job(tracking_id, g.clodura_key, "reveal_")
         if job is None:
             return _error(404, f"Unknown trackingId {tracking_id!r}")
         return jsonify(job.current())
 
-    # -- §9.1 POST /organisation/search ---------------------------------------
+    # -- POST /organisation/search (docs/clodura.md#organisation-search) ------
     @app.post("/api/v1/organisation/search")
     def organisation_search():
         """The filters the simulator can evaluate: organisationId (list),
-        domain, organisationName and industry (list); the others in §9.1 are
-        accepted and ignored. Free (INFERRED, §3.2)."""
+        domain, organisationName and industry (list); the others in
+        docs/clodura.md#organisation-search are accepted and ignored. Free
+        (INFERRED, docs/clodura.md#credits)."""
         body = json_body()
         if body is None:
             return refuse(400, "Request body must be a JSON object")
@@ -1201,7 +1214,7 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
             "organisations": [organisation_payload(c) for c in found[start:start + per_page]],
         })
 
-    # -- §9.2 POST /organisation/enrich ---------------------------------------
+    # -- POST /organisation/enrich (docs/clodura.md#organisation-enrich) ------
     @app.post("/api/v1/organisation/enrich")
     def organisation_enrich():
         body = json_body()

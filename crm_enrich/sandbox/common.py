@@ -198,7 +198,7 @@ class ServedApp:
     def url(self) -> str:
         return f"https://{self.host}:{self.port}"
 
-    def start(self) -> "ServedApp":
+    def start(self) -> ServedApp:
         self.thread.start()
         return self
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_SEED = 20261121
 
-# Contract §9.1 enum values (spaces around the hyphen are part of the value).
+# Enum values of docs/clodura.md#organisation-search (spaces around the hyphen are part of the value).
 EMPLOYEE_BANDS: list[tuple[str, int, int]] = [
     ("0 - 1", 0, 1),
     ("2 - 10", 2, 10),
@@ -263,7 +263,7 @@ class Dataset:
         self._person_by_id = {p.person_id: p for p in people}
         self._person_by_email = {p.email.lower(): p for p in people}
         self._person_by_linkedin = {normalize_linkedin(p.linkedin_url): p for p in people}
-        self._person_by_name: dict[tuple[str, str, str], Person] = {}
+        self._person_by_name: dict[tuple[str, str | None, str | None], Person] = {}
         self._people_by_company: dict[str, list[Person]] = {}
         for p in people:
             self._person_by_name[(p.organisation_id, _norm(p.first_name), _norm(p.last_name))] = p
@@ -304,7 +304,7 @@ class Dataset:
         org_linkedin_url: str | None = None,
         company_domain: str | None = None,
     ) -> Person | None:
-        """Contract §8.6 match rules, strongest identifier first:
+        """The match rules of docs/clodura.md#person-enrich, strongest identifier first:
         person LinkedIn URL alone; email alone; first + last name together
         with one company identifier (organisation name, company LinkedIn URL
         or company domain).  Names compare case-insensitively.  People with
@@ -421,7 +421,7 @@ def _build_people(rng: random.Random, companies: list[Company], minimum: int) ->
     linkedin_seen: set[str] = set()
     phones = rng.sample(range(10000), k=min(10000, sum(plan)))
     departments = list(_DEPARTMENTS)
-    for company, n in zip(companies, plan):
+    for company, n in zip(companies, plan, strict=True):
         names_here: set[tuple[str, str]] = set()
         for k in range(n):
             while True:
@@ -533,7 +533,7 @@ def _demo_contacts(ds: Dataset, n: int, seed: int) -> list[dict]:
     }
     used: set[str] = set()
     contacts: list[dict] = []
-    for (case, _), count in zip(DEMO_MIX, _mix_counts(n)):
+    for (case, _), count in zip(DEMO_MIX, _mix_counts(n), strict=True):
         pool = [p for p in pools[case] if p.person_id not in used]
         if count > len(pool):
             raise ValueError(f"demo_contacts: not enough people for case {case!r} (n={n})")

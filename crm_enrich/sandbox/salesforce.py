@@ -1,5 +1,5 @@
 """A local Salesforce org simulator (REST subset, OAuth token endpoint and an
-Outbound Message dispatcher), built from /work/shared/contracts/salesforce.md.
+Outbound Message dispatcher), built from docs/salesforce.md.
 
 Served with `ServedApp` over HTTPS so the real simple-salesforce client can talk
 to it in `direct` mode (instance_url + session_id). Everything a test needs to
@@ -10,22 +10,25 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import io
 import hmac
+import io
 import itertools
 import logging
 import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field, fields as dc_fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from dataclasses import fields as dc_fields
+from datetime import UTC, datetime
+from typing import Any
 from xml.sax.saxutils import escape
 
 import jwt
 import requests
 from defusedxml import ElementTree as SafeET
 from flask import Flask, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 
 from .common import SandboxRecorder, install_recorder
 
@@ -72,7 +75,7 @@ def _base62(n: int) -> str:
 class IdFactory:
     """Real-shaped ids: <3-char key prefix>5g00000<5 base62 chars><suffix>."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, itertools.count] = {}
 
@@ -112,7 +115,8 @@ class FieldSpec:
             "filterable": True,
             "sortable": True,
             "picklistValues": [],
-            "referenceTo": ["User"] if self.name.endswith("ById") else (["Account"] if self.name == "AccountId" else []),
+            "referenceTo": (["User"] if self.name.endswith("ById")
+                            else ["Account"] if self.name == "AccountId" else []),
         }
 
 
@@ -204,12 +208,12 @@ def parse_dt(value: str) -> datetime:
         v = f"{m.group(1)}{m.group(2)}:{m.group(3)}"
     dt = datetime.fromisoformat(v)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def _now_dt() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class SfError(Exception):
@@ -505,7 +509,7 @@ class SalesforceOrgState:
                 raise bad from None
         if t == "datetime":
             if isinstance(value, datetime):
-                return value.astimezone(timezone.utc)
+                return value.astimezone(UTC)
             if not isinstance(value, str):
                 raise bad
             try:
@@ -525,7 +529,7 @@ class SalesforceOrgState:
             rid = self.ids.new(KEY_PREFIX[obj])
             now = _now_dt()
             user = self.human_user_id if human else self.integration_user_id
-            rec = {name: None for name in SCHEMA[obj]}
+            rec: dict[str, Any] = {name: None for name in SCHEMA[obj]}
             rec.update({"Id": rid, "CreatedDate": now, "CreatedById": user, "LastModifiedDate": now,
                         "LastModifiedById": user, "SystemModstamp": now})
             rec.update(conv)  # control API may override audit fields (e.g. CreatedDate)
@@ -561,7 +565,7 @@ class SalesforceOrgState:
             self._queue_notification(obj, cid)
 
     def serialize(self, obj: str, rec: dict, names: list[str] | None = None, ver: str = "v59.0") -> dict:
-        out = {"attributes": {"type": obj, "url": f"/services/data/{ver}/sobjects/{obj}/{rec['Id']}"}}
+        out: dict[str, Any] = {"attributes": {"type": obj, "url": f"/services/data/{ver}/sobjects/{obj}/{rec['Id']}"}}
         for name in names or list(SCHEMA[obj]):
             if "." in name:
                 parent, _, parent_field = name.partition(".")
@@ -577,7 +581,7 @@ class SalesforceOrgState:
             out[name] = _json_value(rec.get(name))
         return out
 
-    def select(self, query: "SoqlQuery", include_deleted: bool) -> list[dict]:
+    def select(self, query: SoqlQuery, include_deleted: bool) -> list[dict]:
         """The records a parsed query selects, ordered and limited (under the lock)."""
         rows = [r for rid, r in self.records[query.object].items()
                 if (include_deleted or rid not in self.deleted) and _matches(r, query.where)]
@@ -659,6 +663,7 @@ class SalesforceOrgState:
                 kind, obj, ids = job
                 body = self.build_envelope(obj, ids)
                 url = self.config.listener_url
+                assert url is not None  # _pick answers no job without a listener
                 timeout = self.config.om_timeout_s
                 attempt = 1 + max((self.notifications[i].attempts for i in ids), default=0)
                 if kind == "dup":
@@ -768,7 +773,7 @@ def _soap_value(v) -> str:
 
 
 def parse_ack(body: bytes) -> tuple[bool, str | None]:
-    """Strict check of the §1.4 acknowledgement. Returns (acked, reason if not)."""
+    """Strict check of the acknowledgement (docs/salesforce.md#acknowledgement). Returns (acked, reason if not)."""
     try:
         root = SafeET.fromstring(body)
     except Exception as exc:  # ParseError, defusedxml's DTD/entity refusals
@@ -830,6 +835,7 @@ def parse_soql(q: str) -> SoqlQuery:
             raise _malformed(f"unexpected token: '{q[pos:].strip()[:20]}'")
         pos = m.end()
         kind = m.lastgroup
+        assert kind is not None  # every alternative is a named group
         text = m.group(kind)
         if kind == "str":
             text = re.sub(r"\\(.)", lambda mm: _UNESCAPE.get(mm.group(1), mm.group(1)), text[1:-1])
@@ -1021,6 +1027,7 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = Flask("crm_enrich.sandbox.salesforce")
     app.url_map.strict_slashes = False
+    assert isinstance(app.json, DefaultJSONProvider)
     app.json.sort_keys = False  # keep Salesforce's field order (attributes first, SELECT order)
     recorder = SandboxRecorder("salesforce")
     install_recorder(app, recorder)
@@ -1106,7 +1113,8 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
             if claims.get("iss") != cfg.client_id:
                 return sf_json({"error": "invalid_client", "error_description": "invalid client credentials"}, 400)
             if claims.get("sub") != cfg.jwt_username:
-                return sf_json({"error": "invalid_grant", "error_description": "user hasn't approved this consumer"}, 400)
+                return sf_json({"error": "invalid_grant",
+                                "error_description": "user hasn't approved this consumer"}, 400)
         else:
             return sf_json({"error": "unsupported_grant_type", "error_description": "grant type not supported"}, 400)
         base = request.host_url.rstrip("/")
@@ -1193,7 +1201,7 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
             return sf_error(err)
 
     @app.patch("/services/data/<ver>/composite/sobjects")
-    def collections_update(ver):
+    def collections_update(ver: str):
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("records"), list):
             return sf_error(SfError("JSON_PARSER_ERROR", "Expected {\"allOrNone\": bool, \"records\": [...]}"))

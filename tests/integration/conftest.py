@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.jobs.store import Job, JobStore
 from crm_enrich.sandbox.control import SandboxControl
-from crm_enrich.worker.jobs import Job, JobStore
 
 
 @pytest.fixture(scope="session")

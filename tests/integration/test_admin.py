@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from crm_enrich import admin_ops
-from crm_enrich.devstack import BIN, wait_for
+from crm_enrich.dev.devstack import BIN, wait_for
+from crm_enrich.jobs.store import JobStore
+from crm_enrich.operations import operator_input
 from crm_enrich.sandbox.dataset import build_dataset
-from crm_enrich.worker.jobs import JobStore
 
 
 def known_people(start: int, count: int):
@@ -125,9 +125,9 @@ def test_invalid_rerun_is_refused_and_queues_nothing(stack, store, body):
 
 
 def test_where_may_mention_forbidden_words_inside_string_literals():
-    assert admin_ops.validate_where("Title = 'Head of Order Management' AND LastName != 'Limit'")
-    with pytest.raises(admin_ops.InvalidRequest):
-        admin_ops.validate_where("Title = 'x' LIMIT 5")
+    assert operator_input.validate_where("Title = 'Head of Order Management' AND LastName != 'Limit'")
+    with pytest.raises(operator_input.InvalidRequest):
+        operator_input.validate_where("Title = 'x' LIMIT 5")
 
 
 def test_dry_run_by_ids_estimates_and_starts_nothing(stack, store):
@@ -152,7 +152,7 @@ def test_rerun_by_ids_enriches_the_records_and_reports_progress(stack, control, 
     run = wait_run_finished(stack, run_id)
     assert run["kind"] == "rerun" and run["object"] == "Contact"
     assert run["total"] == 2 and run["queued"] == 2 and run["jobs"] == {"done": 2}
-    for person, rid in zip(people, ids):
+    for person, rid in zip(people, ids, strict=True):
         assert control.record("Contact", rid)["record"]["Title"] == person.title
 
     # The record's and the job's view: state, steps, fields; no provider data.
@@ -326,7 +326,7 @@ def test_readyz_reports_the_worker_heartbeat(stack, store):
 def test_readyz_fails_without_a_worker_heartbeat(stack):
     """A web app on a Redis database no worker uses is not ready, and says why."""
     from crm_enrich.settings import load_settings
-    from crm_enrich.web import create_app
+    from web import create_app
 
     base = stack.redis.url.rstrip("/")
     url = re.sub(r"/\d+$", "", base) + "/9"
@@ -335,7 +335,7 @@ def test_readyz_fails_without_a_worker_heartbeat(stack):
                              "SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_ORG_ID",
                              "SALESFORCE_WEBHOOK_SECRET", "ADMIN_TOKEN", "SECRET_KEY")}
     app = create_app(load_settings(**{**env_settings, "redis_url": url}))
-    store = app.extensions["crm_enrich"]["store"]
+    store = app.extensions["crm_enrich"].store
     store.r.delete("worker:heartbeat")
     client = app.test_client()
     resp = client.get("/readyz")

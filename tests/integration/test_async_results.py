@@ -8,8 +8,8 @@ import time
 import requests
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from crm_enrich import callbacks
-from crm_enrich.devstack import wait_for
+from crm_enrich.dev.devstack import wait_for
+from crm_enrich.flow import callbacks
 from crm_enrich.sandbox.clodura import deep_verdict
 from crm_enrich.sandbox.dataset import build_dataset
 

@@ -2,7 +2,7 @@
 its own Celery queue, which workers take turns with."""
 import requests
 
-from crm_enrich.devstack import wait_for
+from crm_enrich.dev.devstack import wait_for
 from crm_enrich.sandbox.dataset import build_dataset
 
 

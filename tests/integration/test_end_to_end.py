@@ -1,5 +1,5 @@
 """A Contact created in the (simulated) org comes back enriched and verified."""
-from crm_enrich.devstack import wait_for
+from crm_enrich.dev.devstack import wait_for
 from crm_enrich.sandbox.dataset import build_dataset
 
 

@@ -3,10 +3,10 @@ import os
 import signal
 import subprocess
 
-from crm_enrich.devstack import wait_for
+from crm_enrich.dev.devstack import wait_for
+from crm_enrich.jobs.store import JobStore
 from crm_enrich.sandbox.dataset import build_dataset
-from crm_enrich.worker import tasks
-from crm_enrich.worker.jobs import JobStore
+from worker import tasks
 
 
 def person(index: int):

@@ -8,16 +8,16 @@ after every such request the number of jobs and runs must be unchanged.
 """
 from __future__ import annotations
 
+import jsonschema_rs
 import pytest
 import requests
 import schemathesis
-import jsonschema_rs
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from crm_enrich.web.openapi import spec
-from crm_enrich.worker.jobs import JobStore
+from crm_enrich.jobs.store import JobStore
+from web.openapi import spec
 
 MAX_EXAMPLES = 25
 
@@ -42,8 +42,8 @@ def test_served_description_is_the_hand_written_one(stack):
 
 
 def test_every_route_is_described(stack):
-    from crm_enrich.web import create_app
     from crm_enrich.settings import load_settings
+    from web import create_app
 
     app = create_app(load_settings(**{k.lower(): v for k, v in stack.env.items() if k.isupper()
                                       and k in {"REDIS_URL", "PUBLIC_BASE_URL", "CLODURA_API_KEY",

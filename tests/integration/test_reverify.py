@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
-from crm_enrich import admin_ops
-from crm_enrich.devstack import Stack, wait_for
+from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.jobs.store import JobStore
+from crm_enrich.operations import operator_input, reverify, runs
+from crm_enrich.providers import quota
+from crm_enrich.queues import REVERIFY_SOURCE
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from crm_enrich.sandbox.salesforce import parse_dt
-from crm_enrich.worker import quota, reverify
-from crm_enrich.worker.celery_app import REVERIFY_SOURCE
-from crm_enrich.worker.jobs import JobStore
 
 AFTER_DAYS = 30
 CAP = 3
@@ -74,7 +74,7 @@ def wait_trigger(store: JobStore, after: float, outcome: str, timeout: float = 3
 
 
 def verified_days_ago(days: float) -> str:
-    return (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
 def make(control, object_type: str, days_ago: float | None, email: bool = True) -> str:
@@ -107,12 +107,12 @@ def get_run(stack, run_id: str) -> dict:
 def runs_since(stack, store: JobStore, since: float) -> list[dict]:
     """Re-verification runs started after `since`, oldest first, as GET
     /admin/runs/<id> shows them."""
-    runs = [get_run(stack, run_id) for run_id in reversed(store.r.lrange(reverify.RUNS_KEY, 0, -1))]
-    return [run for run in runs if run["createdAt"] > since]
+    found = [get_run(stack, run_id) for run_id in reversed(store.r.lrange(reverify.RUNS_KEY, 0, -1))]
+    return [run for run in found if run["createdAt"] > since]
 
 
 def run_records(store: JobStore, run_id: str) -> set[str]:
-    return {store.get(job_id).record_id for job_id in store.r.smembers(admin_ops.run_jobs_key(run_id))}
+    return {store.get(job_id).record_id for job_id in store.r.smembers(runs.run_jobs_key(run_id))}
 
 
 def seq(control, service: str) -> int:
@@ -137,14 +137,14 @@ def test_old_verdicts_are_reverified_oldest_first_a_capped_run_at_a_time(rstack,
 
     # Runs of kind "reverify", capped at 3 records per trigger, oldest first:
     # the 3 oldest Contacts, then the other 2 with the Lead.
-    runs = runs_since(rstack, rstore, start)
-    assert [(r["kind"], r["object"], r["total"]) for r in runs] == [
+    started = runs_since(rstack, rstore, start)
+    assert [(r["kind"], r["object"], r["total"]) for r in started] == [
         ("reverify", "Contact", 3), ("reverify", "Contact", 2), ("reverify", "Lead", 1)]
-    assert [r["limit"] for r in runs] == [3, 2, 1]
-    assert run_records(rstore, runs[0]["runId"]) == set(old[:3])
-    assert run_records(rstore, runs[1]["runId"]) == set(old[3:])
-    assert run_records(rstore, runs[2]["runId"]) == {old_lead}
-    jobs = [rstore.get(job_id) for run in runs for job_id in rstore.r.smembers(admin_ops.run_jobs_key(run["runId"]))]
+    assert [r["limit"] for r in started] == [3, 2, 1]
+    assert run_records(rstore, started[0]["runId"]) == set(old[:3])
+    assert run_records(rstore, started[1]["runId"]) == set(old[3:])
+    assert run_records(rstore, started[2]["runId"]) == {old_lead}
+    jobs = [rstore.get(job_id) for run in started for job_id in rstore.r.smembers(runs.run_jobs_key(run["runId"]))]
     assert len(jobs) == 6 and {(j.source, j.force, j.state) for j in jobs} == {(REVERIFY_SOURCE, True, "done")}
 
     # A fresh verdict is written; nothing else is touched.
@@ -181,9 +181,9 @@ def test_a_run_selects_no_more_than_the_budget_share_left_pays_for(rstack, rcont
     # The two verifications used the share up: triggers now select nothing.
     wait_trigger(rstore, done_at, "no_budget")
 
-    runs = runs_since(rstack, rstore, start)
-    assert [(r["object"], r["total"]) for r in runs] == [("Contact", 2)]
-    assert run_records(rstore, runs[0]["runId"]) == set(old[:2])
+    started = runs_since(rstack, rstore, start)
+    assert [(r["object"], r["total"]) for r in started] == [("Contact", 2)]
+    assert run_records(rstore, started[0]["runId"]) == set(old[:2])
     calls = rcontrol.log("clodura", since=clodura_mark)
     assert [e["path"] for e in calls] == ["/api/v1/verify/email"] * 2
     assert sum(e["credits"] for e in calls) == pytest.approx(2 * VERIFY)
@@ -214,11 +214,11 @@ def test_a_run_whose_selection_task_was_lost_gets_it_sent_again(rstack, rcontrol
     # As if a trigger had tracked a run 16 minutes ago and died before
     # sending its selection task.
     where = reverify.reverify_condition(
-        "Email_Verified_At__c", reverify.cutoff_literal(datetime.now(timezone.utc), AFTER_DAYS))
-    run_id = admin_ops.create_run(rstore.r, admin_ops.RerunRequest(
+        "Email_Verified_At__c", reverify.cutoff_literal(datetime.now(UTC), AFTER_DAYS))
+    run_id = runs.create_run(rstore.r, operator_input.RerunRequest(
         object="Contact", kind="reverify", where=where, force=True, order_by="Email_Verified_At__c", limit=1),
         total=1, status="selecting")
-    rstore.r.hset(admin_ops.run_key(run_id), "created_at", time.time() - reverify.SELECTION_STALLED_S - 60)
+    rstore.r.hset(runs.run_key(run_id), "created_at", time.time() - reverify.SELECTION_STALLED_S - 60)
     rstore.r.lpush(reverify.RUNS_KEY, run_id)
     start = time.time()
 
@@ -228,4 +228,4 @@ def test_a_run_whose_selection_task_was_lost_gets_it_sent_again(rstack, rcontrol
                    "the run to finish")
     assert run["kind"] == "reverify" and run["jobs"] == {"done": 1}
     assert run_records(rstore, run_id) == {rid}
-    assert float(rstore.r.hget(admin_ops.run_key(run_id), "resent_at")) >= start
+    assert float(rstore.r.hget(runs.run_key(run_id), "resent_at")) >= start

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from crm_enrich.devstack import free_port, wait_for
+from crm_enrich.dev.devstack import free_port, wait_for
 
 
 def test_sandbox_command_serves_clodura_salesforce_and_clearout(tmp_path):

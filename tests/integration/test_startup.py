@@ -9,8 +9,8 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.parametrize("command", [
-    [str(BIN / "celery"), "-A", "crm_enrich.worker.main", "worker"],
-    [str(BIN / "gunicorn"), "--bind", "127.0.0.1:0", "crm_enrich.web:create_app()"],
+    [str(BIN / "celery"), "-A", "worker.app", "worker"],
+    [str(BIN / "gunicorn"), "--bind", "127.0.0.1:0", "web:create_app()"],
     [str(BIN / "crm-enrich"), "check-settings"],
 ], ids=["worker", "web", "check-settings"])
 def test_missing_setting_stops_start_up_naming_it(stack, command):
@@ -32,7 +32,7 @@ def test_worker_refuses_a_field_map_that_does_not_fit_the_org(stack, tmp_path):
     field_map = tmp_path / "field_map.toml"
     field_map.write_text('[Contact]\nTitle = { from = "person.title", rule = "fill_blank" }\n'
                          'Favourite_Colour__c = { from = "person.department", rule = "always" }\n')
-    result = subprocess.run([str(BIN / "celery"), "-A", "crm_enrich.worker.main", "worker", "--concurrency", "1"],
+    result = subprocess.run([str(BIN / "celery"), "-A", "worker.app", "worker", "--concurrency", "1"],
                             env={**stack.env, "FIELD_MAP": str(field_map)},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from celery import Celery
 
-from crm_enrich.devstack import wait_for
+from crm_enrich.dev.devstack import wait_for
+from crm_enrich.salesforce.batch_queue import BatchQueue
+from crm_enrich.salesforce.batches import BatchServices, queue_write
 from crm_enrich.sandbox.dataset import build_dataset
-from crm_enrich.worker.batching import BatchQueue
-from crm_enrich.worker.salesforce_batches import BatchServices, queue_write
 
 COMPOSITE = "/composite/sobjects"
 
@@ -81,7 +81,7 @@ def test_per_record_results_locked_deleted_invalid(control, store, writes):
         writes(invalid, {"Title": "Fine", "No_Such_Field__c": "x"}),
         writes(fine, {"Title": "Fine"}),
     ]
-    jobs = dict(zip(["locked", "deleted", "invalid", "fine"], wait_jobs_final(store, job_ids)))
+    jobs = dict(zip(["locked", "deleted", "invalid", "fine"], wait_jobs_final(store, job_ids), strict=True))
     assert jobs["fine"].state == "done"
     assert control.record("Contact", fine)["record"]["Title"] == "Fine"
     assert jobs["locked"].state == "done"

@@ -18,7 +18,7 @@ from crm_enrich.sandbox.dataset import (
 
 TOKEN = "sandbox-clearout-token"
 
-# clearout.md §11, transcribed: local part -> (status, sub_status, safe_to_send, other fields)
+# docs/clearout.md#test-addresses, transcribed: local part -> (status, sub_status, safe_to_send, other fields)
 SECTION_11 = {
     "valid": ("valid", 200, "yes", {}),
     "invalid": ("invalid", 406, "no", {"bounce_type": "hard"}),
@@ -99,7 +99,7 @@ def ds():
     return build_dataset()
 
 
-# -- §11 test addresses -------------------------------------------------------------
+# -- test addresses (docs/clearout.md#test-addresses) -------------------------------
 
 @pytest.mark.parametrize("local", sorted(SECTION_11))
 def test_section_11_addresses(api, local):

@@ -252,8 +252,9 @@ def test_reset_restores_everything(api, ds):
 # -- dataset ----------------------------------------------------------------
 
 def test_dataset_is_deterministic_and_sized(ds):
-    from crm_enrich.sandbox.dataset import _build_companies, _build_people
     import random
+
+    from crm_enrich.sandbox.dataset import _build_companies, _build_people
 
     rng = random.Random(20261121)
     fresh_companies = _build_companies(rng, 500)

@@ -1,8 +1,8 @@
 import pytest
 
-from crm_enrich.worker.field_map import FieldMapError, load_field_map, plan_changes, value_hash
-from crm_enrich.worker.pipeline import enrich_identifiers, field_sources
-from crm_enrich.worker.verification import normalise_clodura as normalise_verdict
+from crm_enrich.field_map import FieldMapError, load_field_map, plan_changes, value_hash
+from crm_enrich.flow.enrich import enrich_identifiers, field_sources
+from crm_enrich.flow.verify import normalise_clodura as normalise_verdict
 
 MAP = load_field_map()
 PERSON = {"personId": "p_1", "personTitle": "VP Sales", "functional": ["Sales"],
@@ -105,7 +105,7 @@ DESCRIBE = {"fields": [
 
 
 def test_describe_check_names_every_misfit():
-    from crm_enrich.worker.field_map import check_against_describe
+    from crm_enrich.field_map import check_against_describe
 
     problems = check_against_describe(MAP, {"Contact": DESCRIBE, "Lead": None, "Account": DESCRIBE})
     text = "\n".join(problems)
@@ -117,7 +117,7 @@ def test_describe_check_names_every_misfit():
 
 
 def test_values_are_fitted_to_type_and_length():
-    from crm_enrich.worker.field_map import fit_changes, fit_to_field
+    from crm_enrich.field_map import fit_changes, fit_to_field
 
     assert fit_changes({"Title": "Senior Vice President"}, DESCRIBE) == {"Title": "Senior Vic"}
     assert fit_to_field("312", {"type": "int"}) == 312
@@ -128,7 +128,7 @@ def test_values_are_fitted_to_type_and_length():
 
 
 def test_a_value_a_restricted_picklist_does_not_offer_is_left_out():
-    from crm_enrich.worker.field_map import fit_changes
+    from crm_enrich.field_map import fit_changes
 
     industry = {"name": "Industry", "type": "picklist", "length": 255, "restrictedPicklist": True,
                 "picklistValues": [{"value": "Technology", "active": True}, {"value": "Retail", "active": False}]}

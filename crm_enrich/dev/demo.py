@@ -1,0 +1,189 @@
+"""`crm-enrich demo`: the whole flow on the sandbox. Contacts are created in
+the simulated org, which sends Outbound Messages to our web app; the worker
+enriches, verifies and writes them back; we watch until every record is
+final, then print a before/after table and a summary."""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from crm_enrich import counters, keys, redis_typing
+from crm_enrich.dev.devstack import Stack
+from crm_enrich.jobs.state import State
+from crm_enrich.jobs.store import FINAL_STATES, Job, JobStore
+from crm_enrich.sandbox.control import SandboxControl
+from crm_enrich.sandbox.dataset import demo_contacts
+
+SHOWN_FIELDS = ("Email", "Title", "Department", "Email_Verification_Status__c")
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    line = f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs final  {time.monotonic() - started:5.1f}s"
+    if sys.stdout.isatty():
+        print(line, end="", flush=True)
+    elif done == total or done % max(1, total // 10) == 0:
+        print(line.strip(), flush=True)
+
+
+def _short(value, width: int = 22) -> str:
+    text = "-" if value in (None, "") else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _job(store: JobStore, job_id: str) -> Job:
+    """A job the demo made (its record lives a week, far longer than the demo)."""
+    job = store.get(job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} is gone")
+    return job
+
+
+def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int:
+    state_dir = Path(tempfile.mkdtemp(prefix="crm-enrich-demo-"))
+    print(f"crm-enrich demo: {records} Contacts through the sandbox (logs in {state_dir / 'logs'})")
+    # Clearout as the second opinion on risky and catch-all addresses, and
+    # its finder for people Clodura cannot reveal: the whole waterfall.
+    stack = Stack(state_dir, worker_concurrency=workers,
+                  extra_env={"VERIFY_PROVIDER": "clodura_then_clearout", "CLEAROUT_FINDER": "true"})
+    try:
+        print("  starting Redis, the sandbox, the web app (gunicorn) and a Celery worker …")
+        stack.start()
+        control = SandboxControl(stack.sandbox.info)
+        store = JobStore(stack.redis_client())
+        return _run(stack, control, store, records, timeout_s)
+    finally:
+        stack.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, timeout_s: float) -> int:
+    contacts = demo_contacts(records)
+    companies = sorted({c["_company"] for c in contacts})
+    account_ids = control.create_accounts(companies)
+    fields = [{k: v for k, v in c.items() if not k.startswith("_")} | {"AccountId": account_ids[c["_company"]]}
+              for c in contacts]
+    ids = control.create_records("Contact", fields)
+    before = {rid: control.record("Contact", rid)["record"] for rid in ids}
+    print(f"  created {len(companies)} Accounts and {len(ids)} Contacts; the org sends Outbound Messages …")
+
+    started = time.monotonic()
+    # The Contacts, then the Accounts their jobs enrich (one job per company).
+    watched = [("Contact", rid) for rid in ids] + [("Account", aid) for aid in account_ids.values()]
+    all_jobs: dict[tuple[str, str], str] = {}
+    final = 0
+    while True:
+        for key in watched:
+            if key not in all_jobs:
+                job_id = redis_typing.text(store.r.get(keys.record_last_job(*key)))
+                if job_id:
+                    all_jobs[key] = job_id
+        now_final = sum(1 for job_id in all_jobs.values() if _job(store, job_id).state in FINAL_STATES)
+        if now_final != final or final == 0:
+            _progress(now_final, len(watched), started)
+            final = now_final
+        if final == len(watched) or time.monotonic() - started > timeout_s:
+            break
+        time.sleep(0.25)
+    elapsed = time.monotonic() - started
+    print()
+    jobs = {rid: job_id for (obj, rid), job_id in all_jobs.items() if obj == "Contact"}
+    account_jobs = [_job(store, job_id) for (obj, _), job_id in all_jobs.items() if obj == "Account"]
+
+    after = {rid: control.record("Contact", rid) for rid in ids}
+    print("\n  Before → after (first 6 records):")
+    labels = [f.replace("Email_Verification_Status__c", "Verification") for f in SHOWN_FIELDS]
+    header = f"  {'Name':<20} " + " ".join(f"{label:<22}" for label in labels)
+    print(header)
+    for rid in ids[:6]:
+        b, a = before[rid], after[rid]["record"]
+        name = _short(f"{b.get('FirstName', '')} {b.get('LastName', '')}", 20)
+        print(f"  {name:<20} " + " ".join(f"{_short(b.get(f)):<22}" for f in SHOWN_FIELDS))
+        print(f"  {'  →':<20} " + " ".join(f"{_short(a.get(f)):<22}" for f in SHOWN_FIELDS))
+
+    counts = {state: 0 for state in ("done", "skipped", "failed")}
+    enriched = verified = written = revealed = verified_later = found_by_clearout = 0
+    verdicts: dict[str, int] = {}
+    unfinished = []
+    for rid in ids:
+        job = store.get(jobs[rid]) if rid in jobs else None
+        if job is None or not job.final:
+            unfinished.append(rid)
+            continue
+        counts[job.state] += 1
+        outcome = store.provider_data(job.id).get("outcome") or {}
+        enriched += bool(outcome.get("matched"))
+        verified += bool(outcome.get("verdict"))
+        revealed += bool(outcome.get("email_revealed"))
+        found_by_clearout += bool((store.provider_data(job.id).get("clearout_finder") or {}).get("email"))
+        if outcome.get("verdict"):
+            verdicts[outcome["verdict"]] = verdicts.get(outcome["verdict"], 0) + 1
+            verified_later += any(step["state"] == "awaiting_verification" for step in job.steps)
+        if job.state == State.DONE and after[rid]["writes"] and after[rid]["record"].get("Enriched_At__c"):
+            written += 1
+    clodura = control.clodura_usage()
+    salesforce = control.salesforce_usage()
+    outbound = control.outbound_log()
+    failed_jobs = [_job(store, jobs[rid]) for rid in ids
+                   if rid in jobs and _job(store, jobs[rid]).state == State.FAILED]
+
+    print("\n  Summary")
+    print(f"    records            {len(ids)} in {elapsed:.1f}s")
+    print(f"    enriched           {enriched} (matched by Clodura)")
+    print(f"    verified           {verified} (email verdict written: "
+          + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) + ")")
+    print(f"    emails revealed    {revealed} ({revealed - found_by_clearout} by Clodura's reveal, result by "
+          f"callback; {found_by_clearout} by Clearout's finder)")
+    print(f"    202 verifications  {verified_later} completed later (catch-all domains, deep check)")
+    print(f"    callbacks          {_callbacks_summary(store)}")
+    print(f"    written back       {written}")
+    print(f"    skipped            {counts['skipped']}")
+    print(f"    failed             {counts['failed']}")
+    print(f"    not final          {len(unfinished)}")
+    print(f"    Clodura credits    {clodura['creditsSpent']:.2f} spent ({clodura['accepted']} requests, "
+          f"{clodura['rejected_429']} answered 429)")
+    org_calls = sum(1 for e in control.log("clodura") if e["path"] == "/api/v1/organisation/enrich")
+    accounts_written = sum(1 for j in account_jobs if j.state == State.DONE and j.fields_written)
+    print(f"    Accounts           {accounts_written} of {len(account_ids)} enriched with firmographics "
+          f"({org_calls} organisation enrich calls for {len(ids)} Contacts)")
+    clearout = control.clearout_usage()["calls"]
+    print(f"    Clearout           {clearout.get('email_verify/instant', 0)} verifications (second opinion), "
+          f"{clearout.get('email_finder/instant', 0)} finder searches")
+    print(f"    Salesforce API     {salesforce['api_used']} calls "
+          f"({salesforce['api_used'] / max(1, len(ids)):.2f} per record)")
+    print(f"    Outbound Messages  {_outbound_summary(outbound)}")
+    for job in failed_jobs[:5]:
+        print(f"    failed {job.record_id}: {job.last_error}")
+
+    ok = not unfinished and written == len(ids) and len(account_jobs) == len(account_ids) \
+        and all(j.final for j in account_jobs)
+    print(f"\n  {'OK' if ok else 'NOT OK'}: every record reached a final state and was written back"
+          if ok else "\n  NOT OK: some records were not final or not written back")
+    return 0 if ok else 1
+
+
+def _outbound_summary(outbound) -> str:
+    deliveries = outbound.get("deliveries", outbound) if isinstance(outbound, dict) else outbound
+    if not isinstance(deliveries, list):
+        return "n/a"
+    acked = sum(1 for d in deliveries if d.get("acked"))
+    return f"{len(deliveries)} POSTs, {acked} acknowledged"
+
+
+def _callbacks_summary(store: JobStore) -> str:
+    applied: dict[str, int] = {}
+    other: dict[str, int] = {}
+    for name, labels, value in counters.read(store.r):
+        if name == "callbacks_applied":
+            applied[labels["step"]] = int(value)
+        elif name == "async_results":
+            other[labels["outcome"]] = other.get(labels["outcome"], 0) + int(value)
+    text = f"{sum(applied.values())} received and applied (" + \
+        ", ".join(f"{n} {step}" for step, n in sorted(applied.items())) + ")"
+    if other:
+        text += "; " + ", ".join(f"{n} by {how}" for how, n in sorted(other.items()))
+    return text

@@ -1,0 +1,64 @@
+"""The record a job works on, as Salesforce has it: read in a batch (the
+job parks until the read resumes it), and the checks every job makes
+before spending anything: is it still there, and was the change our own?"""
+from __future__ import annotations
+
+from crm_enrich.jobs.state import State
+from crm_enrich.jobs.store import Job, JobMemory
+from crm_enrich.queues import EVENT_SOURCES
+from crm_enrich.salesforce.batches import queue_read
+from crm_enrich.salesforce.ids import PERSON_OBJECTS
+
+from .services import Services
+
+__all__ = ["PERSON_OBJECTS", "record_to_work_on"]
+# What we need to know of a record to find the person, apply the map and
+# recognise our own changes.
+IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "Account.Name", "Account.Website"],
+                   "Lead": ["FirstName", "LastName", "Email", "Company", "Website"],
+                   "Account": ["Name", "Website"]}
+AUDIT_FIELDS = ["CreatedDate", "LastModifiedDate", "LastModifiedById"]
+RECORD = "record"   # the job's slot for the record read
+
+
+def is_own_change(record: dict, integration_user_id: str | None) -> bool:
+    """The record's latest change is our write-back (not its creation)."""
+    return bool(
+        integration_user_id
+        and record.get("LastModifiedById", "")[:15] == integration_user_id[:15]
+        and record.get("LastModifiedDate") not in (None, record.get("CreatedDate"))
+    )
+
+
+def fields_to_read(svc: Services, object_type: str) -> list[str]:
+    return IDENTITY_FIELDS[object_type] + AUDIT_FIELDS + svc.field_map.target_fields(object_type)
+
+
+def current_record(svc: Services, job: Job, memory: JobMemory) -> dict | None:
+    """The record as Salesforce has it, or None when a batched read was
+    queued. Outbound Messages omit null fields, so unless the event carried
+    every field we need, the record is read (200 to a query)."""
+    if RECORD in memory:
+        return memory[RECORD]
+    needed = fields_to_read(svc, job.object)
+    if all(name in job.input for name in needed):
+        return dict(job.input)
+    queue_read(svc.batches, job.id, job.object, job.record_id, needed, urgent=job.source in EVENT_SOURCES)
+    return None
+
+
+def record_to_work_on(svc: Services, job: Job, memory: JobMemory, own_change_counts: bool = True) -> dict | None:
+    """The record, or None when the job cannot go on now: parked for the
+    batched read, or skipped (the record is gone, or the event was our own
+    write-back; `own_change_counts` is False for work we queued ourselves)."""
+    record = current_record(svc, job, memory)
+    if record is None:
+        return None
+    if record.get("_missing"):
+        svc.store.finish(job, State.SKIPPED, "record deleted or not visible")
+        return None
+    if (own_change_counts and job.source in EVENT_SOURCES
+            and is_own_change(record, svc.batches.salesforce.integration_user_id)):
+        svc.store.finish(job, State.SKIPPED, "the change was our own write-back")
+        return None
+    return record

@@ -1,0 +1,123 @@
+"""Running a job: one owner of its lifecycle.
+
+`process_job` takes the job's lock, advances it as far as it can go now,
+and turns whatever a step raised into the job's next state: a wait (the
+task runs again later, no retry used), a retry with backoff, a hold for
+quota or credits, or a final failure with its reason. The task that calls
+it (worker.tasks) only maps RetryLater onto Celery.
+"""
+from __future__ import annotations
+
+from crm_enrich import keys
+from crm_enrich.jobs.state import JobMoved, State
+from crm_enrich.jobs.store import Job
+from crm_enrich.logs import log
+from crm_enrich.providers.cache import AnswerPending
+from crm_enrich.providers.errors import CreditsExhausted, DailyQuotaExceeded, ProviderError
+from crm_enrich.providers.quota import QuotaExhausted, SpendingPaused
+from crm_enrich.providers.rate_limit import RateLimited
+from crm_enrich.salesforce.gateway import SalesforceFailure
+from crm_enrich.salesforce.ids import PERSON_OBJECTS
+
+from .account import advance_account
+from .person import advance_person
+from .services import Services
+
+JOB_LOCK_TTL_MS = 300_000
+
+# Take the job's lock if it is free or already ours: a redelivery of the
+# same task (its worker died holding the lock) carries the same runner id.
+_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+class RetryLater(Exception):
+    """The task should run again later: after `countdown` seconds, or (None)
+    after the task's own exponential backoff. A `wait` is not a failure
+    (a rate-limit slot, another job's identical request, this job's lock)
+    and does not use up the task's retries: in a long backlog a job may
+    wait for its slot many times."""
+
+    def __init__(self, reason: str, countdown: float | None = None, wait: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.countdown = countdown
+        self.wait = wait
+
+
+def process_job(svc: Services, job_id: str, runner_id: str) -> str:
+    """Advance a job as far as it can go now; answer its state."""
+    store = svc.store
+    lock_key = keys.job_lock(job_id)
+    if not store.r.eval(_LOCK, 1, lock_key, runner_id, JOB_LOCK_TTL_MS):
+        raise RetryLater("another task is working on this job", 2.0, wait=True)
+    try:
+        return _process_locked(svc, job_id, runner_id)
+    finally:
+        store.r.delete(lock_key)
+
+
+def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
+    store = svc.store
+    job = store.get(job_id)
+    if job is None:
+        log.warning("job.missing", job_id=job_id)
+        return "missing"
+    if job.final or job.state == State.WRITING:
+        return job.state  # replayed task, or the batch flush will finish it
+    store.count_attempt(job)
+    try:
+        return _advance(svc, job, runner_id)
+    except JobMoved as exc:
+        # The write flush or the sweeper moved the job while this task
+        # worked on a copy: the stored job is the truth, and this task stops.
+        log.info("job.moved_meanwhile", job_id=job.id, record_id=job.record_id, detail=str(exc))
+        return exc.stored or "missing"
+    except RateLimited as exc:
+        # Our own limiter said wait: hand the worker back, no error recorded.
+        raise RetryLater("waiting for a rate-limit slot", exc.wait_s, wait=True) from None
+    except AnswerPending as exc:
+        raise RetryLater("the same request is in flight for another job", exc.wait_s, wait=True) from None
+    except DailyQuotaExceeded as exc:
+        svc.quota.quota_exhausted(exc.retry_after)
+        store.transition(job, State.DEFERRED, last_error=str(exc))
+    except QuotaExhausted as exc:
+        store.transition(job, State.DEFERRED, last_error=str(exc))
+    except CreditsExhausted as exc:
+        svc.quota.credits_exhausted()
+        store.transition(job, State.PAUSED, last_error=str(exc))
+    except SpendingPaused as exc:
+        store.transition(job, State.PAUSED, last_error=str(exc))
+    except ProviderError as exc:
+        if exc.retryable:
+            store.note_error(job, str(exc))
+            raise RetryLater(str(exc), exc.retry_after) from None
+        store.finish(job, State.FAILED, str(exc))
+    except SalesforceFailure as exc:
+        if exc.retryable:
+            store.note_error(job, str(exc))
+            raise RetryLater(str(exc)) from None
+        store.finish(job, State.FAILED, str(exc))
+    log.info("job.stopped", job_id=job.id, record_id=job.record_id, state=job.state,
+             error=job.last_error)
+    return job.state
+
+
+def give_up(svc: Services, job_id: str, reason: str) -> None:
+    """Retries exhausted: park the job as a dead letter, visible for a re-run."""
+    job = svc.store.finish_by_id(job_id, State.FAILED, f"gave up after retries: {reason}")
+    if job is not None:
+        log.warning("job.failed", job_id=job.id, record_id=job.record_id, reason=reason)
+
+
+def _advance(svc: Services, job: Job, runner_id: str) -> str:
+    if job.object == "Account":
+        return advance_account(svc, job, runner_id)
+    if job.object not in PERSON_OBJECTS:
+        svc.store.finish(job, State.SKIPPED, f"{job.object} enrichment is not supported yet")
+        return job.state
+    return advance_person(svc, job, runner_id)

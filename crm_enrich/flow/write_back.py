@@ -1,0 +1,33 @@
+"""The last step of every job: what the field map says to change, fitted
+to the org's fields, queued for a batched write (salesforce.batches); the
+job is done at once when nothing changes."""
+from __future__ import annotations
+
+from crm_enrich.field_map import fit_changes, plan_changes
+from crm_enrich.jobs.state import JobMoved, State
+from crm_enrich.jobs.store import Job, load_tracked_hashes
+from crm_enrich.queues import EVENT_SOURCES
+from crm_enrich.salesforce.batches import queue_write
+
+from .services import Services
+
+
+def write_back(svc: Services, job: Job, record: dict, sources: dict) -> str:
+    store = svc.store
+    tracked = load_tracked_hashes(store, job.object, job.record_id)
+    planned = plan_changes(svc.field_map, job.object, record, sources, tracked)
+    fitted = fit_changes(planned, svc.schema.describe(job.object))
+    changes = {name: value for name, value in fitted.items() if record.get(name) != value}
+    if not changes:
+        store.transition(job, State.DONE, fields_written=[], last_error=None)
+        return job.state
+    tracked_fields = [r.field for r in svc.field_map.rules_for(job.object) if r.rule == "tracked"]
+    queue_write(svc.batches, job.id, job.object, job.record_id, changes, tracked_fields,
+                urgent=job.source in EVENT_SOURCES)
+    try:
+        store.transition(job, State.WRITING)
+    except JobMoved as exc:
+        # A flush took the write and ended the job before this move: the
+        # job is already where it belongs.
+        return exc.stored or job.state
+    return job.state

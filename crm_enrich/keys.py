@@ -1,0 +1,177 @@
+"""Every Redis key crm-enrich uses, in one place, with how long it lives.
+
+The store is shared by the web app, every worker and beat, so a key's
+spelling is part of the contract between processes: it is written here
+once and nowhere else. TTLs sit beside their keys; anything that may hold
+provider data or personal data lives at most `PROVIDER_DATA_MAX_TTL_S`
+(docs/clodura.md#data-retention).
+"""
+from __future__ import annotations
+
+from crm_enrich.settings import PROVIDER_DATA_MAX_TTL_S
+
+__all__ = ["PROVIDER_DATA_MAX_TTL_S"]
+
+# -- jobs -----------------------------------------------------------------------
+JOB_META_TTL_S = 7 * 86_400        # job bookkeeping: ids, states, times; no provider data
+DEDUPE_TTL_S = 2 * 86_400          # Salesforce retries an Outbound Message for up to 24 h
+TRACKED_TTL_S = 400 * 86_400       # hashes (never values) of what we last wrote to tracked fields
+
+
+def job(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def job_provider_data(job_id: str) -> str:
+    """The provider answers a job gathered (≤ 24 h)."""
+    return f"job:{job_id}:provider"
+
+
+def job_lock(job_id: str) -> str:
+    return f"job:{job_id}:lock"
+
+
+def jobs_in_state(state: str) -> str:
+    return f"jobs:state:{state}"
+
+
+def dedupe(event_key: str) -> str:
+    return f"dedupe:{event_key}"
+
+
+def record_last_job(object_type: str, record_id: str) -> str:
+    return f"record:{object_type}:{record_id}:last_job"
+
+
+def tracked(object_type: str, record_id: str) -> str:
+    return f"tracked:{object_type}:{record_id}"
+
+
+def deliveries(task_id: str, retries: int) -> str:
+    """How often one attempt of a task was delivered (the poison-message cap)."""
+    return f"deliveries:{task_id}:{retries}"
+
+
+DELIVERIES_TTL_S = 86_400
+
+# Dedupe keys of the ways in (the part after "dedupe:").
+
+
+def outbound_notification(notification_id: str) -> str:
+    return f"om:{notification_id}"
+
+
+def json_event(event_id: str, record_id: str) -> str:
+    return f"event:{event_id}:{record_id}"
+
+
+def record_created(object_type: str, record_id: str) -> str:
+    return f"created:{object_type}:{record_id}"
+
+
+def run_record(run_id: str, record_id: str) -> str:
+    return f"rerun:{run_id}:{record_id}"
+
+
+def replay(job_id: str, nonce: str) -> str:
+    return f"replay:{job_id}:{nonce}"
+
+
+def company_of_contacts(account_id15: str) -> str:
+    return f"company:Account:{account_id15}"
+
+
+# -- operator runs ----------------------------------------------------------------
+RUN_TTL_S = 7 * 86_400
+
+
+def run(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+def run_jobs(run_id: str) -> str:
+    return f"run:{run_id}:jobs"
+
+
+REVERIFY_RUNS = "reverify:runs"    # recent re-verification run ids, newest first
+REVERIFY_LAST = "reverify:last"    # what the last trigger did, for operators
+REVERIFY_LOCK = "reverify:lock"
+
+# -- providers --------------------------------------------------------------------
+
+
+def response_cache(endpoint: str, digest: str) -> str:
+    return f"cache:{endpoint}:{digest}"
+
+
+def rate_limit_window(limiter: str, window_s: int) -> str:
+    return f"ratelimit:{limiter}:{window_s}s"
+
+
+def response_in_flight(cache_key: str) -> str:
+    """The coalescing lock of one cached request."""
+    return f"{cache_key}:inflight"
+
+
+def clearout_blocked_until(limiter: str, family: str) -> str:
+    return f"ratelimit:clearout:{limiter}:{family}:blocked_until"
+
+
+def clodura_limiter(api_key: str) -> str:
+    """The shared limiter's name for one Clodura key (its last six characters)."""
+    return f"clodura:{api_key[-6:]}"
+
+
+def catch_all_domain(domain: str) -> str:
+    return f"catchall:{domain}"
+
+
+QUOTA_UNTIL = "clodura:quota_exhausted_until"
+CREDITS_PAUSED = "clodura:credits_paused"      # value: reason
+BUDGET_PAUSED_UNTIL = "clodura:budget_paused_until"
+CREDITS_SPENT_TTL_S = 3 * 86_400
+
+
+def credits_spent(provider: str, day: str) -> str:
+    return f"credits:{provider}:spent:{day}"
+
+
+def credits_remaining(provider: str) -> str:
+    return f"credits:{provider}:remaining"
+
+
+# -- Salesforce -------------------------------------------------------------------
+SALESFORCE_API_USAGE = "salesforce:api_usage"
+SALESFORCE_PAUSED_UNTIL = "salesforce:paused_until"
+SALESFORCE_DESCRIBE_TTL_S = 86_400        # metadata, not provider data
+
+
+def salesforce_describe(object_type: str) -> str:
+    return f"salesforce:describe:{object_type}"
+
+
+SALESFORCE_READS = "salesforce_reads"      # batch queue names
+SALESFORCE_WRITES = "salesforce_writes"
+
+
+def batch_queue(name: str, part: str) -> str:
+    """`part`: pending, delayed, inflight (the index), lease, flush_scheduled."""
+    return f"batch:{name}:{part}"
+
+
+def batch_inflight(name: str, batch_id: str) -> str:
+    return f"batch:{name}:inflight:{batch_id}"
+
+
+# -- the dashboard ------------------------------------------------------------------
+
+
+def admin_login(nonce: str) -> str:
+    """A one-time login link's nonce (it lives LOGIN_LINK_TTL_S)."""
+    return f"admin:login:{nonce}"
+
+
+# -- processes and metrics ----------------------------------------------------------
+WORKER_HEARTBEAT = "worker:heartbeat"
+WORKER_HEARTBEAT_TTL_S = 120
+METRICS_COUNTERS = "metrics:counters"

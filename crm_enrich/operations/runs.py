@@ -1,0 +1,106 @@
+"""Re-runs and backfills: a run's record in Redis, the jobs it queues, and
+how far it has got. A selection by SOQL condition is read by worker tasks
+(worker/operation_tasks.py, with crm_enrich/operations/selection.py); new jobs
+are only ever made through `flow.intake.accept_records`."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import redis
+
+from crm_enrich import keys
+from crm_enrich.flow.intake import InboundRecord, accept_records
+from crm_enrich.jobs.state import FINAL
+from crm_enrich.jobs.store import JobStore
+from crm_enrich.queues import SELECT_RERUN_RECORDS
+from crm_enrich.redis_typing import hash_fields
+
+from .operator_input import SOURCE_FOR_KIND, RerunRequest, estimate
+
+RUN_TTL_S = keys.RUN_TTL_S
+run_key = keys.run
+run_jobs_key = keys.run_jobs
+
+
+def create_run(r: redis.Redis, req: RerunRequest, total: int | None, status: str) -> str:
+    run_id = uuid.uuid4().hex
+    mapping = {"object": req.object, "kind": req.kind, "total": total if total is not None else "",
+               "queued": 0, "created_at": round(time.time(), 3), "status": status,
+               "force": int(req.force), "dry_run": int(req.dry_run),
+               "selection": "ids" if req.ids is not None else "where"}
+    if req.limit is not None:  # kept so that its selection can be sent again (worker/reverify.py)
+        mapping.update({"limit": req.limit, "order_by": req.order_by or "Id", "where": req.where or ""})
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(run_key(run_id), mapping=hash_fields(mapping))
+    pipe.expire(run_key(run_id), RUN_TTL_S)
+    pipe.execute()
+    return run_id
+
+
+def queue_run_records(store: JobStore, enqueue: Callable[[str, str], None], run_id: str, kind: str,
+                      object_type: str, record_ids: list[str]) -> int:
+    """Make (or find again) a job per record for this run; safe to repeat:
+    the dedupe key is the run and the record. Answers how many are queued."""
+    source = SOURCE_FOR_KIND.get(kind, "rerun")
+    force = store.r.hget(run_key(run_id), "force") == "1"
+    result = accept_records(store, enqueue, [
+        InboundRecord(dedupe_key=keys.run_record(run_id, rid), object_type=object_type,
+                      record_id=rid, fields={}, source=source, force=force)
+        for rid in record_ids])
+    job_ids = result.accepted + result.duplicates
+    pipe = store.r.pipeline(transaction=True)
+    if job_ids:
+        pipe.sadd(run_jobs_key(run_id), *job_ids)
+    pipe.expire(run_jobs_key(run_id), RUN_TTL_S)
+    pipe.scard(run_jobs_key(run_id))
+    *_, queued = pipe.execute()
+    store.r.hset(run_key(run_id), "queued", queued)
+    return queued
+
+
+def start_rerun(store: JobStore, enqueue: Callable[[str, str], None],
+                send_task: Callable[[str, list], None], req: RerunRequest) -> dict:
+    """Start a run (or, for a dry run by ids, only estimate it). A selection
+    by condition is handed to a worker task that reads the ids page by page."""
+    if req.ids is not None:
+        if req.dry_run:
+            return estimate(len(req.ids))
+        run_id = create_run(store.r, req, total=len(req.ids), status="queueing")
+        queue_run_records(store, enqueue, run_id, req.kind, req.object, list(req.ids))
+        store.r.hset(run_key(run_id), "status", "queued")
+        return {"runId": run_id, "total": len(req.ids)}
+    run_id = create_run(store.r, req, total=None, status="counting" if req.dry_run else "selecting")
+    send_task(SELECT_RERUN_RECORDS, [run_id, req.object, req.where, None])
+    return {"runId": run_id}
+
+
+def get_run(store: JobStore, run_id: str) -> dict | None:
+    raw = store.r.hgetall(run_key(run_id))
+    if not raw:
+        return None
+    job_ids = list(store.r.sscan_iter(run_jobs_key(run_id), count=1000))
+    pipe = store.r.pipeline()
+    for job_id in job_ids:
+        pipe.hget(JobStore.job_key(job_id), "state")
+    by_state: dict[str, int] = {}
+    for state in pipe.execute() if job_ids else []:
+        by_state[state or "expired"] = by_state.get(state or "expired", 0) + 1
+    total = int(raw["total"]) if raw.get("total") not in (None, "") else None
+    status = raw.get("status", "")
+    finished = sum(n for s, n in by_state.items() if s in FINAL or s == "expired")
+    if status == "queued" and job_ids and finished == len(job_ids):
+        status = "finished"
+    out = {"runId": run_id, "object": raw.get("object"), "kind": raw.get("kind"),
+           "status": status, "total": total, "queued": int(raw.get("queued") or 0),
+           "createdAt": float(raw["created_at"]) if raw.get("created_at") else None,
+           "force": raw.get("force") == "1", "dryRun": raw.get("dry_run") == "1",
+           "jobs": by_state, "finished": finished}
+    if raw.get("error"):
+        out["error"] = raw["error"]
+    if raw.get("limit"):
+        out["limit"] = int(raw["limit"])
+    if out["dryRun"] and total is not None:
+        out.update(estimate(total))
+    return out

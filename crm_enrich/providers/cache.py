@@ -1,0 +1,95 @@
+"""A cache of provider answers keyed by the canonical request, so the same
+person, company or address asked for twice within a day costs one call;
+and in-flight coalescing, so two jobs asking at the same moment cause one
+call. Entries live at most PROVIDER_CACHE_TTL_S (≤ 24 h, Clodura's limit)
+from the moment the provider answered, and so do the copies jobs keep.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from crm_enrich import keys
+
+COALESCE_LOCK_MS = 30_000
+COALESCE_WAIT_S = 2.0
+
+
+class AnswerPending(Exception):
+    """Another job is asking the provider the same thing right now."""
+
+    def __init__(self, endpoint: str, wait_s: float):
+        super().__init__(f"{endpoint}: the same request is in flight")
+        self.wait_s = wait_s
+
+
+@dataclass
+class Answer:
+    value: Any  # the provider's answer, as JSON gives it back from the cache
+    fetched_at: float
+    from_cache: bool
+
+
+def canonical_key(endpoint: str, request: dict) -> str:
+    """Same meaning, same key: case and spacing of values do not matter."""
+    norm = {k: (v.strip().lower() if isinstance(v, str) else v)
+            for k, v in sorted(request.items()) if v not in (None, "")}
+    digest = hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:40]
+    return keys.response_cache(endpoint, digest)
+
+
+class ProviderCache:
+    def __init__(self, client: redis.Redis, ttl_s: int):
+        self.r = client
+        self.ttl_s = ttl_s
+
+    def get(self, key: str) -> Answer | None:
+        raw = self.r.get(key)
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        return Answer(entry["value"], entry["fetched_at"], True)
+
+    def put(self, endpoint: str, request: dict, value: object) -> None:
+        """Cache an answer that came later (by callback); a first answer
+        already cached keeps its own, earlier, expiry."""
+        if self.ttl_s > 0:
+            self.r.set(canonical_key(endpoint, request),
+                       json.dumps({"value": value, "fetched_at": time.time()}), ex=self.ttl_s, nx=True)
+
+    def fetch(self, endpoint: str, request: dict, call: Callable[[], object],
+              keep: Callable[[Any], bool] = lambda value: True, owner: str = "",
+              refresh: bool = False) -> Answer:
+        """The cached answer, or call the provider once (`keep` says whether
+        an answer is final enough to cache). `owner` names the caller: a
+        redelivery of a task whose worker died while asking takes over."""
+        key = canonical_key(endpoint, request)
+        cached = None if refresh else self.get(key)
+        if cached:
+            return cached
+        lock = keys.response_in_flight(key)
+        owner = owner or "anonymous"
+        if not self.r.set(lock, owner, nx=True, px=COALESCE_LOCK_MS) and self.r.get(lock) != owner:
+            deadline = time.monotonic() + COALESCE_WAIT_S
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                cached = self.get(key)
+                if cached:
+                    return cached
+                if not self.r.exists(lock):
+                    break  # the other caller failed; try ourselves next time
+            raise AnswerPending(endpoint, max(0.5, self.r.pttl(lock) / 1000))
+        try:
+            value = call()
+            fetched_at = time.time()
+            if self.ttl_s > 0 and keep(value):
+                self.r.set(key, json.dumps({"value": value, "fetched_at": fetched_at}), ex=self.ttl_s)
+            return Answer(value, fetched_at, False)
+        finally:
+            self.r.delete(lock)

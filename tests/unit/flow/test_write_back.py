@@ -1,0 +1,75 @@
+"""The last step: the field map's changes fitted to the org's fields and
+queued for a batched write; the flush ends the job."""
+from __future__ import annotations
+
+from crm_enrich import keys
+from crm_enrich.field_map import value_hash
+from crm_enrich.jobs.state import State
+from crm_enrich.jobs.store import load_tracked_hashes
+from crm_enrich.queues import FLUSH_WRITES, REVERIFY_SOURCE
+from crm_enrich.salesforce.batch_queue import BatchQueue
+from crm_enrich.salesforce.batches import flush_writes
+from tests.unit.flow.fakes import PERSON, VERIFIED_AT
+from tests.unit.flow.harness import CONTACT_ID
+
+
+def test_the_flush_writes_the_changes_ends_the_job_and_remembers_tracked_values(flow):
+    flow.contact()
+    job_id = flow.started(flow.new_job("Contact", CONTACT_ID))
+    assert flow.advance(job_id) == State.WRITING
+    (queued,) = flow.queued_writes()
+
+    assert flow.write_batch() == 1
+    ((records,),) = flow.salesforce.args("update_collection")
+    assert records == [{"attributes": {"type": "Contact"}, "id": CONTACT_ID, **queued["changes"]}]
+    job = flow.job(job_id)
+    assert (job.state, job.fields_written) == (State.DONE, sorted(queued["changes"]))
+    assert load_tracked_hashes(flow.store, "Contact", CONTACT_ID) == {
+        "LinkedIn_URL__c": value_hash(PERSON["linkedinUrl"])}
+    assert flow.queued_writes() == []
+
+
+def test_values_are_fitted_to_the_orgs_fields(flow):
+    flow.clodura.person = {**PERSON, "personTitle": "Senior Vice President of Worldwide Sales " * 5}
+    flow.contact()
+    job_id = flow.started(flow.new_job("Contact", CONTACT_ID))
+    flow.advance(job_id)
+    assert len(flow.queued_writes()[0]["changes"]["Title"]) == 128      # the fake org's Title length
+
+
+def test_a_reverification_that_changes_nothing_is_done_at_once_without_a_write(flow):
+    flow.contact(Email_Verification_Status__c="valid", Email_Verification_Detail__c="clodura standard: Deliverable",
+                 Email_Verified_At__c=VERIFIED_AT)
+    job_id = flow.started(flow.new_job("Contact", CONTACT_ID, source=REVERIFY_SOURCE))
+    assert flow.advance(job_id) == State.DONE
+    assert flow.job(job_id).fields_written == []
+    assert flow.queued_writes() == []
+    assert flow.clodura.count("enrich_contact") == 0          # a re-verification only verifies
+    assert flow.clodura.count("verify_email") == 1
+
+
+def test_a_reverification_with_a_new_verdict_writes_only_the_verdict(flow):
+    flow.clodura.verdicts["dana@acme.example"] = "Undeliverable"
+    flow.contact(Email_Verification_Status__c="valid")
+    job_id = flow.started(flow.new_job("Contact", CONTACT_ID, source=REVERIFY_SOURCE))
+    assert flow.advance(job_id) == State.WRITING
+    (write,) = flow.queued_writes()
+    assert set(write["changes"]) == {"Email_Verification_Status__c", "Email_Verification_Detail__c",
+                                     "Email_Verified_At__c"}
+    assert write["urgent"] is False                            # bulk work
+
+
+def test_a_flush_that_runs_as_soon_as_the_write_is_queued_still_ends_the_job(flow):
+    batches = flow.svc.batches
+    batches.writes = BatchQueue(flow.store.r, keys.SALESFORCE_WRITES, max_batch=1)   # one item fills a batch
+
+    def schedule(task: str, countdown: float) -> None:
+        if task == FLUSH_WRITES and countdown == 0:
+            flush_writes(batches)        # another worker picks the flush task up at once
+
+    batches.schedule = schedule
+    flow.contact()
+    job_id = flow.started(flow.new_job("Contact", CONTACT_ID))
+    flow.advance(job_id)
+    assert flow.salesforce.count("update_collection") == 1    # the values are in Salesforce
+    assert flow.job(job_id).state == State.DONE

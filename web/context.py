@@ -1,0 +1,37 @@
+"""What every blueprint works with, built once per web process by
+create_app: the settings, the job store, and the two ways to hand work to
+the workers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from flask import current_app
+
+from crm_enrich.jobs.store import JobStore
+from crm_enrich.queues import enqueue_job
+from crm_enrich.settings import Settings
+
+# Publishing to a broker that is down must fail fast so we can answer 503
+# while Salesforce's own request (60 s timeout) is still open.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+EXTENSION = "crm_enrich"
+
+
+@dataclass(frozen=True)
+class WebContext:
+    settings: Settings
+    store: JobStore
+    celery: Celery
+
+    def enqueue(self, job_id: str, source: str) -> None:
+        enqueue_job(self.celery, job_id, source, retry=True, retry_policy=PUBLISH_RETRY)
+
+    def send_task(self, name: str, args: list[Any]) -> None:
+        self.celery.send_task(name, args=args, retry=True, retry_policy=PUBLISH_RETRY)
+
+
+def context() -> WebContext:
+    ctx: WebContext = current_app.extensions[EXTENSION]
+    return ctx

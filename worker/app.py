@@ -1,0 +1,42 @@
+"""The worker process: `celery -A worker.app worker` (and `beat`).
+
+Settings are checked and logging configured before anything else; the
+Celery app gets its configuration and the whole beat schedule here, and the
+task modules are imported explicitly so that every task is registered."""
+from __future__ import annotations
+
+import sys
+
+from celery.signals import worker_init
+
+from crm_enrich.flow.account import component_warnings
+from crm_enrich.logs import configure_logging, log
+from crm_enrich.queues import create_celery
+from crm_enrich.salesforce.schema import check_field_map_at_start
+from crm_enrich.settings import exit_on_bad_settings
+
+from . import heartbeat, operation_tasks, tasks
+from .schedule import beat_schedule
+from .services import services
+
+settings = exit_on_bad_settings()
+configure_logging(settings.log_level)
+app = create_celery(settings)
+app.conf.beat_schedule = beat_schedule(settings)
+
+TASK_MODULES = (tasks, operation_tasks, heartbeat)  # registered with the app above
+
+
+@worker_init.connect
+def _check_field_map(**_) -> None:
+    """A field map that names a field the org lacks would fail every write:
+    refuse to start, naming the field. Mapped Account fields the settings
+    keep empty (CLODURA_ORG_COMPONENTS) are only warned about."""
+    svc = services()
+    problems = check_field_map_at_start(svc.field_map, svc.schema)
+    if problems:
+        print("crm-enrich: the field map does not fit the org:\n  " + "\n  ".join(problems),
+              file=sys.stderr, flush=True)
+        raise SystemExit(3)
+    for warning in component_warnings(svc.field_map, svc.settings.org_components_allowed):
+        log.warning("field_map.unfilled", problem=warning)

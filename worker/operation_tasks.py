@@ -1,0 +1,161 @@
+"""The operator's tasks: reading a re-run's selection page by page
+(crm_enrich.operations.selection) and the scheduled re-verification
+(crm_enrich.operations.reverify)."""
+from __future__ import annotations
+
+import contextlib
+
+from celery import current_app, shared_task
+from redis.exceptions import LockError
+
+from crm_enrich import keys
+from crm_enrich.backoff import backoff_s
+from crm_enrich.flow.services import Services
+from crm_enrich.logs import log
+from crm_enrich.operations import reverify, runs, selection
+from crm_enrich.queues import (
+    POLL_RERUN_QUERY_JOB,
+    READ_RERUN_QUERY_PAGE,
+    REVERIFY_OLD_EMAILS,
+    SELECT_RERUN_RECORDS,
+)
+from crm_enrich.salesforce.gateway import SalesforceFailure
+from crm_enrich.salesforce.soql import selection_soql
+
+from .services import enqueue, services
+
+
+def _send(name: str, args: list, countdown: float | None = None) -> None:
+    current_app.send_task(name, args=args, countdown=countdown)
+
+
+def _load_run(run_id: str) -> tuple[Services, dict]:
+    svc = services()
+    run = svc.store.r.hgetall(runs.run_key(run_id))
+    if not run:
+        log.warning("run.missing", run_id=run_id)
+    return svc, run
+
+
+def _wait_for_allocation(task, svc: Services, run_id: str) -> None:
+    """Above the bulk share of the org's allocation, selection waits (its
+    retries are not used up)."""
+    if not svc.batches.guard.may_call(urgent=False):
+        log.info("run.waiting_for_allocation", run_id=run_id)
+        raise task.retry(countdown=selection.ALLOCATION_WAIT_S, max_retries=None)
+
+
+def _retry_or_fail(task, svc: Services, run_id: str, exc: SalesforceFailure) -> int:
+    if exc.retryable and task.request.retries < task.max_retries:
+        raise task.retry(countdown=backoff_s(task.request.retries, cap=120, jitter=False))
+    return selection.fail_run(svc.store, run_id, str(exc), exc.code)
+
+
+@shared_task(bind=True, name=SELECT_RERUN_RECORDS, max_retries=8)
+def select_rerun_records(self, run_id: str, object_type: str, where: str | None,
+                         next_url: str | None = None) -> int:
+    """Count the run's selection (first call), or read one REST page of it
+    and queue a job per record; the next page is a new task."""
+    svc, run = _load_run(run_id)
+    if not run:
+        return 0
+    r, gateway = svc.store.r, svc.batches.salesforce
+    dry_run = run.get("dry_run") == "1"
+    order_by, limit = selection.cap(run)
+    if not dry_run:
+        _wait_for_allocation(self, svc, run_id)
+    try:
+        if next_url is None and limit is None:
+            total = gateway.count(selection_soql("COUNT()", object_type, where))
+            r.hset(runs.run_key(run_id), "total", total)
+            if dry_run:
+                r.hset(runs.run_key(run_id), "status", "estimated")
+                log.info("run.estimated", run_id=run_id, records=total)
+                return total
+            if total > svc.settings.salesforce_bulk_query_threshold:
+                job_id = selection.start_query_job(svc.store, gateway, run_id, run, object_type, where, total)
+                _send(POLL_RERUN_QUERY_JOB, [run_id, object_type, job_id, 0], countdown=1)
+                return 0
+            if total == 0:
+                r.hset(runs.run_key(run_id), "status", "queued")
+                return 0
+        ids, total, next_page = selection.query_ids_page(gateway, object_type, where, next_url, order_by, limit)
+    except SalesforceFailure as exc:
+        return _retry_or_fail(self, svc, run_id, exc)
+    r.hset(runs.run_key(run_id), "total", total)
+    selection.queue_page(svc.store, enqueue, run_id, run, object_type, ids, total, more=bool(next_page),
+                         via="rest")
+    if next_page:
+        _send(SELECT_RERUN_RECORDS, [run_id, object_type, where, next_page])
+    return len(ids)
+
+
+@shared_task(bind=True, name=POLL_RERUN_QUERY_JOB, max_retries=8)
+def poll_rerun_query_job(self, run_id: str, object_type: str, job_id: str, polls: int = 0) -> str | None:
+    """One look at the run's query job: when complete, its first page is
+    read; while it runs, this task is sent again a little later."""
+    svc, run = _load_run(run_id)
+    if not run:
+        return None
+    _wait_for_allocation(self, svc, run_id)
+    try:
+        info = svc.batches.salesforce.query_job(job_id)
+    except SalesforceFailure as exc:
+        _retry_or_fail(self, svc, run_id, exc)
+        return None
+    move = selection.query_job_next(svc.store, run_id, run, job_id, info)
+    if move == "read":
+        _send(READ_RERUN_QUERY_PAGE, [run_id, object_type, job_id, None])
+    elif move == "poll":
+        _send(POLL_RERUN_QUERY_JOB, [run_id, object_type, job_id, polls + 1],
+              countdown=backoff_s(polls, cap=selection.QUERY_JOB_POLL_MAX_S, jitter=False))
+    return info.get("state")
+
+
+@shared_task(bind=True, name=READ_RERUN_QUERY_PAGE, max_retries=8)
+def read_rerun_query_page(self, run_id: str, object_type: str, job_id: str, locator: str | None = None) -> int:
+    """One set of the finished query job's results: queue a job per record
+    and hand the next locator to a new task."""
+    svc, run = _load_run(run_id)
+    if not run:
+        return 0
+    _wait_for_allocation(self, svc, run_id)
+    try:
+        rows, next_locator = svc.batches.salesforce.query_job_page(
+            job_id, locator, svc.settings.salesforce_bulk_query_page_size)
+    except SalesforceFailure as exc:
+        return _retry_or_fail(self, svc, run_id, exc)
+    ids = [row["Id"] for row in rows if row.get("Id")]
+    total = int(run["total"]) if run.get("total") not in (None, "") else None
+    selection.queue_page(svc.store, enqueue, run_id, run, object_type, ids, total, more=bool(next_locator),
+                         via="bulk_query")
+    if next_locator:
+        _send(READ_RERUN_QUERY_PAGE, [run_id, object_type, job_id, next_locator])
+    return len(ids)
+
+
+@shared_task(bind=True, name=REVERIFY_OLD_EMAILS, max_retries=5)
+def reverify_old_emails(self) -> str:
+    svc = services()
+    if svc.settings.reverify_after_days is None:
+        return "off"
+    r = svc.store.r
+    # Two triggers at once (a redelivery meeting the next beat) would both
+    # see no open run and select the same records.
+    lock = r.lock(keys.REVERIFY_LOCK, timeout=reverify.LOCK_TIMEOUT_S, blocking=False)
+    if not lock.acquire():
+        return "busy"
+    try:
+        try:
+            result = reverify.start_reverify(svc, lambda name, args: _send(name, args))
+        except SalesforceFailure as exc:
+            if exc.retryable and self.request.retries < self.max_retries:
+                raise self.retry(countdown=backoff_s(self.request.retries, cap=60, jitter=False)) from None
+            result = {"outcome": "failed", "error": str(exc)[:300]}
+        reverify.record_trigger(r, result)
+    finally:
+        with contextlib.suppress(LockError):  # expired meanwhile: someone else's now
+            lock.release()
+    log.info("reverify.triggered", outcome=result["outcome"], allowance=result.get("allowance"),
+             selected=result.get("selected"), runs=result.get("runs"))
+    return result["outcome"]

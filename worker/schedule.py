@@ -1,0 +1,43 @@
+"""The whole beat schedule, in one place."""
+from __future__ import annotations
+
+from typing import Any
+
+from crm_enrich.queues import (
+    BULK_QUEUE,
+    CHECK_CREDITS,
+    FLUSH_READS,
+    FLUSH_WRITES,
+    HEARTBEAT,
+    REVERIFY_OLD_EMAILS,
+    SWEEP_PARKED,
+)
+from crm_enrich.settings import Settings
+
+HEARTBEAT_EVERY_S = 15.0
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        # Safety net: flushes are scheduled when work is queued; beat makes
+        # sure a lost schedule cannot leave a batch waiting.
+        "flush-salesforce-reads": {"task": FLUSH_READS, "schedule": 10.0},
+        "flush-salesforce-writes": {"task": FLUSH_WRITES, "schedule": 10.0},
+        "resume-parked-jobs": {"task": SWEEP_PARKED, "schedule": settings.sweep_interval_s},
+        "check-clodura-credits": {"task": CHECK_CREDITS, "schedule": settings.credits_check_interval_s},
+        # Proves a pool process takes tasks (/readyz reads the heartbeat).
+        "worker-heartbeat": {"task": HEARTBEAT, "schedule": HEARTBEAT_EVERY_S,
+                             "options": {"expires": HEARTBEAT_EVERY_S * 2}},
+        **reverify_schedule(settings),
+    }
+
+
+def reverify_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The periodic re-verification, when REVERIFY_AFTER_DAYS turns it on.
+    Bulk work: it waits behind new records' work, and a trigger still
+    waiting when the next is due expires instead of piling up."""
+    if settings.reverify_after_days is None:
+        return {}
+    return {"reverify-old-emails": {
+        "task": REVERIFY_OLD_EMAILS, "schedule": settings.reverify_interval_s,
+        "options": {"queue": BULK_QUEUE, "expires": settings.reverify_interval_s}}}
