@@ -16,8 +16,14 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --quiet -e '.[test]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
-# The dashboard test drives a real headless Chromium (Debian's package).
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || echo "bootstrap: could not install chromium; the dashboard browser test will fail until it is installed" >&2
+# System packages the tests use (Debian's): a real headless Chromium for the
+# dashboard test, and promtool (in the prometheus package) for the checks of
+# a live /metrics scrape and of the alert rules.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null) \
+    || echo "bootstrap: could not install ${missing[*]}; the tests that use them will fail until they are installed" >&2
 fi
