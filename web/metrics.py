@@ -3,12 +3,17 @@ scrape time, so the answer is the same whichever gunicorn process serves it
 and covers every worker."""
 from __future__ import annotations
 
+import math
+import time
+
+import redis
 from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from crm_enrich import counters
+from crm_enrich import counters, keys
+from crm_enrich.providers.quota import Quota
 from crm_enrich.queues import BULK_QUEUE, URGENT_QUEUE
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import BatchQueue
@@ -18,8 +23,9 @@ bp = Blueprint("metrics", __name__)
 
 
 class RedisStateCollector:
-    def __init__(self, store):
+    def __init__(self, store, daily_credit_budget: float | None = None):
         self.store = store
+        self.daily_credit_budget = daily_credit_budget
 
     def collect(self):
         jobs = GaugeMetricFamily("crm_enrich_jobs", "Jobs by state (kept 7 days)", labels=["state"])
@@ -51,7 +57,53 @@ class RedisStateCollector:
         for queue in (URGENT_QUEUE, BULK_QUEUE):
             celery_depth.add_metric([queue], self.store.r.llen(queue))
         yield celery_depth
+        yield from spending_families(self.store.r, self.daily_credit_budget)
+        yield heartbeat_family(self.store.r)
         yield from counter_families(counters.read(self.store.r))
+
+
+def spending_families(r: redis.Redis, daily_credit_budget: float | None):
+    """Whether Clodura spending is paused, and by what; today's spend against
+    the budget; the last balance /credits reported."""
+    quota = Quota(r, daily_credit_budget)
+    paused = GaugeMetricFamily("crm_enrich_spending_paused",
+                               "1 while credit-spending steps wait, by reason: quota (409, until the daily reset), "
+                               "credits (402, until /credits shows a balance), budget (until the next UTC day)",
+                               labels=["reason"])
+    paused.add_metric(["quota"], float(quota.quota_resets_in() > 0))
+    paused.add_metric(["credits"], float(quota.paused_reason() is not None))
+    paused.add_metric(["budget"], float(quota.budget_paused()))
+    yield paused
+    yield GaugeMetricFamily("crm_enrich_clodura_credits_spent_today", "Clodura credits spent this UTC day",
+                            value=quota.spent_today())
+    budget = GaugeMetricFamily("crm_enrich_clodura_daily_credit_budget",
+                               "CLODURA_DAILY_CREDIT_BUDGET (no sample when no budget is set)")
+    if daily_credit_budget is not None:
+        budget.add_metric([], daily_credit_budget)
+    yield budget
+    remaining = GaugeMetricFamily("crm_enrich_clodura_credits_remaining",
+                                  "Clodura credit balance at the last /credits check (while paused for credits)")
+    balance = r.get(keys.credits_remaining("clodura"))
+    if balance is not None:
+        remaining.add_metric([], float(balance))
+    yield remaining
+
+
+def heartbeat_age(beat: str | bytes | None, now: float) -> float:
+    """Seconds since the heartbeat `<unix time> <host> <source>` was written;
+    +Inf when there is none (the key expires after WORKER_HEARTBEAT_TTL_S)
+    or it cannot be read."""
+    try:
+        return max(0.0, now - float(beat.split()[0])) if beat else math.inf
+    except ValueError:
+        return math.inf
+
+
+def heartbeat_family(r: redis.Redis) -> GaugeMetricFamily:
+    return GaugeMetricFamily("crm_enrich_worker_heartbeat_age_seconds",
+                             "Seconds since the last worker heartbeat (+Inf: none within "
+                             f"{keys.WORKER_HEARTBEAT_TTL_S} s)", value=heartbeat_age(r.get(keys.WORKER_HEARTBEAT),
+                                                                                     time.time()))
 
 
 HELP = {
@@ -100,5 +152,6 @@ def counter_families(samples):
 @bp.get("/metrics")
 def metrics():
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisStateCollector(context().store))
+    ctx = context()
+    registry.register(RedisStateCollector(ctx.store, ctx.settings.clodura_daily_credit_budget))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -30,6 +30,7 @@ from defusedxml import ElementTree as SafeET
 from flask import Flask, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 
+from . import org_metadata
 from .common import SandboxRecorder, install_recorder
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class FieldSpec:
     updateable: bool = True
     nillable: bool = True
     custom: bool = False
+    picklist_values: tuple[str, ...] = ()
+    restricted: bool = False
 
     def describe(self) -> dict:
         return {
@@ -114,7 +117,9 @@ class FieldSpec:
             "custom": self.custom,
             "filterable": True,
             "sortable": True,
-            "picklistValues": [],
+            "picklistValues": [{"value": v, "label": v, "active": True, "defaultValue": False}
+                               for v in self.picklist_values],
+            "restrictedPicklist": self.restricted,
             "referenceTo": (["User"] if self.name.endswith("ById")
                             else ["Account"] if self.name == "AccountId" else []),
         }
@@ -141,41 +146,35 @@ _PERSON_TAIL = [
     _f("Phone", "phone", 40),
     _f("MobilePhone", "phone", 40),
 ]
-_PERSON_CUSTOM = [
-    _f("LinkedIn_URL__c", "url", 255),
-    _f("Email_Verification_Status__c", "picklist", 255),
-    _f("Email_Verification_Detail__c", "string", 255),
-    _f("Email_Verified_At__c", "datetime"),
-    _f("Clodura_Person_Id__c", "string", 64),
-    _f("Enriched_At__c", "datetime"),
-]
+
+
+def _custom(object_type: str) -> list[FieldSpec]:
+    """The custom fields as salesforce/ deploys them to a real org."""
+    return [FieldSpec(f.name, f.describe_type, f.describe_length, custom=True, picklist_values=f.picklist_values,
+                      restricted=f.restricted) for f in org_metadata.custom_fields(object_type)]
+
+
 _ID_FIELD = _f("Id", "id", 18, False, False)
 
 SCHEMA: dict[str, dict[str, FieldSpec]] = {
     "Contact": {f.name: f for f in [
         _ID_FIELD, *_PERSON, _f("Department", "string", 80), *_PERSON_TAIL,
-        _f("AccountId", "reference", 18), *_PERSON_CUSTOM, *_AUDIT]},
+        _f("AccountId", "reference", 18), *_custom("Contact"), *_AUDIT]},
     "Lead": {f.name: f for f in [
         _ID_FIELD, *_PERSON, *_PERSON_TAIL,
         _f("Company", "string", 255, nillable=False), _f("Website", "url", 255),
         _f("Industry", "picklist", 255), _f("NumberOfEmployees", "int"),
-        _f("AnnualRevenue", "currency"), *_PERSON_CUSTOM, *_AUDIT]},
+        _f("AnnualRevenue", "currency"), *_custom("Lead"), *_AUDIT]},
     "Account": {f.name: f for f in [
         _ID_FIELD, _f("Name", "string", 255, nillable=False), _f("Website", "url", 255),
         _f("Industry", "picklist", 255), _f("NumberOfEmployees", "int"),
-        _f("AnnualRevenue", "currency"), _f("Revenue_Band__c", "string", 40),
-        _f("Technologies__c", "string", 4000),
-        _f("Total_Funding__c", "currency"), _f("Clodura_Organisation_Id__c", "string", 64),
-        _f("Enriched_At__c", "datetime"), *_AUDIT]},
+        _f("AnnualRevenue", "currency"), *_custom("Account"), *_AUDIT]},
 }
 KEY_PREFIX = {"Contact": "003", "Lead": "00Q", "Account": "001"}
 REQUIRED_ON_CREATE = {"Contact": ["LastName"], "Lead": ["LastName", "Company"], "Account": ["Name"]}
 
-DEFAULT_OM_FIELDS = {
-    "Contact": ["Id", "FirstName", "LastName", "Email", "AccountId", "Title", "CreatedDate"],
-    "Lead": ["Id", "FirstName", "LastName", "Email", "Company", "Website", "Title", "CreatedDate"],
-    "Account": ["Id", "Name", "Website", "CreatedDate"],
-}
+# What each object's Outbound Message sends: the fields salesforce/ deploys.
+DEFAULT_OM_FIELDS = {obj: list(om.fields) for obj, om in org_metadata.outbound_messages().items()}
 
 _OBJ_BY_LOWER = {k.lower(): k for k in SCHEMA}
 _FIELD_BY_LOWER = {obj: {k.lower(): k for k in spec} for obj, spec in SCHEMA.items()}
@@ -473,7 +472,7 @@ class SalesforceOrgState:
             f"Cannot deserialize instance of {t} from value {value!r} for field {spec.name}",
             [spec.name],
         )
-        if t in ("string", "email", "phone", "url", "picklist"):
+        if t in ("string", "textarea", "email", "phone", "url", "picklist"):
             if not isinstance(value, str):
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     value = str(value)
@@ -485,6 +484,9 @@ class SalesforceOrgState:
                     f"{spec.name}: data value too large: {value[:60]} (max length={spec.length})",
                     [spec.name],
                 )
+            if spec.restricted and value and value not in spec.picklist_values:
+                raise SfError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                              f"{spec.name}: bad value for restricted picklist field: {value}", [spec.name])
             if t == "email" and value and not _EMAIL_RE.match(value):
                 raise SfError("INVALID_EMAIL_ADDRESS", f"{spec.name}: invalid email address: {value}", [spec.name])
             return value

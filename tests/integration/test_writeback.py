@@ -138,7 +138,7 @@ def test_tracked_field_keeps_a_manual_edit_between_two_enrichments(stack, contro
 
     control.http.post(f"{control.sf}/_sandbox/salesforce/records/Contact/{rid}/edit",
                       json={"LinkedIn_URL__c": "https://www.linkedin.com/in/edited-by-hand/",
-                            "Email_Verification_Status__c": "hand-set"}).raise_for_status()
+                            "Email_Verification_Status__c": "risky"}).raise_for_status()
     resp = requests.post(f"{stack.web_url}/salesforce/events", timeout=10,
                          headers={"Authorization": f"Bearer {stack.webhook_secret}"},
                          json={"object": "Contact", "eventId": uuid.uuid4().hex, "records": [{"Id": rid}]})

@@ -465,8 +465,9 @@ def test_outbound_three_contacts_one_post_over_https(org, certs):
         assert first.findtext(f"{{{SF}}}AccountId") == acc
         assert first.findtext(f"{{{SF}}}Email") == "dana@example.org"
         assert sobjs[1].find(f"{{{SF}}}Email") is None  # null fields are absent
-        assert sobjs[2].findtext(f"{{{SF}}}Title") == "CTO"
-        assert sobjs[1].find(f"{{{SF}}}Department") is None  # not a selected field
+        assert first.findtext(f"{{{SF}}}LastModifiedById", "").startswith("005")
+        # The fields are those salesforce/'s Outbound Message sends: not Title.
+        assert sobjs[2].find(f"{{{SF}}}Title") is None and sobjs[1].find(f"{{{SF}}}Department") is None
 
         delivery = [d for d in view["deliveries"] if d["object"] == "Contact"]
         assert len(delivery) == 1 and delivery[0]["acked"] and delivery[0]["status_code"] == 200
@@ -615,3 +616,24 @@ def test_bulk_query_job_failures(org):
     assert _bulk_get(o, sf, f"/{ok['id']}/results", locator="!!").status_code == 400
     other_version = o.http.get(f"{o.url}/services/data/v60.0/jobs/query/{ok['id']}/results", headers=auth)
     assert other_version.status_code == 409
+
+
+
+def test_custom_fields_come_from_the_metadata_and_a_restricted_picklist_refuses_other_values(org):
+    """Email_Verification_Status__c is a restricted picklist in salesforce/, as in a real org."""
+    o = org()
+    sf = o.client()
+    fields = {f["name"]: f for f in sf.Contact.describe()["fields"]}
+    status = fields["Email_Verification_Status__c"]
+    assert status["restrictedPicklist"] is True and status["custom"] is True
+    assert [v["value"] for v in status["picklistValues"]] == ["valid", "invalid", "risky", "catch_all", "unknown"]
+    technologies = {f["name"]: f for f in sf.Account.describe()["fields"]}["Technologies__c"]
+    assert (technologies["type"], technologies["length"]) == ("textarea", 32768)
+
+    (cid,) = o.create("Contact", {"LastName": "Okafor"})
+    assert sf.Contact.update(cid, {"Email_Verification_Status__c": "catch_all"}) == 204
+    bad = o.http.patch(f"{o.url}/services/data/v59.0/sobjects/Contact/{cid}",
+                       headers={"Authorization": f"Bearer {o.token()['access_token']}"},
+                       json={"Email_Verification_Status__c": "hand-set"})
+    assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert o.control("GET", f"/records/Contact/{cid}")["record"]["Email_Verification_Status__c"] == "catch_all"
