@@ -163,6 +163,25 @@ def batch_inflight(name: str, batch_id: str) -> str:
     return f"batch:{name}:inflight:{batch_id}"
 
 
+# -- the change log ----------------------------------------------------------------
+# What each write changed, and why: never a value (docs in crm_enrich/jobs/changes.py).
+
+
+def changes_of_day(day: str) -> str:
+    """One UTC day's changes, a stream (capped at CHANGE_LOG_MAX_PER_DAY)."""
+    return f"changes:day:{day}"
+
+
+def changes_of_record(object_type: str, record_id: str) -> str:
+    """A record's latest changes, newest first (capped at CHANGE_LOG_PER_RECORD)."""
+    return f"changes:record:{object_type}:{record_id}"
+
+
+def changes_logged(job_id: str) -> str:
+    """Set once a job's write is in the log: a replayed flush logs nothing twice."""
+    return f"changes:logged:{job_id}"
+
+
 # -- the dashboard ------------------------------------------------------------------
 
 

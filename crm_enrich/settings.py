@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     reverify_max_per_run: int = Field(default=500, ge=1, le=50_000)
     reverify_interval_s: float = Field(default=86_400, ge=1, le=7 * 86_400)
     reverify_budget_share: float = Field(default=0.5, gt=0, le=1)
+    # The change log (what each write changed and why, never the value):
+    # kept this many days, at most this many entries a day and per record.
+    change_log_days: int = Field(default=90, ge=1, le=400)
+    change_log_max_per_day: int = Field(default=200_000, ge=100, le=10_000_000)
+    change_log_per_record: int = Field(default=100, ge=1, le=10_000)
     sweep_interval_s: float = Field(default=30, ge=0.5, le=3600)
     credits_check_interval_s: float = Field(default=300, ge=0.5, le=86400)
 

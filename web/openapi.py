@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from crm_enrich.field_map import WAS
+from crm_enrich.jobs.changes import CSV_COLUMNS as CHANGE_COLUMNS
 from crm_enrich.operations import operator_input
 from crm_enrich.salesforce import ids, soql
 from web import events
@@ -132,11 +134,23 @@ def spec() -> dict:
                 "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": JOB_ID}],
                 "responses": {"200": _resp("the job", "Job"), **ADMIN_ERRORS, "404": _resp("no such job")}}},
             "/admin/records/{object}/{record_id}": {"get": {
-                "summary": "A record's last job", "tags": ["admin"], "security": [{"adminToken": []}],
+                "summary": "A record's last job and its change log", "tags": ["admin"],
+                "security": [{"adminToken": []}],
                 "parameters": [{"name": "object", "in": "path", "required": True, "schema": OBJECT},
                                {"name": "record_id", "in": "path", "required": True, "schema": SF_ID}],
-                "responses": {"200": _resp("the record's last job", "Record"), "400": _resp("bad object or id"),
-                              **ADMIN_ERRORS, "404": _resp("no job for this record")}}},
+                "responses": {"200": _resp("the record's last job and changes", "Record"),
+                              "400": _resp("bad object or id"),
+                              **ADMIN_ERRORS, "404": _resp("no job or change for this record")}}},
+            "/admin/changes.csv": {"get": {
+                "summary": "The change log of a period as CSV (no values), oldest first", "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {"name": "since", "in": "query", "required": True, "schema": {"type": "string"},
+                     "description": "ISO 8601 date or date-time, UTC unless it says otherwise"},
+                    {"name": "until", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "CSV: " + ",".join(CHANGE_COLUMNS),
+                                      "content": {"text/csv": {"schema": {"type": "string"}}}},
+                              "400": _resp("bad period"), **ADMIN_ERRORS}}},
             "/admin/failed": {"get": {
                 "summary": "Dead letters, newest first (at most 200)", "tags": ["admin"],
                 "security": [{"adminToken": []}],
@@ -172,6 +186,19 @@ def spec() -> dict:
                 "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {
                     "type": "object", "properties": {"csrf": {"type": "string"}}}}}},
                 "responses": {"303": {"description": "to the dashboard"}}}},
+            "/admin/dashboard/records/{object}/{record_id}": {"get": {
+                "summary": "A record's page: its last job and change log (session cookie)", "tags": ["dashboard"],
+                "parameters": [{"name": "object", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "HTML page", "content": HTML},
+                              "400": {"description": "not a record", "content": HTML},
+                              "401": {"description": "not logged in", "content": HTML},
+                              "404": {"description": "no job or change for it", "content": HTML}}}},
+            "/admin/dashboard/record": {"get": {
+                "summary": "The record look-up form's target: redirects to the record's page", "tags": ["dashboard"],
+                "parameters": [{"name": "object", "in": "query", "schema": {"type": "string"}},
+                               {"name": "id", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"303": {"description": "to the record's page"}}}},
             "/admin/dashboard/replay": {"post": {
                 "summary": "Replay failures from the dashboard (session cookie and form CSRF token)",
                 "tags": ["dashboard"],
@@ -249,8 +276,14 @@ def spec() -> dict:
                     "creditsSpent": {"type": "number", "description": "Clodura credits this job spent"},
                     "replayedBy": {"type": "string", "nullable": True},
                     "replayOf": {"type": "string", "nullable": True}}},
-                "Record": {"type": "object", "required": ["object", "recordId", "lastJob"], "properties": {
-                    "object": OBJECT, "recordId": SF_ID, "lastJob": {"$ref": "#/components/schemas/Job"}}},
+                "Record": {"type": "object", "required": ["object", "recordId", "lastJob", "changes"], "properties": {
+                    "object": OBJECT, "recordId": SF_ID,
+                    "lastJob": {"allOf": [{"$ref": "#/components/schemas/Job"}], "nullable": True},
+                    "changes": {"type": "array", "description": "newest first; never a value", "items": {
+                        "type": "object", "properties": {
+                            "at": {"type": "number"}, "field": {"type": "string"}, "rule": {"type": "string"},
+                            "source": {"type": "string"}, "provider": {"type": "string"},
+                            "was": {"type": "string", "enum": list(WAS)}, "jobId": JOB_ID}}}}},
                 "FailedList": {"type": "object", "required": ["count", "jobs"], "properties": {
                     "count": {"type": "integer"}, "jobs": {"type": "array", "items": {"type": "object", "properties": {
                         "id": JOB_ID, "object": OBJECT, "recordId": SF_ID,
