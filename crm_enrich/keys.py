@@ -93,6 +93,11 @@ def run_jobs(run_id: str) -> str:
     return f"run:{run_id}:jobs"
 
 
+def run_ids(run_id: str) -> str:
+    """The ids a dry run by ids was given, for the worker that prices it."""
+    return f"run:{run_id}:ids"
+
+
 REVERIFY_RUNS = "reverify:runs"    # recent re-verification run ids, newest first
 REVERIFY_LAST = "reverify:last"    # what the last trigger did, for operators
 REVERIFY_LOCK = "reverify:lock"

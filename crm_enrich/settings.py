@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     change_log_days: int = Field(default=90, ge=1, le=400)
     change_log_max_per_day: int = Field(default=200_000, ge=100, le=10_000_000)
     change_log_per_record: int = Field(default=100, ge=1, le=10_000)
+    # A dry run reads at most this many of its records to price them; the
+    # rest are priced at the worst case.
+    estimate_read_max: int = Field(default=2000, ge=0, le=50_000)
     sweep_interval_s: float = Field(default=30, ge=0.5, le=3600)
     credits_check_interval_s: float = Field(default=300, ge=0.5, le=86400)
 

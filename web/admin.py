@@ -120,7 +120,7 @@ def _await_count(store, run_id: str):
     while time.monotonic() < deadline:
         run = runs.get_run(store, run_id)
         if run and run["status"] == "estimated":
-            return jsonify({**operator_input.estimate(run["total"] or 0), "runId": run_id}), 200
+            return jsonify({**runs.estimate_of(run), "runId": run_id}), 200
         if run and run["status"] == "failed":
             return _error(400, f"Salesforce refused the selection: {run.get('error', '')}")
         time.sleep(0.1)

@@ -45,7 +45,7 @@ RERUN_PROPS = {
     "force": {"type": "boolean", "default": False,
               "description": "ignore the cache and the recently-enriched skip"},
     "dryRun": {"type": "boolean", "default": False,
-               "description": "only count the records and estimate the credits"},
+               "description": "only price the selection: the range of credits it will cost; start nothing"},
 }
 
 
@@ -245,8 +245,18 @@ def spec() -> dict:
                 "Backfill": {"type": "object", "required": ["object"], "additionalProperties": False,
                              "properties": RERUN_PROPS,
                              "not": {"required": ["ids", "where"]}},
-                "Estimate": {"type": "object", "required": ["records", "estimatedCredits"], "properties": {
-                    "records": {"type": "integer"}, "estimatedCredits": {"type": "number"},
+                "Estimate": {"type": "object", "required": ["records", "estimatedCredits", "credits"], "properties": {
+                    "records": {"type": "integer"},
+                    "priced": {"type": "integer", "description": "records read and priced one by one"},
+                    "credits": {"type": "object", "required": ["atLeast", "atMost"], "description":
+                                "Clodura credits the run will cost: at least (charged whatever is found), "
+                                "at most (if everything is found)",
+                                "properties": {"atLeast": {"type": "number"}, "atMost": {"type": "number"}}},
+                    "estimatedCredits": {"type": "number", "description": "the same as credits.atMost"},
+                    "needs": {"type": "object", "description": "per step: records that may need it, and their range",
+                              "additionalProperties": {"type": "object", "properties": {
+                                  "records": {"type": "integer"}, "atLeast": {"type": "number"},
+                                  "atMost": {"type": "number"}}}},
                     "runId": JOB_ID}},
                 "RunStarted": {"type": "object", "required": ["runId"], "properties": {
                     "runId": JOB_ID, "total": {"type": "integer"}, "status": {"type": "string"}}},
