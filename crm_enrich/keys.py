@@ -101,6 +101,9 @@ def run_ids(run_id: str) -> str:
 REVERIFY_RUNS = "reverify:runs"    # recent re-verification run ids, newest first
 REVERIFY_LAST = "reverify:last"    # what the last trigger did, for operators
 REVERIFY_LOCK = "reverify:lock"
+REFRESH_RUNS = "refresh:runs"      # recent refresh run ids, newest first
+REFRESH_LAST = "refresh:last"      # what the last refresh trigger did
+REFRESH_LOCK = "refresh:lock"
 
 # -- providers --------------------------------------------------------------------
 

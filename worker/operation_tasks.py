@@ -14,10 +14,11 @@ from crm_enrich.backoff import backoff_s
 from crm_enrich.flow.record import fields_to_read
 from crm_enrich.flow.services import Services
 from crm_enrich.logs import log
-from crm_enrich.operations import estimate, reverify, runs, selection
+from crm_enrich.operations import estimate, refresh, reverify, runs, selection
 from crm_enrich.queues import (
     POLL_RERUN_QUERY_JOB,
     READ_RERUN_QUERY_PAGE,
+    REFRESH_OLD_RECORDS,
     REVERIFY_OLD_EMAILS,
     SELECT_RERUN_RECORDS,
 )
@@ -159,6 +160,32 @@ def read_rerun_query_page(self, run_id: str, object_type: str, job_id: str, loca
     if next_locator:
         _send(READ_RERUN_QUERY_PAGE, [run_id, object_type, job_id, next_locator])
     return len(ids)
+
+
+@shared_task(bind=True, name=REFRESH_OLD_RECORDS, max_retries=5)
+def refresh_old_records(self) -> str:
+    """The scheduled refresh (crm_enrich/operations/refresh.py), one trigger at a time."""
+    svc = services()
+    if svc.settings.refresh_after_days is None:
+        return "off"
+    r = svc.store.r
+    lock = r.lock(keys.REFRESH_LOCK, timeout=refresh.LOCK_TIMEOUT_S, blocking=False)
+    if not lock.acquire():
+        return "busy"
+    try:
+        try:
+            result = refresh.start_refresh(svc, lambda name, args: _send(name, args))
+        except SalesforceFailure as exc:
+            if exc.retryable and self.request.retries < self.max_retries:
+                raise self.retry(countdown=backoff_s(self.request.retries, cap=60, jitter=False)) from None
+            result = {"outcome": "failed", "error": str(exc)[:300]}
+        reverify.record_trigger(r, result, refresh.LAST_KEY, "refresh_triggers")
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
+    log.info("refresh.triggered", outcome=result["outcome"], allowance=result.get("allowance"),
+             selected=result.get("selected"), runs=result.get("runs"))
+    return result["outcome"]
 
 
 @shared_task(bind=True, name=REVERIFY_OLD_EMAILS, max_retries=5)

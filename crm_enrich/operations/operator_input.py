@@ -16,7 +16,11 @@ RUN_KINDS = ("rerun", "backfill")  # what an operator may start
 # Started by beat (crm_enrich/operations/reverify.py), never by an operator:
 # its jobs only verify the email.
 REVERIFY_KIND = "reverify"
-SOURCE_FOR_KIND = {"rerun": "rerun", "backfill": "backfill", REVERIFY_KIND: REVERIFY_SOURCE}
+# Started by beat too (crm_enrich/operations/refresh.py): records enriched
+# long ago are enriched again.
+REFRESH_KIND = "refresh"
+SOURCE_FOR_KIND = {"rerun": "rerun", "backfill": "backfill", REVERIFY_KIND: REVERIFY_SOURCE,
+                   REFRESH_KIND: "refresh"}
 
 
 class InvalidRequest(ValueError):
