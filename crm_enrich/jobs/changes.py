@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import redis
 
@@ -94,7 +95,8 @@ class ChangeLog:
             # Stream ids are Redis's clock, `at` ours: a minute's slack each side.
             start, end = str(max(0, int(since * 1000) - 60_000)), str(int(until * 1000) + 60_000)
             while True:
-                rows = self.r.xrange(key, min=start, max=end, count=page)
+                # decode_responses: ids and fields are str.
+                rows = cast(list[tuple[str, dict[str, str]]], self.r.xrange(key, min=start, max=end, count=page))
                 for _id, fields in rows:
                     entry = json.loads(fields["e"])
                     if since <= entry["at"] <= until:
