@@ -133,6 +133,39 @@ def _failed(args) -> int:
     return _exit_code(status)
 
 
+def _changes(args) -> int:
+    """The change log of a period as CSV, to stdout or --output."""
+    import os
+
+    import requests
+
+    token = os.environ.get("ADMIN_TOKEN", "")
+    if not token:
+        print("crm-enrich: set ADMIN_TOKEN to the service's admin token", file=sys.stderr)
+        return 2
+    params = {"since": args.since, **({"until": args.until} if args.until else {})}
+    try:
+        resp = requests.get(args.url.rstrip("/") + "/admin/changes.csv", params=params, timeout=300, stream=True,
+                            headers={"Authorization": f"Bearer {token}"})
+    except requests.RequestException as exc:
+        print(f"crm-enrich: cannot reach {args.url}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if resp.status_code >= 400:
+        try:
+            print(f"crm-enrich: {resp.json().get('error')}", file=sys.stderr)
+        except ValueError:
+            print(f"crm-enrich: HTTP {resp.status_code}", file=sys.stderr)
+        return 1
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for chunk in resp.iter_content(chunk_size=65_536, decode_unicode=True):
+            out.write(chunk)
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
 def _add_url(parser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000",
                         help="the running service (default http://127.0.0.1:8000); token from ADMIN_TOKEN")
@@ -191,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     failed.add_argument("--jobs", help="replay only these comma-separated job ids")
     _add_url(failed)
     failed.set_defaults(func=_failed)
+
+    changes = sub.add_parser("changes", help="what was written, when and why, as CSV (no values)")
+    changes.add_argument("--since", required=True, help="ISO 8601 date or date-time (UTC unless it says)")
+    changes.add_argument("--until", help="ISO 8601 date or date-time (default: now)")
+    changes.add_argument("--output", help="write the CSV to this file instead of stdout")
+    _add_url(changes)
+    changes.set_defaults(func=_changes)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -3,8 +3,10 @@ the rule that decides whether we may write it. Pure logic."""
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
@@ -91,9 +93,26 @@ def is_blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})$")
+
+
+def _comparable(value):
+    """A date-time as the instant it names: Salesforce gives back
+    "…T10:00:00.000+0000" for the "…T10:00:00.000Z" we wrote."""
+    if isinstance(value, str) and _DATETIME.match(value):
+        text = value.replace("Z", "+00:00")
+        if text[-5] in "+-" and text[-3] != ":":
+            text = text[:-2] + ":" + text[-2:]
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            return value
+    return value
+
+
 def value_hash(value) -> str:
-    """What we remember of a tracked value: its hash, never the value."""
-    return hashlib.sha256(repr(value).encode()).hexdigest()[:32]
+    """What we remember of a value we wrote: its hash, never the value."""
+    return hashlib.sha256(repr(_comparable(value)).encode()).hexdigest()[:32]
 
 
 def to_salesforce(value):
@@ -102,11 +121,25 @@ def to_salesforce(value):
     return value
 
 
-def plan_changes(field_map: FieldMap, object_type: str, current: dict, sources: dict,
-                 tracked_hashes: dict[str, str]) -> dict:
-    """The fields to write: each rule applied to the record's current value.
+@dataclass(frozen=True)
+class PlannedChange:
+    """One field to write, and why: the rule, the source, and what the
+    field held before (never the value): `blank`, `ours` (the value we
+    wrote last time) or `overwritten` (anything else)."""
+    value: object
+    rule: str
+    source: str
+    was: str
 
-    `tracked_hashes` holds, per field, the hash of the value we last wrote."""
+
+WAS = ("blank", "ours", "overwritten")
+
+
+def plan_explained(field_map: FieldMap, object_type: str, current: dict, sources: dict,
+                   tracked_hashes: dict[str, str]) -> dict[str, PlannedChange]:
+    """The fields to write, each with the reason: every rule applied to the
+    record's current value. `tracked_hashes` holds, per field, the hash of
+    the value we last wrote."""
     changes = {}
     for rule in field_map.rules_for(object_type):
         value = to_salesforce(sources.get(rule.source))
@@ -115,14 +148,22 @@ def plan_changes(field_map: FieldMap, object_type: str, current: dict, sources: 
         existing = current.get(rule.field)
         if existing == value:
             continue
-        if rule.rule == "always":
-            changes[rule.field] = value
-        elif rule.rule == "fill_blank":
-            if is_blank(existing):
-                changes[rule.field] = value
-        elif is_blank(existing) or tracked_hashes.get(rule.field) == value_hash(existing):
-            changes[rule.field] = value
+        if is_blank(existing):
+            was = "blank"
+        elif tracked_hashes.get(rule.field) == value_hash(existing):
+            was = "ours"
+        else:
+            was = "overwritten"
+        if rule.rule == "always" or was == "blank" or (rule.rule == "tracked" and was == "ours"):
+            changes[rule.field] = PlannedChange(value, rule.rule, rule.source, was)
     return changes
+
+
+def plan_changes(field_map: FieldMap, object_type: str, current: dict, sources: dict,
+                 tracked_hashes: dict[str, str]) -> dict:
+    """The fields to write and their values (see `plan_explained`)."""
+    return {name: planned.value
+            for name, planned in plan_explained(field_map, object_type, current, sources, tracked_hashes).items()}
 
 
 def check_against_describe(field_map: FieldMap, describes: dict[str, dict | None]) -> list[str]:

@@ -93,9 +93,17 @@ def run_jobs(run_id: str) -> str:
     return f"run:{run_id}:jobs"
 
 
+def run_ids(run_id: str) -> str:
+    """The ids a dry run by ids was given, for the worker that prices it."""
+    return f"run:{run_id}:ids"
+
+
 REVERIFY_RUNS = "reverify:runs"    # recent re-verification run ids, newest first
 REVERIFY_LAST = "reverify:last"    # what the last trigger did, for operators
 REVERIFY_LOCK = "reverify:lock"
+REFRESH_RUNS = "refresh:runs"      # recent refresh run ids, newest first
+REFRESH_LAST = "refresh:last"      # what the last refresh trigger did
+REFRESH_LOCK = "refresh:lock"
 
 # -- providers --------------------------------------------------------------------
 
@@ -161,6 +169,25 @@ def batch_queue(name: str, part: str) -> str:
 
 def batch_inflight(name: str, batch_id: str) -> str:
     return f"batch:{name}:inflight:{batch_id}"
+
+
+# -- the change log ----------------------------------------------------------------
+# What each write changed, and why: never a value (docs in crm_enrich/jobs/changes.py).
+
+
+def changes_of_day(day: str) -> str:
+    """One UTC day's changes, a stream (capped at CHANGE_LOG_MAX_PER_DAY)."""
+    return f"changes:day:{day}"
+
+
+def changes_of_record(object_type: str, record_id: str) -> str:
+    """A record's latest changes, newest first (capped at CHANGE_LOG_PER_RECORD)."""
+    return f"changes:record:{object_type}:{record_id}"
+
+
+def changes_logged(job_id: str) -> str:
+    """Set once a job's write is in the log: a replayed flush logs nothing twice."""
+    return f"changes:logged:{job_id}"
 
 
 # -- the dashboard ------------------------------------------------------------------

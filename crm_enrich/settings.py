@@ -147,6 +147,22 @@ class Settings(BaseSettings):
     reverify_max_per_run: int = Field(default=500, ge=1, le=50_000)
     reverify_interval_s: float = Field(default=86_400, ge=1, le=7 * 86_400)
     reverify_budget_share: float = Field(default=0.5, gt=0, le=1)
+    # The change log (what each write changed and why, never the value):
+    # kept this many days, at most this many entries a day and per record.
+    change_log_days: int = Field(default=90, ge=1, le=400)
+    change_log_max_per_day: int = Field(default=200_000, ge=100, le=10_000_000)
+    change_log_per_record: int = Field(default=100, ge=1, le=10_000)
+    # A dry run reads at most this many of its records to price them; the
+    # rest are priced at the worst case.
+    estimate_read_max: int = Field(default=2000, ge=0, le=50_000)
+    # Scheduled refresh: records whose Enriched_At__c is older than
+    # REFRESH_AFTER_DAYS (unset: off; 90 is usual) are enriched again, oldest
+    # first, at most REFRESH_MAX_PER_RUN a run every REFRESH_INTERVAL_S, within
+    # REFRESH_BUDGET_SHARE of the daily credit budget.
+    refresh_after_days: int | None = Field(default=None, ge=1, le=3650)
+    refresh_max_per_run: int = Field(default=200, ge=1, le=50_000)
+    refresh_interval_s: float = Field(default=86_400, ge=1, le=7 * 86_400)
+    refresh_budget_share: float = Field(default=0.3, gt=0, le=1)
     sweep_interval_s: float = Field(default=30, ge=0.5, le=3600)
     credits_check_interval_s: float = Field(default=300, ge=0.5, le=86400)
 

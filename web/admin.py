@@ -15,13 +15,13 @@ import secrets
 import time
 
 import redis
-from flask import Blueprint, abort, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from crm_enrich import keys
 from crm_enrich.flow.intake import QueueUnavailable
 from crm_enrich.logs import log
-from crm_enrich.operations import dead_letters, operator_input, runs, views
+from crm_enrich.operations import changes, dead_letters, operator_input, runs, views
 from crm_enrich.salesforce import ids
 from web.context import context
 
@@ -120,7 +120,7 @@ def _await_count(store, run_id: str):
     while time.monotonic() < deadline:
         run = runs.get_run(store, run_id)
         if run and run["status"] == "estimated":
-            return jsonify({**operator_input.estimate(run["total"] or 0), "runId": run_id}), 200
+            return jsonify({**runs.estimate_of(run), "runId": run_id}), 200
         if run and run["status"] == "failed":
             return _error(400, f"Salesforce refused the selection: {run.get('error', '')}")
         time.sleep(0.1)
@@ -160,8 +160,27 @@ def record_status(object_type: str, record_id: str):
         return _error(400, f"object must be one of {list(ids.OBJECTS)}")
     if not ids.SF_ID.match(record_id):
         return _error(400, "not a 15- or 18-character Salesforce id")
-    record = views.get_record(context().store, object_type, record_id)
-    return jsonify(record) if record else _error(404, "no job for this record")
+    record = _record(object_type, record_id)
+    return jsonify(record) if record else _error(404, "no job or change for this record")
+
+
+def _record(object_type: str, record_id: str) -> dict | None:
+    ctx = context()
+    return views.get_record(ctx.store, object_type, record_id, changes.change_log(ctx.store.r, ctx.settings))
+
+
+@bp.get("/admin/changes.csv")
+@require_token
+def changes_csv():
+    """Every field written in a period, one line each, oldest first: no values."""
+    try:
+        since, until = changes.parse_period(request.args.to_dict())
+    except operator_input.InvalidRequest as exc:
+        return _error(400, str(exc))
+    ctx = context()
+    rows = changes.export_csv(changes.change_log(ctx.store.r, ctx.settings), since, until)
+    return Response(rows, mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="changes.csv"'})
 
 
 @bp.get("/admin/failed")
@@ -234,6 +253,31 @@ def dashboard():
                            fmt_time=lambda t: time.strftime("%H:%M", time.localtime(t)) if t else "",
                            fmt_datetime=lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
                            if t else "")
+
+
+@bp.get("/admin/dashboard/records/<object_type>/<record_id>")
+def dashboard_record(object_type: str, record_id: str):
+    """A record's page: its last job and what crm-enrich changed on it."""
+    if not _logged_in():
+        return render_template("admin_login.html", error="Please log in."), 401
+    if object_type not in ids.OBJECTS or not ids.SF_ID.match(record_id):
+        return render_template("admin_record.html", object_type=object_type, record_id=record_id, record=None,
+                               error="Not a record: give Contact, Lead or Account and a Salesforce id.",
+                               fmt_datetime=_fmt_datetime), 400
+    record = _record(object_type, record_id)
+    return render_template("admin_record.html", object_type=object_type, record_id=record_id, record=record,
+                           error=None, fmt_datetime=_fmt_datetime), 200 if record else 404
+
+
+@bp.get("/admin/dashboard/record")
+def dashboard_find_record():
+    """The dashboard's look-up form: Object and Id to the record's page."""
+    return redirect(url_for("admin.dashboard_record", object_type=request.args.get("object", "").strip() or "-",
+                            record_id=request.args.get("id", "").strip() or "-"), code=303)
+
+
+def _fmt_datetime(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
 
 
 @bp.post("/admin/login")

@@ -118,6 +118,8 @@ HELP = {
     "callbacks_applied": "Clodura callbacks stored on their job, by step",
     "reverify_triggers": "Scheduled re-verification triggers, by what they did",
     "reverify_selected": "Records selected for re-verification, by object",
+    "refresh_triggers": "Scheduled refresh triggers, by what they did",
+    "refresh_selected": "Records selected for a scheduled refresh, by object",
     "async_results": "Asynchronous results by step and how they ended (callback, poll, gave_up)",
 }
 

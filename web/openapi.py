@@ -8,6 +8,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from crm_enrich.field_map import WAS
+from crm_enrich.jobs.changes import CSV_COLUMNS as CHANGE_COLUMNS
 from crm_enrich.operations import operator_input
 from crm_enrich.salesforce import ids, soql
 from web import events
@@ -45,7 +47,7 @@ RERUN_PROPS = {
     "force": {"type": "boolean", "default": False,
               "description": "ignore the cache and the recently-enriched skip"},
     "dryRun": {"type": "boolean", "default": False,
-               "description": "only count the records and estimate the credits"},
+               "description": "only price the selection: the range of credits it will cost; start nothing"},
 }
 
 
@@ -134,11 +136,23 @@ def spec() -> dict:
                 "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": JOB_ID}],
                 "responses": {"200": _resp("the job", "Job"), **ADMIN_ERRORS, "404": _resp("no such job")}}},
             "/admin/records/{object}/{record_id}": {"get": {
-                "summary": "A record's last job", "tags": ["admin"], "security": [{"adminToken": []}],
+                "summary": "A record's last job and its change log", "tags": ["admin"],
+                "security": [{"adminToken": []}],
                 "parameters": [{"name": "object", "in": "path", "required": True, "schema": OBJECT},
                                {"name": "record_id", "in": "path", "required": True, "schema": SF_ID}],
-                "responses": {"200": _resp("the record's last job", "Record"), "400": _resp("bad object or id"),
-                              **ADMIN_ERRORS, "404": _resp("no job for this record")}}},
+                "responses": {"200": _resp("the record's last job and changes", "Record"),
+                              "400": _resp("bad object or id"),
+                              **ADMIN_ERRORS, "404": _resp("no job or change for this record")}}},
+            "/admin/changes.csv": {"get": {
+                "summary": "The change log of a period as CSV (no values), oldest first", "tags": ["admin"],
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {"name": "since", "in": "query", "required": True, "schema": {"type": "string"},
+                     "description": "ISO 8601 date or date-time, UTC unless it says otherwise"},
+                    {"name": "until", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "CSV: " + ",".join(CHANGE_COLUMNS),
+                                      "content": {"text/csv": {"schema": {"type": "string"}}}},
+                              "400": _resp("bad period"), **ADMIN_ERRORS}}},
             "/admin/failed": {"get": {
                 "summary": "Dead letters, newest first (at most 200)", "tags": ["admin"],
                 "security": [{"adminToken": []}],
@@ -174,6 +188,19 @@ def spec() -> dict:
                 "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {
                     "type": "object", "properties": {"csrf": {"type": "string"}}}}}},
                 "responses": {"303": {"description": "to the dashboard"}}}},
+            "/admin/dashboard/records/{object}/{record_id}": {"get": {
+                "summary": "A record's page: its last job and change log (session cookie)", "tags": ["dashboard"],
+                "parameters": [{"name": "object", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "HTML page", "content": HTML},
+                              "400": {"description": "not a record", "content": HTML},
+                              "401": {"description": "not logged in", "content": HTML},
+                              "404": {"description": "no job or change for it", "content": HTML}}}},
+            "/admin/dashboard/record": {"get": {
+                "summary": "The record look-up form's target: redirects to the record's page", "tags": ["dashboard"],
+                "parameters": [{"name": "object", "in": "query", "schema": {"type": "string"}},
+                               {"name": "id", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"303": {"description": "to the record's page"}}}},
             "/admin/dashboard/replay": {"post": {
                 "summary": "Replay failures from the dashboard (session cookie and form CSRF token)",
                 "tags": ["dashboard"],
@@ -220,8 +247,18 @@ def spec() -> dict:
                 "Backfill": {"type": "object", "required": ["object"], "additionalProperties": False,
                              "properties": RERUN_PROPS,
                              "not": {"required": ["ids", "where"]}},
-                "Estimate": {"type": "object", "required": ["records", "estimatedCredits"], "properties": {
-                    "records": {"type": "integer"}, "estimatedCredits": {"type": "number"},
+                "Estimate": {"type": "object", "required": ["records", "estimatedCredits", "credits"], "properties": {
+                    "records": {"type": "integer"},
+                    "priced": {"type": "integer", "description": "records read and priced one by one"},
+                    "credits": {"type": "object", "required": ["atLeast", "atMost"], "description":
+                                "Clodura credits the run will cost: at least (charged whatever is found), "
+                                "at most (if everything is found)",
+                                "properties": {"atLeast": {"type": "number"}, "atMost": {"type": "number"}}},
+                    "estimatedCredits": {"type": "number", "description": "the same as credits.atMost"},
+                    "needs": {"type": "object", "description": "per step: records that may need it, and their range",
+                              "additionalProperties": {"type": "object", "properties": {
+                                  "records": {"type": "integer"}, "atLeast": {"type": "number"},
+                                  "atMost": {"type": "number"}}}},
                     "runId": JOB_ID}},
                 "RunStarted": {"type": "object", "required": ["runId"], "properties": {
                     "runId": JOB_ID, "total": {"type": "integer"}, "status": {"type": "string"}}},
@@ -251,8 +288,14 @@ def spec() -> dict:
                     "creditsSpent": {"type": "number", "description": "Clodura credits this job spent"},
                     "replayedBy": {"type": "string", "nullable": True},
                     "replayOf": {"type": "string", "nullable": True}}},
-                "Record": {"type": "object", "required": ["object", "recordId", "lastJob"], "properties": {
-                    "object": OBJECT, "recordId": SF_ID, "lastJob": {"$ref": "#/components/schemas/Job"}}},
+                "Record": {"type": "object", "required": ["object", "recordId", "lastJob", "changes"], "properties": {
+                    "object": OBJECT, "recordId": SF_ID,
+                    "lastJob": {"allOf": [{"$ref": "#/components/schemas/Job"}], "nullable": True},
+                    "changes": {"type": "array", "description": "newest first; never a value", "items": {
+                        "type": "object", "properties": {
+                            "at": {"type": "number"}, "field": {"type": "string"}, "rule": {"type": "string"},
+                            "source": {"type": "string"}, "provider": {"type": "string"},
+                            "was": {"type": "string", "enum": list(WAS)}, "jobId": JOB_ID}}}}},
                 "FailedList": {"type": "object", "required": ["count", "jobs"], "properties": {
                     "count": {"type": "integer"}, "jobs": {"type": "array", "items": {"type": "object", "properties": {
                         "id": JOB_ID, "object": OBJECT, "recordId": SF_ID,

@@ -4,21 +4,25 @@
 from __future__ import annotations
 
 import contextlib
+import json
 
 from celery import current_app, shared_task
 from redis.exceptions import LockError
 
 from crm_enrich import keys
 from crm_enrich.backoff import backoff_s
+from crm_enrich.flow.record import fields_to_read
 from crm_enrich.flow.services import Services
 from crm_enrich.logs import log
-from crm_enrich.operations import reverify, runs, selection
+from crm_enrich.operations import estimate, refresh, reverify, runs, selection
 from crm_enrich.queues import (
     POLL_RERUN_QUERY_JOB,
     READ_RERUN_QUERY_PAGE,
+    REFRESH_OLD_RECORDS,
     REVERIFY_OLD_EMAILS,
     SELECT_RERUN_RECORDS,
 )
+from crm_enrich.redis_typing import texts
 from crm_enrich.salesforce.gateway import SalesforceFailure
 from crm_enrich.salesforce.soql import selection_soql
 
@@ -60,18 +64,17 @@ def select_rerun_records(self, run_id: str, object_type: str, where: str | None,
     if not run:
         return 0
     r, gateway = svc.store.r, svc.batches.salesforce
-    dry_run = run.get("dry_run") == "1"
+    if run.get("dry_run") == "1":
+        try:
+            return _price_dry_run(svc, run_id, run, object_type, where)
+        except SalesforceFailure as exc:
+            return _retry_or_fail(self, svc, run_id, exc)
     order_by, limit = selection.cap(run)
-    if not dry_run:
-        _wait_for_allocation(self, svc, run_id)
+    _wait_for_allocation(self, svc, run_id)
     try:
         if next_url is None and limit is None:
             total = gateway.count(selection_soql("COUNT()", object_type, where))
             r.hset(runs.run_key(run_id), "total", total)
-            if dry_run:
-                r.hset(runs.run_key(run_id), "status", "estimated")
-                log.info("run.estimated", run_id=run_id, records=total)
-                return total
             if total > svc.settings.salesforce_bulk_query_threshold:
                 job_id = selection.start_query_job(svc.store, gateway, run_id, run, object_type, where, total)
                 _send(POLL_RERUN_QUERY_JOB, [run_id, object_type, job_id, 0], countdown=1)
@@ -88,6 +91,33 @@ def select_rerun_records(self, run_id: str, object_type: str, where: str | None,
     if next_page:
         _send(SELECT_RERUN_RECORDS, [run_id, object_type, where, next_page])
     return len(ids)
+
+
+def _price_dry_run(svc: Services, run_id: str, run: dict, object_type: str, where: str | None) -> int:
+    """Count the selection (or take its ids), read up to ESTIMATE_READ_MAX
+    of its records and price them (crm_enrich/operations/estimate.py)."""
+    r, gateway = svc.store.r, svc.batches.salesforce
+    fields = fields_to_read(svc, object_type)
+    limit = svc.settings.estimate_read_max
+    if run.get("selection") == "ids":
+        ids = texts(r.lrange(keys.run_ids(run_id), 0, -1))
+        read: list[dict] = []
+        total, looked_up = len(ids), min(len(ids), limit)
+        for start in range(0, min(total, limit), 200):
+            chunk = ids[start:min(start + 200, limit)]
+            read.extend(gateway.read_records(object_type, chunk, fields).values())
+    else:
+        total, looked_up = gateway.count(selection_soql("COUNT()", object_type, where)), None
+        read, page = [], gateway.query_page(selection_soql(", ".join(fields), object_type, where, "Id", limit)) \
+            if limit and total else None
+        while page is not None:
+            read.extend(estimate.flattened(row) for row in page.get("records", []))
+            page = None if page.get("done", True) else gateway.query_page(next_url=page["nextRecordsUrl"])
+    priced = estimate.price_selection(svc, object_type, run.get("kind", "rerun"), run.get("force") == "1",
+                                      total, read, looked_up)
+    r.hset(runs.run_key(run_id), mapping={"total": total, "estimate": json.dumps(priced), "status": "estimated"})
+    log.info("run.estimated", run_id=run_id, records=total, priced=priced["priced"], **priced["credits"])
+    return total
 
 
 @shared_task(bind=True, name=POLL_RERUN_QUERY_JOB, max_retries=8)
@@ -132,6 +162,32 @@ def read_rerun_query_page(self, run_id: str, object_type: str, job_id: str, loca
     if next_locator:
         _send(READ_RERUN_QUERY_PAGE, [run_id, object_type, job_id, next_locator])
     return len(ids)
+
+
+@shared_task(bind=True, name=REFRESH_OLD_RECORDS, max_retries=5)
+def refresh_old_records(self) -> str:
+    """The scheduled refresh (crm_enrich/operations/refresh.py), one trigger at a time."""
+    svc = services()
+    if svc.settings.refresh_after_days is None:
+        return "off"
+    r = svc.store.r
+    lock = r.lock(keys.REFRESH_LOCK, timeout=refresh.LOCK_TIMEOUT_S, blocking=False)
+    if not lock.acquire():
+        return "busy"
+    try:
+        try:
+            result = refresh.start_refresh(svc, lambda name, args: _send(name, args))
+        except SalesforceFailure as exc:
+            if exc.retryable and self.request.retries < self.max_retries:
+                raise self.retry(countdown=backoff_s(self.request.retries, cap=60, jitter=False)) from None
+            result = {"outcome": "failed", "error": str(exc)[:300]}
+        reverify.record_trigger(r, result, refresh.LAST_KEY, "refresh_triggers")
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
+    log.info("refresh.triggered", outcome=result["outcome"], allowance=result.get("allowance"),
+             selected=result.get("selected"), runs=result.get("runs"))
+    return result["outcome"]
 
 
 @shared_task(bind=True, name=REVERIFY_OLD_EMAILS, max_retries=5)

@@ -9,6 +9,7 @@ from crm_enrich.queues import (
     FLUSH_READS,
     FLUSH_WRITES,
     HEARTBEAT,
+    REFRESH_OLD_RECORDS,
     REVERIFY_OLD_EMAILS,
     SWEEP_PARKED,
 )
@@ -29,7 +30,18 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "worker-heartbeat": {"task": HEARTBEAT, "schedule": HEARTBEAT_EVERY_S,
                              "options": {"expires": HEARTBEAT_EVERY_S * 2}},
         **reverify_schedule(settings),
+        **refresh_schedule(settings),
     }
+
+
+def refresh_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The scheduled refresh, when REFRESH_AFTER_DAYS turns it on: bulk work,
+    like re-verification."""
+    if settings.refresh_after_days is None:
+        return {}
+    return {"refresh-old-records": {
+        "task": REFRESH_OLD_RECORDS, "schedule": settings.refresh_interval_s,
+        "options": {"queue": BULK_QUEUE, "expires": settings.refresh_interval_s}}}
 
 
 def reverify_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ from celery import current_app
 from crm_enrich import counters, keys
 from crm_enrich.field_map import load_field_map
 from crm_enrich.flow.services import Services
+from crm_enrich.jobs.changes import ChangeLog
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.providers.cache import ProviderCache
 from crm_enrich.providers.clearout import ClearoutClient, HeaderFedLimiter
@@ -21,7 +22,7 @@ from crm_enrich.salesforce.batch_queue import BatchQueue
 from crm_enrich.salesforce.batches import BatchServices
 from crm_enrich.salesforce.gateway import SalesforceGateway
 from crm_enrich.salesforce.schema import OrgSchema
-from crm_enrich.settings import get_settings
+from crm_enrich.settings import Settings, get_settings
 
 _services: tuple[int, Services] | None = None
 
@@ -39,6 +40,11 @@ def services() -> Services:
     if _services is None or _services[0] != os.getpid():
         _services = (os.getpid(), build_services())
     return _services[1]
+
+
+def change_log(store: JobStore, settings: Settings) -> ChangeLog:
+    return ChangeLog(store.r, settings.change_log_days, settings.change_log_max_per_day,
+                     settings.change_log_per_record)
 
 
 def build_services() -> Services:
@@ -66,6 +72,7 @@ def build_services() -> Services:
         schedule=lambda name, countdown: send_task(name, countdown),
         resume_job=resume,
         usage_recheck_s=settings.salesforce_usage_recheck_s,
+        change_log=change_log(store, settings),
     )
     clearout = None
     if settings.clearout_api_token:

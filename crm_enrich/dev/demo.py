@@ -105,6 +105,8 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
         print(f"  {name:<20} " + " ".join(f"{_short(b.get(f)):<22}" for f in SHOWN_FIELDS))
         print(f"  {'  →':<20} " + " ".join(f"{_short(a.get(f)):<22}" for f in SHOWN_FIELDS))
 
+    _show_change_log(stack, ids[0])
+
     counts = {state: 0 for state in ("done", "skipped", "failed")}
     enriched = verified = written = revealed = verified_later = found_by_clearout = 0
     verdicts: dict[str, int] = {}
@@ -164,6 +166,19 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     print(f"\n  {'OK' if ok else 'NOT OK'}: every record reached a final state and was written back"
           if ok else "\n  NOT OK: some records were not final or not written back")
     return 0 if ok else 1
+
+
+def _show_change_log(stack: Stack, record_id: str) -> None:
+    """What crm-enrich changed on one record, as GET /admin/records shows it."""
+    import requests
+
+    view = requests.get(f"{stack.web_url}/admin/records/Contact/{record_id}", timeout=10,
+                        headers={"Authorization": f"Bearer {stack.admin_token}"}).json()
+    print(f"\n  Change log of Contact {record_id} (what, why, from whom; never the value):")
+    for change in view.get("changes", []):
+        at = time.strftime("%H:%M:%S", time.localtime(change["at"]))
+        print(f"    {at}  {change['field']:<30} {change['rule']:<10} {change['source']:<26} "
+              f"{change['provider']:<10} was {change['was']}")
 
 
 def _outbound_summary(outbound) -> str:

@@ -72,7 +72,20 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "verdict": verified["status"] if verified else None,
         "email_revealed": bool(found_email and found_email["email"]),
         "phone_revealed": found_phone})
-    return write_back(svc, job, record, sources)
+    return write_back(svc, job, record, sources, source_providers(found_email, verified, phone))
+
+
+def source_providers(email: dict | None, verified: dict | None, phone: dict | None) -> dict[str, str]:
+    """Who gave each value that is not Clodura's own: the change log names them."""
+    providers = {}
+    if email and email.get("provider"):
+        providers["email.revealed"] = email["provider"]
+    if phone and phone.get("provider"):
+        providers["phone.mobile"] = phone["provider"]
+    if verified and verified.get("provider"):
+        providers.update({f"verification.{part}": verified["provider"]
+                          for part in ("status", "detail", "verified_at")})
+    return providers
 
 
 def _park(svc: Services, job: Job, state: State) -> str:

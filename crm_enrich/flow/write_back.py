@@ -1,9 +1,10 @@
 """The last step of every job: what the field map says to change, fitted
-to the org's fields, queued for a batched write (salesforce.batches); the
-job is done at once when nothing changes."""
+to the org's fields, queued for a batched write (salesforce.batches) with
+the reason for each change, which the change log keeps once the write is
+confirmed; the job is done at once when nothing changes."""
 from __future__ import annotations
 
-from crm_enrich.field_map import fit_changes, plan_changes
+from crm_enrich.field_map import fit_changes, plan_explained
 from crm_enrich.jobs.state import JobMoved, State
 from crm_enrich.jobs.store import Job, load_tracked_hashes
 from crm_enrich.queues import EVENT_SOURCES
@@ -11,19 +12,37 @@ from crm_enrich.salesforce.batches import queue_write
 
 from .services import Services
 
+# Who a source's value comes from, unless the job says otherwise (a
+# revealed email's finder, the verdict's verifier).
+DEFAULT_PROVIDERS = {"person": "clodura", "organisation": "clodura", "email": "clodura", "phone": "clodura",
+                     "verification": "clodura", "meta": "crm-enrich"}
+# Rules whose fields we remember a hash of once written, so the change log
+# can tell our own earlier value ("ours") from a person's ("overwritten").
+REMEMBERED_RULES = ("tracked", "always")
 
-def write_back(svc: Services, job: Job, record: dict, sources: dict) -> str:
+
+def provider_of(source: str, providers: dict[str, str] | None) -> str:
+    if providers and source in providers:
+        return providers[source]
+    return DEFAULT_PROVIDERS.get(source.split(".", 1)[0], "unknown")
+
+
+def write_back(svc: Services, job: Job, record: dict, sources: dict,
+               providers: dict[str, str] | None = None) -> str:
+    """`providers`: source -> provider, where it is not the default one."""
     store = svc.store
     tracked = load_tracked_hashes(store, job.object, job.record_id)
-    planned = plan_changes(svc.field_map, job.object, record, sources, tracked)
-    fitted = fit_changes(planned, svc.schema.describe(job.object))
+    planned = plan_explained(svc.field_map, job.object, record, sources, tracked)
+    fitted = fit_changes({name: p.value for name, p in planned.items()}, svc.schema.describe(job.object))
     changes = {name: value for name, value in fitted.items() if record.get(name) != value}
     if not changes:
         store.transition(job, State.DONE, fields_written=[], last_error=None)
         return job.state
-    tracked_fields = [r.field for r in svc.field_map.rules_for(job.object) if r.rule == "tracked"]
-    queue_write(svc.batches, job.id, job.object, job.record_id, changes, tracked_fields,
-                urgent=job.source in EVENT_SOURCES)
+    why = {name: {"rule": planned[name].rule, "source": planned[name].source, "was": planned[name].was,
+                  "provider": provider_of(planned[name].source, providers)} for name in changes}
+    remembered = [r.field for r in svc.field_map.rules_for(job.object) if r.rule in REMEMBERED_RULES]
+    queue_write(svc.batches, job.id, job.object, job.record_id, changes, remembered,
+                urgent=job.source in EVENT_SOURCES, why=why)
     try:
         store.transition(job, State.WRITING)
     except JobMoved as exc:

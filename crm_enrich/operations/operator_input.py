@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from crm_enrich.providers.quota import COSTS
 from crm_enrich.queues import REVERIFY_SOURCE
 from crm_enrich.salesforce import soql
 from crm_enrich.salesforce.ids import OBJECTS, SF_ID, to_id18
@@ -17,11 +16,11 @@ RUN_KINDS = ("rerun", "backfill")  # what an operator may start
 # Started by beat (crm_enrich/operations/reverify.py), never by an operator:
 # its jobs only verify the email.
 REVERIFY_KIND = "reverify"
-SOURCE_FOR_KIND = {"rerun": "rerun", "backfill": "backfill", REVERIFY_KIND: REVERIFY_SOURCE}
-
-# An estimate assumes every record is matched and has an email: the most a
-# run can spend at the price table's enrich and standard-verify prices.
-CREDITS_PER_RECORD = COSTS["enrich"] + COSTS["verify"]
+# Started by beat too (crm_enrich/operations/refresh.py): records enriched
+# long ago are enriched again.
+REFRESH_KIND = "refresh"
+SOURCE_FOR_KIND = {"rerun": "rerun", "backfill": "backfill", REVERIFY_KIND: REVERIFY_SOURCE,
+                   REFRESH_KIND: "refresh"}
 
 
 class InvalidRequest(ValueError):
@@ -89,8 +88,6 @@ def parse_rerun(payload: Any, kind: str = "rerun") -> RerunRequest:
                         force=payload.get("force", False), dry_run=payload.get("dryRun", False))
 
 
-def estimate(records: int) -> dict:
-    return {"records": records, "estimatedCredits": round(records * CREDITS_PER_RECORD, 2)}
 
 def parse_replay(payload: Any) -> list[str] | None:
     """The job ids to replay, or None for all of them."""

@@ -116,14 +116,17 @@ def selection_stalled(run: dict, resent_at: float | None, now: float) -> bool:
 # The scheduled trigger (the task is worker.operation_tasks.reverify_old_emails)
 # ---------------------------------------------------------------------------
 
-def _why_not_now(svc: Services, send_task: SendTask) -> str | None:
+def why_not_now(svc: Services, send_task: SendTask, runs_key: str = RUNS_KEY,
+                objects: tuple[str, ...] = REVERIFY_OBJECTS) -> str | None:
+    """Why a scheduled run (re-verification, or refresh with its own
+    `runs_key`) may not start now, or None."""
     quota = svc.quota
     if quota.quota_resets_in() > 0 or quota.paused_reason() or quota.budget_paused():
         return "spending_paused"
     if not svc.batches.guard.may_call(urgent=False):
         return "salesforce_allocation"
     r = svc.store.r
-    recent = [runs.get_run(svc.store, run_id) for run_id in texts(r.lrange(RUNS_KEY, 0, len(REVERIFY_OBJECTS) - 1))]
+    recent = [runs.get_run(svc.store, run_id) for run_id in texts(r.lrange(runs_key, 0, len(objects) - 1))]
     open_runs = [run for run in recent if run_open(run)]
     for run in open_runs:
         key = runs.run_key(run["runId"])
@@ -141,7 +144,7 @@ def start_reverify(svc: Services, send_task: SendTask, now: datetime | None = No
     started). Raises SalesforceFailure from a count; nothing has been
     started then, so the caller may simply try again."""
     settings, r = svc.settings, svc.store.r
-    blocked = _why_not_now(svc, send_task)
+    blocked = why_not_now(svc, send_task)
     if blocked:
         return {"outcome": blocked}
     can_take = allowance(settings.reverify_max_per_run,
@@ -184,11 +187,11 @@ def start_reverify(svc: Services, send_task: SendTask, now: datetime | None = No
             "selected": can_take - left, "runs": started}
 
 
-def record_trigger(r: redis.Redis, result: dict) -> None:
+def record_trigger(r: redis.Redis, result: dict, last_key: str = LAST_KEY, counter: str = "reverify_triggers") -> None:
     """What the last trigger did, for operators."""
     fields = {"at": round(time.time(), 3), "outcome": result["outcome"], "allowance": "", "selected": 0,
               "runs": "", "cutoff": "", "error": ""}
     fields.update({k: ",".join(v) if isinstance(v, list) else v for k, v in result.items()})
-    r.hset(LAST_KEY, mapping=hash_fields(fields))
-    r.expire(LAST_KEY, runs.RUN_TTL_S)
-    counters.incr(r, "reverify_triggers", outcome=result["outcome"])
+    r.hset(last_key, mapping=hash_fields(fields))
+    r.expire(last_key, runs.RUN_TTL_S)
+    counters.incr(r, counter, outcome=result["outcome"])

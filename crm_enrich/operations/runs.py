@@ -4,6 +4,7 @@ how far it has got. A selection by SOQL condition is read by worker tasks
 are only ever made through `flow.intake.accept_records`."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +18,10 @@ from crm_enrich.jobs.store import JobStore
 from crm_enrich.queues import SELECT_RERUN_RECORDS
 from crm_enrich.redis_typing import hash_fields
 
-from .operator_input import SOURCE_FOR_KIND, RerunRequest, estimate
+from .operator_input import SOURCE_FOR_KIND, RerunRequest
+
+# What a dry run answers (crm_enrich/operations/estimate.py), kept on its run.
+ESTIMATE_FIELDS = ("records", "priced", "credits", "estimatedCredits", "needs")
 
 RUN_TTL_S = keys.RUN_TTL_S
 run_key = keys.run
@@ -62,11 +66,19 @@ def queue_run_records(store: JobStore, enqueue: Callable[[str, str], None], run_
 
 def start_rerun(store: JobStore, enqueue: Callable[[str, str], None],
                 send_task: Callable[[str, list], None], req: RerunRequest) -> dict:
-    """Start a run (or, for a dry run by ids, only estimate it). A selection
-    by condition is handed to a worker task that reads the ids page by page."""
+    """Start a run, or a dry run that only prices the selection. A
+    selection by condition, and any dry run, is handed to a worker task
+    (the web never calls Salesforce): it reads the ids page by page, or
+    reads the records a dry run prices."""
+    if req.ids is not None and req.dry_run:
+        run_id = create_run(store.r, req, total=len(req.ids), status="counting")
+        pipe = store.r.pipeline(transaction=True)
+        pipe.rpush(keys.run_ids(run_id), *req.ids)
+        pipe.expire(keys.run_ids(run_id), RUN_TTL_S)
+        pipe.execute()
+        send_task(SELECT_RERUN_RECORDS, [run_id, req.object, None, None])
+        return {"runId": run_id}
     if req.ids is not None:
-        if req.dry_run:
-            return estimate(len(req.ids))
         run_id = create_run(store.r, req, total=len(req.ids), status="queueing")
         queue_run_records(store, enqueue, run_id, req.kind, req.object, list(req.ids))
         store.r.hset(run_key(run_id), "status", "queued")
@@ -101,6 +113,11 @@ def get_run(store: JobStore, run_id: str) -> dict | None:
         out["error"] = raw["error"]
     if raw.get("limit"):
         out["limit"] = int(raw["limit"])
-    if out["dryRun"] and total is not None:
-        out.update(estimate(total))
+    if raw.get("estimate"):
+        out.update(json.loads(raw["estimate"]))
     return out
+
+
+def estimate_of(run: dict) -> dict:
+    """A priced dry run's answer."""
+    return {name: run[name] for name in ESTIMATE_FIELDS if name in run}

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from crm_enrich import keys
+from crm_enrich.jobs.changes import ChangeLog
 from crm_enrich.jobs.state import State
 from crm_enrich.jobs.store import Job, JobStore
 from crm_enrich.queues import URGENT_QUEUE
@@ -52,15 +53,23 @@ def get_job(store: JobStore, job_id: str) -> dict | None:
     return job_view(store, job) if job else None
 
 
-def get_record(store: JobStore, object_type: str, record_id: str) -> dict | None:
+def get_record(store: JobStore, object_type: str, record_id: str, change_log: ChangeLog | None = None) -> dict | None:
+    """The record's last job (kept 7 days) and its change log (kept
+    CHANGE_LOG_DAYS), or None when there is neither."""
     if object_type not in OBJECTS or not SF_ID.match(record_id or ""):
         return None
     job_id = text(store.r.get(keys.record_last_job(object_type, to_id18(record_id)))) or \
         text(store.r.get(keys.record_last_job(object_type, record_id)))
     job = store.get(job_id) if job_id else None
-    if job is None:
+    log = change_log or ChangeLog(store.r)
+    found = log.of_record(object_type, to_id18(record_id)) or log.of_record(object_type, record_id)
+    if job is None and not found:
         return None
-    return {"object": object_type, "recordId": job.record_id, "lastJob": job_view(store, job)}
+    return {"object": object_type, "recordId": job.record_id if job else to_id18(record_id),
+            "lastJob": job_view(store, job) if job else None,
+            "changes": [{"at": entry["at"], "field": entry["field"], "rule": entry["rule"],
+                         "source": entry["source"], "provider": entry["provider"], "was": entry["was"],
+                         "jobId": entry["job_id"]} for entry in found]}
 
 
 def throughput(store: JobStore, now: float | None = None, bucket_s: int = 300, window_s: int = 3600,

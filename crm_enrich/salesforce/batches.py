@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from crm_enrich.backoff import backoff_s
 from crm_enrich.field_map import value_hash
+from crm_enrich.jobs.changes import ChangeLog
 from crm_enrich.jobs.state import State
 from crm_enrich.jobs.store import JobStore, save_tracked_hashes
 from crm_enrich.logs import log
@@ -43,6 +44,7 @@ class BatchServices:
     schedule: Callable[[str, float], None]          # (task name, countdown)
     resume_job: Callable[[str], None]               # re-run a parked job's task
     usage_recheck_s: float = 60.0
+    change_log: ChangeLog | None = None             # None: the defaults (90 days)
 
 
 # -- producers ---------------------------------------------------------------
@@ -62,9 +64,12 @@ def queue_read(svc: BatchServices, job_id: str, object_type: str, record_id: str
 
 
 def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: str,
-                changes: dict, tracked_fields: list[str], urgent: bool) -> None:
+                changes: dict, tracked_fields: list[str], urgent: bool, why: dict | None = None) -> None:
+    """`why`: per field, what the change log keeps of it (rule, source,
+    provider, was); never a value."""
     item = {"job_id": job_id, "object": object_type, "record_id": record_id, "changes": changes,
-            "tracked": tracked_fields, "urgent": urgent, "queued_at": time.time(), "attempt": 0}
+            "tracked": tracked_fields, "urgent": urgent, "queued_at": time.time(), "attempt": 0,
+            "why": why or {}}
     _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item))
 
 
@@ -217,6 +222,12 @@ def _write_done(svc: BatchServices, item: dict) -> None:
     store = svc.store
     tracked = {f: value_hash(v) for f, v in item["changes"].items() if f in item["tracked"]}
     save_tracked_hashes(store, item["object"], item["record_id"], tracked)
+    # Logged before the job is done: a flush replayed after a crash here
+    # writes again and finds the log already has this job.
+    why = item.get("why") or {}
+    (svc.change_log or ChangeLog(store.r)).record_write(
+        item["job_id"], item["object"], item["record_id"],
+        {name: why.get(name, {}) for name in item["changes"]})
     job = store.finish_by_id(item["job_id"], State.DONE, fields_written=sorted(item["changes"]))
     if job is not None:
         log.info("job.done", job_id=job.id, record_id=job.record_id, fields=sorted(item["changes"]))

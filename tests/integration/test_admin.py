@@ -131,12 +131,17 @@ def test_where_may_mention_forbidden_words_inside_string_literals():
 
 
 def test_dry_run_by_ids_estimates_and_starts_nothing(stack, store):
-    before = (jobs_total(store), run_keys(store))
+    before = jobs_total(store)
     ids = ["003000000000001AAA", "003000000000002AAA", "003000000000003"]
     resp = api(stack, "POST", "/admin/rerun", json={"object": "Contact", "ids": ids, "dryRun": True})
     assert resp.status_code == 200
-    assert resp.json() == {"records": 3, "estimatedCredits": 6.12}
-    assert (jobs_total(store), run_keys(store)) == before
+    # No such records: a worker read them to price them, and found none.
+    answer = resp.json()
+    assert {k: answer[k] for k in ("records", "priced", "credits", "estimatedCredits", "needs")} == {
+        "records": 3, "priced": 3, "credits": {"atLeast": 0.0, "atMost": 0.0}, "estimatedCredits": 0.0, "needs": {}}
+    run = api(stack, "GET", f"/admin/runs/{answer['runId']}").json()
+    assert run["dryRun"] and run["status"] == "estimated" and run["queued"] == 0
+    assert jobs_total(store) == before
 
 
 def test_rerun_by_ids_enriches_the_records_and_reports_progress(stack, control, store):
@@ -188,7 +193,11 @@ def test_rerun_by_condition_reads_every_page_and_queues_each_record(stack, contr
         dry = api(stack, "POST", "/admin/rerun",
                   json={"object": "Contact", "where": f"LastName = '{marker}'", "dryRun": True})
         assert dry.status_code == 200, dry.text
-        assert dry.json()["records"] == 5 and dry.json()["estimatedCredits"] == 10.2
+        priced = dry.json()
+        assert priced["records"] == 5 and priced["priced"] == 5  # read over 3 pages
+        assert priced["needs"]["enrich"]["records"] == 5 and priced["needs"]["verify"]["records"] == 5
+        assert "reveal_email" not in priced["needs"]  # every one has an email
+        assert 0 <= priced["credits"]["atLeast"] <= priced["credits"]["atMost"] == priced["estimatedCredits"]
         assert jobs_total(store) == before[0]  # a dry run makes no job
 
         mark = max([e["seq"] for e in control.log("salesforce")] or [0])
@@ -286,7 +295,7 @@ def cli(stack, *args, token: str | None = None) -> subprocess.CompletedProcess:
 def test_command_line(stack, control, store):
     dry = cli(stack, "rerun", "--object", "Contact", "--ids", "003000000000001AAA,003000000000002AAA",
               "--dry-run")
-    assert dry.returncode == 0 and '"records": 2' in dry.stdout and '"estimatedCredits": 4.08' in dry.stdout
+    assert dry.returncode == 0 and '"records": 2' in dry.stdout and '"atMost": 0.0' in dry.stdout
 
     (rid,) = create_contacts(control, known_people(31, 1))
     started = cli(stack, "rerun", "--object", "Contact", "--ids", rid)

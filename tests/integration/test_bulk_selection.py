@@ -94,7 +94,7 @@ def test_a_selection_above_the_threshold_goes_through_a_query_job(bstack, bcontr
     mark = seq(bcontrol)
     dry = api(bstack, "POST", "/admin/rerun", json={"object": "Contact", "where": where, "dryRun": True})
     assert dry.status_code == 200 and dry.json()["records"] == 24
-    assert bulk_calls(bcontrol, mark) == []  # a dry run only counts
+    assert bulk_calls(bcontrol, mark) == []  # a dry run counts and reads what it prices with REST
 
     mark = seq(bcontrol)
     resp = api(bstack, "POST", "/admin/rerun", json={"object": "Contact", "where": where})

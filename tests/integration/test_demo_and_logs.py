@@ -17,6 +17,9 @@ def test_demo_exits_zero_with_every_record_written_back():
     assert "written back       20" in result.stdout
     assert "not final          0" in result.stdout
     assert "OK: every record reached a final state" in result.stdout
+    # One record's change log: fields written, each with its rule, source and provider.
+    log = result.stdout.split("Change log of Contact", 1)[1].split("Summary", 1)[0]
+    assert re.search(r"Enriched_At__c\s+always\s+meta\.enriched_at\s+crm-enrich\s+was blank", log), log
 
 
 def test_no_email_or_phone_from_the_data_reaches_the_logs(stack, control, job_for):

@@ -139,3 +139,17 @@ def test_a_value_a_restricted_picklist_does_not_offer_is_left_out():
     assert fit_changes({"Industry": "Retail"}, describe) == {}  # inactive
     industry["restrictedPicklist"] = False
     assert fit_changes({"Industry": "Computer Software"}, describe) == {"Industry": "Computer Software"}
+
+
+def test_each_planned_change_says_why_and_what_the_field_held():
+    from crm_enrich.field_map import plan_explained
+
+    ours = "https://www.linkedin.com/in/old/"
+    current = {"Title": None, "LinkedIn_URL__c": ours, "Email_Verification_Status__c": "hand-set"}
+    planned = plan_explained(MAP, "Contact", current, sources(), {"LinkedIn_URL__c": value_hash(ours)})
+    assert (planned["Title"].rule, planned["Title"].source, planned["Title"].was) == \
+        ("fill_blank", "person.title", "blank")
+    assert planned["LinkedIn_URL__c"].was == "ours"
+    assert planned["Email_Verification_Status__c"].was == "overwritten"
+    assert {name: p.value for name, p in planned.items()} == \
+        plan_changes(MAP, "Contact", current, sources(), {"LinkedIn_URL__c": value_hash(ours)})

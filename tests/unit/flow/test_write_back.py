@@ -24,8 +24,9 @@ def test_the_flush_writes_the_changes_ends_the_job_and_remembers_tracked_values(
     assert records == [{"attributes": {"type": "Contact"}, "id": CONTACT_ID, **queued["changes"]}]
     job = flow.job(job_id)
     assert (job.state, job.fields_written) == (State.DONE, sorted(queued["changes"]))
-    assert load_tracked_hashes(flow.store, "Contact", CONTACT_ID) == {
-        "LinkedIn_URL__c": value_hash(PERSON["linkedinUrl"])}
+    remembered = load_tracked_hashes(flow.store, "Contact", CONTACT_ID)
+    assert remembered["LinkedIn_URL__c"] == value_hash(PERSON["linkedinUrl"])
+    assert set(remembered) == set(queued["tracked"]) & set(queued["changes"])   # hashes, never values
     assert flow.queued_writes() == []
 
 
