@@ -74,7 +74,7 @@ def test_each_write_is_logged_with_why_and_never_the_value(stack, control, store
     # and overwrites the `always` one: the log says which was whose.
     control.http.post(f"{control.sf}/_sandbox/salesforce/records/Contact/{rid}/edit",
                       json={"LinkedIn_URL__c": "https://www.linkedin.com/in/edited-by-hand/",
-                            "Email_Verification_Status__c": "hand-set"}).raise_for_status()
+                            "Email_Verification_Status__c": "risky"}).raise_for_status()
     event(stack, rid)
     second = final_job(store, "Contact", rid)
     assert second.id != first.id and second.state == "done"
