@@ -150,6 +150,11 @@ def salesforce_describe(object_type: str) -> str:
     return f"salesforce:describe:{object_type}"
 
 
+# The mapped fields the org cannot take, as the last worker to start found
+# them (metadata, no record data); rewritten at every worker start, so no TTL.
+FIELD_MAP_CHECK = "salesforce:field_map_check"
+
+
 SALESFORCE_READS = "salesforce_reads"      # batch queue names
 SALESFORCE_WRITES = "salesforce_writes"
 

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     secret_key: str = Field(min_length=16)
 
     field_map: Path | None = None
+    # A mapped field the org lacks, or the integration user cannot update,
+    # is left out with a warning; true: the worker refuses to start instead.
+    field_map_strict: bool = False
     # Clodura's asynchronous results (reveals, 202 verifications) arrive by
     # callback. Without one after VERIFY_POLL_AFTER_S the sweeper asks the
     # provider's polling endpoints (undocumented, hence the switch); after

@@ -16,6 +16,7 @@ from crm_enrich.queues import URGENT_QUEUE
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import BatchQueue
 from crm_enrich.salesforce.ids import OBJECTS, SF_ID, to_id18
+from crm_enrich.salesforce.schema import load_field_map_check
 from crm_enrich.settings import Settings
 
 from .dead_letters import failed_jobs
@@ -123,4 +124,5 @@ def overview(store: JobStore, settings: Settings) -> dict[str, Any]:
         "credits": [credits_today(r, "clodura")],
         "rateLimits": rate_limit_headroom(r, settings.clodura_api_key, settings.clodura_limits),
         "failed": failed_jobs(store, limit=20),
+        "fieldMapCheck": load_field_map_check(r),
     }
