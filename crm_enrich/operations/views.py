@@ -35,6 +35,8 @@ def job_view(store: JobStore, job: Job) -> dict:
         "id": job.id, "state": job.state, "object": job.object, "recordId": job.record_id,
         "source": job.source, "createdAt": job.created_at, "updatedAt": job.updated_at,
         "enqueuedAt": job.enqueued_at, "attempts": job.attempts, "lastError": job.last_error,
+        # Why a skipped job was skipped (a SkipReason code); None otherwise.
+        "skipReason": job.skip_reason,
         "fieldsWritten": job.fields_written,
         "steps": [{"state": s.get("state"), "at": s.get("t")} for s in job.steps],
         "providerCalls": [k for k in sorted(provider) if k not in ("record", "outcome")
