@@ -179,4 +179,6 @@ def admin_login(nonce: str) -> str:
 # -- processes and metrics ----------------------------------------------------------
 WORKER_HEARTBEAT = "worker:heartbeat"
 WORKER_HEARTBEAT_TTL_S = 120
+BEAT_HEARTBEAT = "beat:heartbeat"        # written by beat's own loop (worker/beat.py)
+BEAT_HEARTBEAT_TTL_S = 120
 METRICS_COUNTERS = "metrics:counters"

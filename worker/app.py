@@ -24,6 +24,10 @@ settings = exit_on_bad_settings()
 configure_logging(settings.log_level)
 app = create_celery(settings)
 app.conf.beat_schedule = beat_schedule(settings)
+# `celery beat` without --schedule keeps its schedule here (DATA_DIR), and
+# writes its heartbeat from its own loop.
+app.conf.beat_schedule_filename = str(settings.beat_schedule_file)
+app.conf.beat_scheduler = "worker.beat:HeartbeatScheduler"
 
 TASK_MODULES = (tasks, operation_tasks, heartbeat)  # registered with the app above
 
