@@ -93,15 +93,16 @@ class EmbeddedRedis:
         # port between our check and its bind: then it fails to start and
         # we try another port.
         for attempt in range(1, self.ATTEMPTS + 1):
-            self.server = ValkeyServer(port=free_port(), config={
+            server = ValkeyServer(port=free_port(), config={
                 "appendonly": "yes", "maxmemory-policy": "noeviction", **(config or {})})
             try:
-                self.server.start(timeout=60)
+                server.start(timeout=60)
                 break
             except ValkeyServerStartupError:
                 if attempt == self.ATTEMPTS:
                     raise
-        self.url = self.server.connection_url
+        self.server = server
+        self.url = server.connection_url
 
     def stop(self) -> None:
         if self.server:
