@@ -16,8 +16,3 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --quiet -e '.[test]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
-# The dashboard test drives a real headless Chromium (Debian's package).
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || echo "bootstrap: could not install chromium; the dashboard browser test will fail until it is installed" >&2
-fi
