@@ -101,7 +101,7 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
                 if key not in all_jobs:
                     job_id = store.r.get(keys.record_last_job(*key))
                     if job_id:
-                        all_jobs[key] = job_id
+                        all_jobs[key] = str(job_id)
             final = sum(1 for job_id in all_jobs.values()
                         if (job := store.get(job_id)) is not None and job.state in FINAL_STATES)
             progress.update(final)
@@ -110,7 +110,8 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
             time.sleep(0.25)
     elapsed = time.monotonic() - started
     jobs = {rid: job_id for (obj, rid), job_id in all_jobs.items() if obj == "Contact"}
-    account_jobs = [store.get(job_id) for (obj, _), job_id in all_jobs.items() if obj == "Account"]
+    account_jobs = [job for (obj, _), job_id in all_jobs.items()
+                    if obj == "Account" and (job := store.get(job_id)) is not None]
 
     after = {rid: control.record("Contact", rid) for rid in ids}
     contact_jobs = {rid: job for rid in ids if rid in jobs and (job := store.get(jobs[rid])) is not None}
