@@ -47,6 +47,7 @@ def _check_field_map(**_) -> None:
     except FieldMapError as exc:  # a typo in our own file: never start
         print(f"crm-enrich: the field map is invalid: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(3) from None
+    svc.schema.forget(list(field_map.objects))  # the pool processes then share this fresh answer
     check = check_field_map_at_start(field_map, svc.schema)
     if check.problems and svc.settings.field_map_strict:
         print("crm-enrich: the field map does not fit the org (FIELD_MAP_STRICT is on):\n  "

@@ -20,6 +20,12 @@ class OrgSchema:
         self.r = client
         self.gateway = gateway
 
+    def forget(self, object_types: list[str]) -> None:
+        """Drop the cached describes: a worker starting after a fix in the
+        org must see the fix, not yesterday's answer."""
+        if object_types:
+            self.r.delete(*(keys.salesforce_describe(obj) for obj in object_types))
+
     def describe(self, object_type: str) -> dict | None:
         key = keys.salesforce_describe(object_type)
         cached = self.r.get(key)
