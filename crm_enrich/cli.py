@@ -49,7 +49,9 @@ def _check_settings(_args) -> int:
 
 # --- admin commands: they talk to the running service over HTTP -------------
 
-def _admin_call(args, method: str, path: str, body: dict | None = None):
+def _admin_call(args, method: str, path: str, body: dict | None = None, quiet: bool = False):
+    """The service's answer (status, JSON body); printed as JSON unless
+    `quiet` (the caller shows it its own way)."""
     import json
     import os
 
@@ -69,7 +71,8 @@ def _admin_call(args, method: str, path: str, body: dict | None = None):
         payload = resp.json()
     except ValueError:
         payload = {"error": resp.text[:500]}
-    print(json.dumps(payload, indent=2, sort_keys=True))
+    if not quiet:
+        print(json.dumps(payload, indent=2, sort_keys=True))
     return resp.status_code, payload
 
 
@@ -100,37 +103,125 @@ def _backfill(args) -> int:
     return _exit_code(status)
 
 
+def _when(t) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(t))) if t else "-"
+
+
+def _show(args, status: int, payload: dict, render) -> int:
+    """JSON with --json; else an error line, or `render(console, payload)`."""
+    import json
+
+    from crm_enrich.console import make_console
+
+    if args.json:
+        print(json.dumps(payload, indent=2, sort_keys=True))
+    elif status >= 400:
+        print(f"error ({status}): {payload.get('error', payload)}")
+    else:
+        render(make_console(), payload)
+    return _exit_code(status)
+
+
+def _render_job(console, job: dict, title: str | None = None) -> None:
+    from crm_enrich.console import print_fields, print_table
+
+    print_fields(console, title or f"Job {job['id']}", {
+        "state": job["state"], "record": f"{job['object']} {job['recordId']}", "source": job["source"],
+        "created": _when(job["createdAt"]), "updated": _when(job["updatedAt"]), "attempts": job["attempts"],
+        "last error" if job["state"] != "skipped" else "skipped because": job["lastError"],
+        "skip reason": job.get("skipReason"), "fields written": ", ".join(job["fieldsWritten"]),
+        "provider calls": ", ".join(job["providerCalls"]), "credits spent": job["creditsSpent"],
+        "replayed by": job["replayedBy"], "replay of": job["replayOf"]})
+    if job["steps"]:
+        print_table(console, "Steps", ("at", "state"), [(_when(s["at"]), s["state"]) for s in job["steps"]])
+
+
+def _render_run(console, run: dict) -> None:
+    from crm_enrich.console import print_fields
+
+    print_fields(console, f"Run {run['runId']}", {
+        "kind": run.get("kind"), "object": run.get("object"), "status": run.get("status"),
+        "created": _when(run.get("createdAt")), "selected": run.get("total"), "queued": run.get("queued"),
+        "finished": run.get("finished"), "jobs": ", ".join(f"{n} {s}" for s, n in sorted(run["jobs"].items())),
+        **{k: run[k] for k in ("limit", "error", "estimatedCredits") if k in run}})
+
+
+def _render_ready(console, ready: dict) -> None:
+    from crm_enrich.console import print_table
+
+    rows = [(k, v) for k, v in ready.items() if k != "fieldMap"]
+    field_map = ready.get("fieldMap") or {}
+    rows.append(("fieldMap", field_map.get("status")))
+    print_table(console, "Service", ("check", "state"), rows)
+    if field_map.get("leftOut"):
+        print_table(console, "Mapped fields left out", ("field", "problem", "what to do"),
+                    [(f["field"], f["problem"], f["fix"]) for f in field_map["leftOut"]])
+
+
 def _status(args) -> int:
     if args.job:
-        path = f"/admin/jobs/{args.job}"
-    elif args.run:
-        path = f"/admin/runs/{args.run}"
-    elif args.record:
+        status, payload = _admin_call(args, "GET", f"/admin/jobs/{args.job}", quiet=True)
+        return _show(args, status, payload, _render_job)
+    if args.run:
+        status, payload = _admin_call(args, "GET", f"/admin/runs/{args.run}", quiet=True)
+        return _show(args, status, payload, _render_run)
+    if args.record:
         obj, _, rid = args.record.partition("/")
-        path = f"/admin/records/{obj}/{rid}"
-    else:
-        from urllib.parse import urljoin
+        status, payload = _admin_call(args, "GET", f"/admin/records/{obj}/{rid}", quiet=True)
+        return _show(args, status, payload,
+                     lambda console, rec: _render_job(console, rec["lastJob"], f"{rec['object']} {rec['recordId']}"))
+    from urllib.parse import urljoin
 
-        import requests
+    import requests
 
-        try:
-            resp = requests.get(urljoin(args.url, "/readyz"), timeout=10)
-        except requests.RequestException as exc:
-            print(f"crm-enrich: cannot reach {args.url}: {type(exc).__name__}", file=sys.stderr)
-            return 1
-        print(resp.text.strip())
-        return _exit_code(resp.status_code)
-    status, _ = _admin_call(args, "GET", path)
-    return _exit_code(status)
+    try:
+        resp = requests.get(urljoin(args.url, "/readyz"), timeout=10)
+        payload = resp.json()
+    except (requests.RequestException, ValueError) as exc:
+        print(f"crm-enrich: cannot reach {args.url}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    # /readyz answers 503 with the reason, which is worth showing as it is.
+    _show(args, 200, payload, _render_ready)
+    return _exit_code(resp.status_code)
 
 
 def _failed(args) -> int:
     if args.replay or args.jobs:
         body = {"jobIds": [j.strip() for j in args.jobs.split(",") if j.strip()]} if args.jobs else {"all": True}
-        status, _ = _admin_call(args, "POST", "/admin/failed/replay", body)
-    else:
-        status, _ = _admin_call(args, "GET", "/admin/failed")
-    return _exit_code(status)
+        status, payload = _admin_call(args, "POST", "/admin/failed/replay", body, quiet=True)
+        return _show(args, status, payload, lambda console, r: console.print(
+            f"replayed {r['replayed']} job(s), {r['skipped']} not failed or replayed already", markup=False))
+    status, payload = _admin_call(args, "GET", "/admin/failed", quiet=True)
+
+    def render(console, answer: dict) -> None:
+        from crm_enrich.console import print_table
+
+        print_table(console, f"Failed jobs: {answer['count']}", ("when", "job", "record", "error", "replayed as"),
+                    [(_when(j.get("updatedAt")), j["id"], f"{j['object']} {j['recordId']}", j.get("lastError"),
+                      j.get("replayedBy")) for j in answer["jobs"]])
+
+    return _show(args, status, payload, render)
+
+
+def _doctor(_args) -> int:
+    from rich.markup import escape
+
+    from crm_enrich.console import make_console
+    from crm_enrich.operations.doctor import run_checks
+
+    console = make_console()
+    bad = 0
+    for check in run_checks():
+        mark = "[green]✓[/]" if check.ok else "[bold red]✗[/]"
+        console.print(f"{mark} [bold]{escape(check.name)}[/]: {escape(check.detail)}")
+        if not check.ok:
+            bad += 1
+            if check.fix:
+                console.print(f"    [yellow]fix:[/] {escape(check.fix)}")
+    console.print("[green]all checks passed[/]" if not bad else f"[bold red]{bad} check(s) failed[/]")
+    return 1 if bad else 0
 
 
 def _changes(args) -> int:
@@ -216,12 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--job", help="job id")
     what.add_argument("--run", help="run id")
     what.add_argument("--record", help="Object/Id, e.g. Contact/003...")
+    status.add_argument("--json", action="store_true", help="print the service's JSON answer")
     _add_url(status)
     status.set_defaults(func=_status)
 
     failed = sub.add_parser("failed", help="list dead letters, or replay them")
     failed.add_argument("--replay", action="store_true", help="replay every failed job not replayed yet")
     failed.add_argument("--jobs", help="replay only these comma-separated job ids")
+    failed.add_argument("--json", action="store_true", help="print the service's JSON answer")
     _add_url(failed)
     failed.set_defaults(func=_failed)
 
@@ -231,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     changes.add_argument("--output", help="write the CSV to this file instead of stdout")
     _add_url(changes)
     changes.set_defaults(func=_changes)
+    doctor = sub.add_parser("doctor", help="check this deployment end to end (settings, Redis, Salesforce, "
+                                           "providers, the public URL, worker and beat); non-zero on any ✗")
+    doctor.set_defaults(func=_doctor)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -166,26 +166,66 @@ def plan_changes(field_map: FieldMap, object_type: str, current: dict, sources: 
             for name, planned in plan_explained(field_map, object_type, current, sources, tracked_hashes).items()}
 
 
-def check_against_describe(field_map: FieldMap, describes: dict[str, dict | None]) -> list[str]:
-    """Problems that would make every write of a mapped field fail, one
-    line each, naming the field. `describes`: object → describe answer."""
+@dataclass(frozen=True)
+class FieldProblem:
+    """A mapped field the org cannot take, and what the operator should do.
+    `field` is None when the org lacks the whole object."""
+    object: str
+    field: str | None
+    problem: str
+    fix: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.object}.{self.field}" if self.field else self.object
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.problem} ({self.fix})"
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"object": self.object, "field": self.field, "problem": self.problem, "fix": self.fix}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> FieldProblem:
+        return cls(raw["object"], raw.get("field"), raw["problem"], raw["fix"])
+
+
+def check_against_describe(field_map: FieldMap, describes: dict[str, dict | None]) -> list[FieldProblem]:
+    """Mapped fields every write of which would fail, one problem each.
+    `describes`: object → describe answer (None: no such object)."""
     problems = []
     for object_type, rules in field_map.objects.items():
         describe = describes.get(object_type)
         if describe is None:
-            problems.append(f"{object_type}: the org has no such object")
+            problems.append(FieldProblem(object_type, None, "the org has no such object",
+                                         f"remove [{object_type}] from the field map"))
             continue
         fields = {f["name"]: f for f in describe.get("fields", [])}
         for rule in rules:
-            name = f"{object_type}.{rule.field}"
             field = fields.get(rule.field)
             if field is None:
-                problems.append(f"{name}: no such field in the org (create it, or remove it from the field map)")
+                problems.append(FieldProblem(
+                    object_type, rule.field, "no such field in the org",
+                    "create it (README, the field map) and give the integration user edit access, "
+                    "or remove it from the field map"))
             elif not field.get("updateable"):
-                problems.append(f"{name}: the integration user cannot update it")
+                problems.append(FieldProblem(
+                    object_type, rule.field, "the integration user cannot update it",
+                    "grant edit access to it (field-level security, e.g. in the permission set)"))
             elif field.get("type") not in FITS[SOURCES[rule.source]]:
-                problems.append(f"{name}: a {field.get('type')} field cannot hold {rule.source}")
+                problems.append(FieldProblem(
+                    object_type, rule.field, f"a {field.get('type')} field cannot hold {rule.source}",
+                    "change the field's type, or map it from another source"))
     return problems
+
+
+def without_problems(field_map: FieldMap, problems: list[FieldProblem]) -> FieldMap:
+    """The map with every mapping a problem names left out (a missing
+    object loses all its mappings)."""
+    gone_objects = {p.object for p in problems if p.field is None}
+    gone_fields = {(p.object, p.field) for p in problems if p.field is not None}
+    return FieldMap({obj: tuple(r for r in rules if (obj, r.field) not in gone_fields)
+                     for obj, rules in field_map.objects.items() if obj not in gone_objects})
 
 
 def fit_to_field(value, field: dict | None):

@@ -158,6 +158,11 @@ def salesforce_describe(object_type: str) -> str:
     return f"salesforce:describe:{object_type}"
 
 
+# The mapped fields the org cannot take, as the last worker to start found
+# them (metadata, no record data); rewritten at every worker start, so no TTL.
+FIELD_MAP_CHECK = "salesforce:field_map_check"
+
+
 SALESFORCE_READS = "salesforce_reads"      # batch queue names
 SALESFORCE_WRITES = "salesforce_writes"
 
@@ -201,4 +206,6 @@ def admin_login(nonce: str) -> str:
 # -- processes and metrics ----------------------------------------------------------
 WORKER_HEARTBEAT = "worker:heartbeat"
 WORKER_HEARTBEAT_TTL_S = 120
+BEAT_HEARTBEAT = "beat:heartbeat"        # written by beat's own loop (worker/beat.py)
+BEAT_HEARTBEAT_TTL_S = 120
 METRICS_COUNTERS = "metrics:counters"

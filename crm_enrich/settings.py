@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     secret_key: str = Field(min_length=16)
 
     field_map: Path | None = None
+    # A mapped field the org lacks, or the integration user cannot update,
+    # is left out with a warning; true: the worker refuses to start instead.
+    field_map_strict: bool = False
     # Clodura's asynchronous results (reveals, 202 verifications) arrive by
     # callback. Without one after VERIFY_POLL_AFTER_S the sweeper asks the
     # provider's polling endpoints (undocumented, hence the switch); after
@@ -165,6 +168,11 @@ class Settings(BaseSettings):
     refresh_budget_share: float = Field(default=0.3, gt=0, le=1)
     sweep_interval_s: float = Field(default=30, ge=0.5, le=3600)
     credits_check_interval_s: float = Field(default=300, ge=0.5, le=86400)
+
+    # Where a process keeps its own files (beat's schedule): one directory
+    # per deployment, so two deployments on one host never share them.
+    data_dir: Path = Path("data")
+    beat_schedule_path: Path | None = None
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -241,6 +249,11 @@ class Settings(BaseSettings):
         if self.clodura_org_components is None:
             return ORG_COMPONENTS
         return parse_org_components(self.clodura_org_components)
+
+    @property
+    def beat_schedule_file(self) -> Path:
+        """BEAT_SCHEDULE_PATH, or celerybeat-schedule in DATA_DIR."""
+        return self.beat_schedule_path or self.data_dir / "celerybeat-schedule"
 
     @property
     def org_id_15(self) -> str:

@@ -110,6 +110,7 @@ HELP = {
     "records_received": "Records accepted from Salesforce or an operator, by source",
     "duplicates_dropped": "Redelivered events recognised and dropped",
     "jobs_finished": "Jobs that reached a final state",
+    "jobs_skipped": "Jobs that ended skipped, by reason (a SkipReason code)",
     "provider_calls": "Provider answers by endpoint and HTTP status (429, 409, 402 included)",
     "provider_credits": "Provider credits spent",
     "salesforce_api_calls": "Salesforce API calls made",

@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify
 
 from crm_enrich.field_map import WAS
 from crm_enrich.jobs.changes import CSV_COLUMNS as CHANGE_COLUMNS
+from crm_enrich.jobs.state import SkipReason
 from crm_enrich.operations import operator_input
 from crm_enrich.salesforce import ids, soql
 from web import events
@@ -278,6 +279,8 @@ def spec() -> dict:
                     "source": {"type": "string"}, "createdAt": {"type": "number"},
                     "updatedAt": {"type": "number"}, "enqueuedAt": {"type": "number", "nullable": True},
                     "attempts": {"type": "integer"}, "lastError": {"type": "string", "nullable": True},
+                    "skipReason": {"type": "string", "nullable": True,
+                                   "description": "why a skipped job was skipped: " + ", ".join(SkipReason)},
                     "fieldsWritten": {"type": "array", "items": {"type": "string"}},
                     "steps": {"type": "array", "items": {"type": "object", "properties": {
                         "state": {"type": "string"}, "at": {"type": "number"}}}},

@@ -9,10 +9,11 @@ import sys
 
 from celery.signals import worker_init
 
+from crm_enrich.field_map import FieldMapError, load_field_map
 from crm_enrich.flow.account import component_warnings
 from crm_enrich.logs import configure_logging, log
 from crm_enrich.queues import create_celery
-from crm_enrich.salesforce.schema import check_field_map_at_start
+from crm_enrich.salesforce.schema import check_field_map_at_start, save_field_map_check
 from crm_enrich.settings import exit_on_bad_settings
 
 from . import heartbeat, operation_tasks, tasks
@@ -23,20 +24,38 @@ settings = exit_on_bad_settings()
 configure_logging(settings.log_level)
 app = create_celery(settings)
 app.conf.beat_schedule = beat_schedule(settings)
+# `celery beat` without --schedule keeps its schedule here (DATA_DIR), and
+# writes its heartbeat from its own loop.
+app.conf.beat_schedule_filename = str(settings.beat_schedule_file)
+app.conf.beat_scheduler = "worker.beat:HeartbeatScheduler"
 
 TASK_MODULES = (tasks, operation_tasks, heartbeat)  # registered with the app above
 
 
 @worker_init.connect
 def _check_field_map(**_) -> None:
-    """A field map that names a field the org lacks would fail every write:
-    refuse to start, naming the field. Mapped Account fields the settings
-    keep empty (CLODURA_ORG_COMPONENTS) are only warned about."""
-    svc = services()
-    problems = check_field_map_at_start(svc.field_map, svc.schema)
-    if problems:
-        print("crm-enrich: the field map does not fit the org:\n  " + "\n  ".join(problems),
-              file=sys.stderr, flush=True)
+    """A mapped field the org lacks (or the integration user cannot update)
+    would fail every write of its record: the worker leaves it out, says so
+    once, and stores the finding for /readyz and the dashboard. With
+    FIELD_MAP_STRICT it refuses to start instead. (A map naming an unknown
+    source or rule never gets here: load_field_map refuses it.) Mapped
+    Account fields the settings keep empty (CLODURA_ORG_COMPONENTS) are
+    only warned about."""
+    try:
+        svc = services()
+        field_map = load_field_map(svc.settings.field_map)
+    except FieldMapError as exc:  # a typo in our own file: never start
+        print(f"crm-enrich: the field map is invalid: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
+    svc.schema.forget(list(field_map.objects))  # the pool processes then share this fresh answer
+    check = check_field_map_at_start(field_map, svc.schema)
+    if check.problems and svc.settings.field_map_strict:
+        print("crm-enrich: the field map does not fit the org (FIELD_MAP_STRICT is on):\n  "
+              + "\n  ".join(map(str, check.problems)), file=sys.stderr, flush=True)
         raise SystemExit(3)
+    save_field_map_check(svc.store.r, check)
+    if check.problems:
+        log.warning("field_map.fields_left_out", fields=[p.name for p in check.problems],
+                    problems=[str(p) for p in check.problems])
     for warning in component_warnings(svc.field_map, svc.settings.org_components_allowed):
         log.warning("field_map.unfilled", problem=warning)

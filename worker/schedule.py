@@ -16,6 +16,8 @@ from crm_enrich.queues import (
 from crm_enrich.settings import Settings
 
 HEARTBEAT_EVERY_S = 15.0
+# Beat writes its own heartbeat (worker/beat.py) at least this often.
+BEAT_HEARTBEAT_EVERY_S = 15.0
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import BatchQueue
 from crm_enrich.salesforce.batches import BatchServices
 from crm_enrich.salesforce.gateway import SalesforceGateway
-from crm_enrich.salesforce.schema import OrgSchema
+from crm_enrich.salesforce.schema import OrgSchema, check_field_map_at_start
 from crm_enrich.settings import Settings, get_settings
 
 _services: tuple[int, Services] | None = None
@@ -81,15 +81,17 @@ def build_services() -> Services:
             HeaderFedLimiter(store.r, settings.clearout_api_token[-6:]),
             on_answer=lambda endpoint, status: counters.incr(
                 store.r, "provider_calls", provider="clearout", endpoint=endpoint, status=status))
+    schema = OrgSchema(store.r, batches.salesforce)
     return Services(
         settings=settings,
         clodura=CloduraClient(
             str(settings.clodura_base_url), settings.clodura_api_key, limiter,
             on_answer=lambda endpoint, status: counters.incr(
                 store.r, "provider_calls", provider="clodura", endpoint=endpoint, status=status)),
-        field_map=load_field_map(settings.field_map),
+        # Without the mappings the org cannot take (worker/app.py warns of them).
+        field_map=check_field_map_at_start(load_field_map(settings.field_map), schema).usable,
         batches=batches,
-        schema=OrgSchema(store.r, batches.salesforce),
+        schema=schema,
         cache=ProviderCache(store.r, settings.provider_cache_ttl_s),
         quota=Quota(store.r, settings.clodura_daily_credit_budget),
         clearout=clearout,

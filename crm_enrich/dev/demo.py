@@ -5,32 +5,25 @@ final, then print a before/after table and a summary."""
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from crm_enrich import counters, keys, redis_typing
+from crm_enrich.console import JobProgress, make_console, print_table
 from crm_enrich.dev.devstack import Stack
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import FINAL_STATES, Job, JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
 
-SHOWN_FIELDS = ("Email", "Title", "Department", "Email_Verification_Status__c")
+SHOWN_FIELDS = ("Email", "Title", "Email_Verification_Status__c")
+LABELS = {"Email_Verification_Status__c": "Verification"}
 
 
-def _progress(done: int, total: int, started: float) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    line = f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs final  {time.monotonic() - started:5.1f}s"
-    if sys.stdout.isatty():
-        print(line, end="", flush=True)
-    elif done == total or done % max(1, total // 10) == 0:
-        print(line.strip(), flush=True)
-
-
-def _short(value, width: int = 22) -> str:
+def _short(value, width: int = 32) -> str:
     text = "-" if value in (None, "") else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -43,9 +36,43 @@ def _job(store: JobStore, job_id: str) -> Job:
     return job
 
 
+def _change(before, after) -> str:
+    """A field's value before → after, or the one value if it did not change."""
+    if before == after:
+        return _short(after)
+    return f"{_short(before)} → {_short(after)}"
+
+
+def interesting_records(ids: list[str], jobs: dict[str, Job], provider: dict[str, dict]) -> list[tuple[str, str]]:
+    """(record id, why it is shown): the first record of each kind the demo
+    is about, in this order; a kind no record had is left out."""
+    def outcome(rid: str) -> dict:
+        return provider.get(rid, {}).get("outcome") or {}
+
+    def settled_later(rid: str) -> bool:
+        return any(step["state"] == State.AWAITING_VERIFICATION for step in jobs[rid].steps)
+
+    kinds = [
+        ("email revealed", lambda rid: bool(outcome(rid).get("email_revealed"))),
+        ("invalid address", lambda rid: outcome(rid).get("verdict") == "invalid"),
+        ("catch-all, settled by callback",
+         lambda rid: outcome(rid).get("verdict") == "catch_all" and settled_later(rid)),
+        ("unknown person", lambda rid: jobs[rid].skip_reason == SkipReason.NO_MATCH
+         or (jobs[rid].state == State.DONE and not outcome(rid).get("matched"))),
+    ]
+    shown: list[tuple[str, str]] = []
+    for why, test in kinds:
+        rid = next((r for r in ids if r in jobs and r not in dict(shown) and test(r)), None)
+        if rid:
+            shown.append((rid, why))
+    return shown
+
+
 def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="crm-enrich-demo-"))
-    print(f"crm-enrich demo: {records} Contacts through the sandbox (logs in {state_dir / 'logs'})")
+    console = make_console()
+    console.print(f"crm-enrich demo: {records} Contacts through the sandbox (logs in {state_dir / 'logs'})",
+                  markup=False)
     # Clearout as the second opinion on risky and catch-all addresses, and
     # its finder for people Clodura cannot reveal: the whole waterfall.
     stack = Stack(state_dir, worker_concurrency=workers,
@@ -55,13 +82,14 @@ def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int
         stack.start()
         control = SandboxControl(stack.sandbox.info)
         store = JobStore(stack.redis_client())
-        return _run(stack, control, store, records, timeout_s)
+        return _run(console, stack, control, store, records, timeout_s)
     finally:
         stack.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, timeout_s: float) -> int:
+def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStore, records: int,
+         timeout_s: float) -> int:
     contacts = demo_contacts(records)
     companies = sorted({c["_company"] for c in contacts})
     account_ids = control.create_accounts(companies)
@@ -75,41 +103,42 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     # The Contacts, then the Accounts their jobs enrich (one job per company).
     watched = [("Contact", rid) for rid in ids] + [("Account", aid) for aid in account_ids.values()]
     all_jobs: dict[tuple[str, str], str] = {}
-    final = 0
-    while True:
-        for key in watched:
-            if key not in all_jobs:
-                job_id = redis_typing.text(store.r.get(keys.record_last_job(*key)))
-                if job_id:
-                    all_jobs[key] = job_id
-        now_final = sum(1 for job_id in all_jobs.values() if _job(store, job_id).state in FINAL_STATES)
-        if now_final != final or final == 0:
-            _progress(now_final, len(watched), started)
-            final = now_final
-        if final == len(watched) or time.monotonic() - started > timeout_s:
-            break
-        time.sleep(0.25)
+    with JobProgress(console, len(watched)) as progress:
+        while True:
+            for key in watched:
+                if key not in all_jobs:
+                    job_id = redis_typing.text(store.r.get(keys.record_last_job(*key)))
+                    if job_id:
+                        all_jobs[key] = job_id
+            final = sum(1 for job_id in all_jobs.values()
+                        if (job := store.get(job_id)) is not None and job.state in FINAL_STATES)
+            progress.update(final)
+            if final == len(watched) or time.monotonic() - started > timeout_s:
+                break
+            time.sleep(0.25)
     elapsed = time.monotonic() - started
-    print()
     jobs = {rid: job_id for (obj, rid), job_id in all_jobs.items() if obj == "Contact"}
-    account_jobs = [_job(store, job_id) for (obj, _), job_id in all_jobs.items() if obj == "Account"]
+    account_jobs = [job for (obj, _), job_id in all_jobs.items()
+                    if obj == "Account" and (job := store.get(job_id)) is not None]
 
     after = {rid: control.record("Contact", rid) for rid in ids}
-    print("\n  Before → after (first 6 records):")
-    labels = [f.replace("Email_Verification_Status__c", "Verification") for f in SHOWN_FIELDS]
-    header = f"  {'Name':<20} " + " ".join(f"{label:<22}" for label in labels)
-    print(header)
-    for rid in ids[:6]:
-        b, a = before[rid], after[rid]["record"]
-        name = _short(f"{b.get('FirstName', '')} {b.get('LastName', '')}", 20)
-        print(f"  {name:<20} " + " ".join(f"{_short(b.get(f)):<22}" for f in SHOWN_FIELDS))
-        print(f"  {'  →':<20} " + " ".join(f"{_short(a.get(f)):<22}" for f in SHOWN_FIELDS))
+    contact_jobs = {rid: job for rid in ids if rid in jobs and (job := store.get(jobs[rid])) is not None}
+    provider = {rid: store.provider_data(job.id) for rid, job in contact_jobs.items()}
+    shown = interesting_records(ids, contact_jobs, provider)
+    print()
+    print_table(console, "Before → after (one record of each kind)",
+                ("Contact", "shown for", *(LABELS.get(f, f) for f in SHOWN_FIELDS), "job"),
+                [(_short(f"{before[rid].get('FirstName') or ''} {before[rid].get('LastName') or ''}".strip(), 24),
+                  why, *(_change(before[rid].get(f), after[rid]["record"].get(f)) for f in SHOWN_FIELDS),
+                  contact_jobs[rid].state)
+                 for rid, why in shown])
 
     _show_change_log(stack, ids[0])
 
     counts = {state: 0 for state in ("done", "skipped", "failed")}
     enriched = verified = written = revealed = verified_later = found_by_clearout = 0
     verdicts: dict[str, int] = {}
+    skip_reasons: dict[str, int] = {}
     unfinished = []
     for rid in ids:
         job = store.get(jobs[rid]) if rid in jobs else None
@@ -117,6 +146,8 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
             unfinished.append(rid)
             continue
         counts[job.state] += 1
+        if job.skip_reason:
+            skip_reasons[job.skip_reason] = skip_reasons.get(job.skip_reason, 0) + 1
         outcome = store.provider_data(job.id).get("outcome") or {}
         enriched += bool(outcome.get("matched"))
         verified += bool(outcome.get("verdict"))
@@ -143,7 +174,8 @@ def _run(stack: Stack, control: SandboxControl, store: JobStore, records: int, t
     print(f"    202 verifications  {verified_later} completed later (catch-all domains, deep check)")
     print(f"    callbacks          {_callbacks_summary(store)}")
     print(f"    written back       {written}")
-    print(f"    skipped            {counts['skipped']}")
+    print(f"    skipped            {counts['skipped']}" + (" (" + ", ".join(
+        f"{n} {reason}" for reason, n in sorted(skip_reasons.items())) + ")" if skip_reasons else ""))
     print(f"    failed             {counts['failed']}")
     print(f"    not final          {len(unfinished)}")
     print(f"    Clodura credits    {clodura['creditsSpent']:.2f} spent ({clodura['accepted']} requests, "

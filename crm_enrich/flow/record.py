@@ -3,7 +3,7 @@ job parks until the read resumes it), and the checks every job makes
 before spending anything: is it still there, and was the change our own?"""
 from __future__ import annotations
 
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job, JobMemory
 from crm_enrich.queues import EVENT_SOURCES
 from crm_enrich.salesforce.batches import queue_read
@@ -55,10 +55,10 @@ def record_to_work_on(svc: Services, job: Job, memory: JobMemory, own_change_cou
     if record is None:
         return None
     if record.get("_missing"):
-        svc.store.finish(job, State.SKIPPED, "record deleted or not visible")
+        svc.store.finish(job, State.SKIPPED, SkipReason.RECORD_GONE)
         return None
     if (own_change_counts and job.source in EVENT_SOURCES
             and is_own_change(record, svc.batches.salesforce.integration_user_id)):
-        svc.store.finish(job, State.SKIPPED, "the change was our own write-back")
+        svc.store.finish(job, State.SKIPPED, SkipReason.OWN_WRITE_BACK)
         return None
     return record

@@ -9,7 +9,7 @@ it (worker.tasks) only maps RetryLater onto Celery.
 from __future__ import annotations
 
 from crm_enrich import keys
-from crm_enrich.jobs.state import JobMoved, State
+from crm_enrich.jobs.state import JobMoved, SkipReason, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.logs import log
 from crm_enrich.providers.cache import AnswerPending
@@ -118,6 +118,6 @@ def _advance(svc: Services, job: Job, runner_id: str) -> str:
     if job.object == "Account":
         return advance_account(svc, job, runner_id)
     if job.object not in PERSON_OBJECTS:
-        svc.store.finish(job, State.SKIPPED, f"{job.object} enrichment is not supported yet")
+        svc.store.finish(job, State.SKIPPED, SkipReason.UNSUPPORTED_OBJECT, detail=job.object)
         return job.state
     return advance_person(svc, job, runner_id)

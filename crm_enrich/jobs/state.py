@@ -34,6 +34,33 @@ class State(StrEnum):
     FAILED = "failed"
 
 
+class SkipReason(StrEnum):
+    """Why a job ended `skipped`: the code in the job's hash, the
+    `job.skipped` log event and crm_enrich_jobs_skipped_total{reason}."""
+    RECORD_GONE = "record_gone"                # deleted, or not visible to the integration user
+    OWN_WRITE_BACK = "own_write_back"          # the event was our own update
+    NO_MATCH = "no_match"                      # Clodura knows nobody and there is no email to verify
+    NO_ACCOUNT_FIELDS = "no_account_fields"    # the field map has no [Account] section
+    NO_COMPANY_MATCH = "no_company_match"      # no company at Clodura matches the Account
+    ORGANISATION_GONE = "organisation_gone"    # Clodura no longer knows the organisation it matched
+    UNSUPPORTED_OBJECT = "unsupported_object"  # no enrichment for this kind of record
+
+    @property
+    def text(self) -> str:
+        return SKIP_TEXT[self]
+
+
+SKIP_TEXT: dict[SkipReason, str] = {
+    SkipReason.RECORD_GONE: "record deleted or not visible",
+    SkipReason.OWN_WRITE_BACK: "the change was our own write-back",
+    SkipReason.NO_MATCH: "no match at Clodura and no email to verify",
+    SkipReason.NO_ACCOUNT_FIELDS: "the field map has no [Account] fields",
+    SkipReason.NO_COMPANY_MATCH: "no company at Clodura matches this Account",
+    SkipReason.ORGANISATION_GONE: "Clodura does not know the organisation any more",
+    SkipReason.UNSUPPORTED_OBJECT: "enrichment of this object is not supported yet",
+}
+
+
 STATES: tuple[State, ...] = tuple(State)
 FINAL = frozenset({State.DONE, State.SKIPPED, State.FAILED})
 # Parked: waiting for a result that comes later (callback or poll) ...

@@ -20,7 +20,8 @@ from typing import Any
 import redis
 
 from crm_enrich import counters, keys
-from crm_enrich.jobs.state import FINAL, STATES, JobMoved, State, check_move
+from crm_enrich.jobs.state import FINAL, STATES, JobMoved, SkipReason, State, check_move
+from crm_enrich.logs import log
 from crm_enrich.redis_typing import hash_fields, text, text_hash, text_set
 
 FINAL_STATES = FINAL
@@ -49,6 +50,7 @@ class Job:
     fields_written: list[str] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     force: bool = False
+    skip_reason: str | None = None
 
     @property
     def final(self) -> bool:
@@ -72,6 +74,7 @@ class Job:
             fields_written=json.loads(raw.get("fields_written", "[]")),
             steps=json.loads(raw.get("steps", "[]")),
             force=raw.get("force") == "1",
+            skip_reason=raw.get("skip_reason") or None,
         )
 
 
@@ -186,21 +189,35 @@ class JobStore:
                 counters.observe(self.r, "job_to_writeback_seconds", job.updated_at - job.created_at)
         return job
 
-    def finish(self, job: Job, state: State, reason: str | None = None, **changes: Any) -> bool:
+    def finish(self, job: Job, state: State, reason: str | SkipReason | None = None, detail: str = "",
+               **changes: Any) -> bool:
         """End the job in a final state with its reason, unless it has
-        ended already (a late or repeated answer); True if it moved."""
+        ended already (a late or repeated answer); True if it moved.
+
+        A skip must give a SkipReason (`detail` adds to its text): every
+        skip is logged and counted here, by its code."""
         if job.final:
             return False
+        if state == State.SKIPPED:
+            if not isinstance(reason, SkipReason):
+                raise TypeError(f"a skip needs a SkipReason, not {reason!r}")
+            changes["skip_reason"] = reason.value
+            reason = f"{reason.text}: {detail}" if detail else reason.text
         try:
             self.transition(job, state, last_error=reason[:500] if reason else None, **changes)
         except JobMoved:
             return False  # ended, or moved on, by someone else meanwhile
+        if state == State.SKIPPED:
+            counters.incr(self.r, "jobs_skipped", reason=job.skip_reason)
+            log.info("job.skipped", job_id=job.id, object=job.object, record_id=job.record_id,
+                     reason=job.skip_reason)
         return True
 
-    def finish_by_id(self, job_id: str, state: State, reason: str | None = None, **changes: Any) -> Job | None:
+    def finish_by_id(self, job_id: str, state: State, reason: str | SkipReason | None = None, detail: str = "",
+                     **changes: Any) -> Job | None:
         """`finish` for a job known by id; the job, if it moved."""
         job = self.get(job_id)
-        return job if job is not None and self.finish(job, state, reason, **changes) else None
+        return job if job is not None and self.finish(job, state, reason, detail, **changes) else None
 
     def note_error(self, job: Job, error: str) -> Job:
         """Record a passing error without moving the job (it will be
@@ -254,7 +271,7 @@ class JobStore:
             "attempts": job.attempts, "dedupe_key": job.dedupe_key or "",
             "last_error": job.last_error or "", "input": json.dumps(job.input),
             "fields_written": json.dumps(job.fields_written), "steps": json.dumps(job.steps),
-            "force": int(job.force),
+            "force": int(job.force), "skip_reason": job.skip_reason or "",
         }
         if job.enqueued_at is not None:
             out["enqueued_at"] = job.enqueued_at

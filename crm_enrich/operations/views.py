@@ -18,6 +18,7 @@ from crm_enrich.redis_typing import text
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import BatchQueue
 from crm_enrich.salesforce.ids import OBJECTS, SF_ID, to_id18
+from crm_enrich.salesforce.schema import load_field_map_check
 from crm_enrich.settings import Settings
 
 from .dead_letters import failed_jobs
@@ -36,6 +37,8 @@ def job_view(store: JobStore, job: Job) -> dict:
         "id": job.id, "state": job.state, "object": job.object, "recordId": job.record_id,
         "source": job.source, "createdAt": job.created_at, "updatedAt": job.updated_at,
         "enqueuedAt": job.enqueued_at, "attempts": job.attempts, "lastError": job.last_error,
+        # Why a skipped job was skipped (a SkipReason code); None otherwise.
+        "skipReason": job.skip_reason,
         "fieldsWritten": job.fields_written,
         "steps": [{"state": s.get("state"), "at": s.get("t")} for s in job.steps],
         "providerCalls": [k for k in sorted(provider) if k not in ("record", "outcome")
@@ -133,4 +136,5 @@ def overview(store: JobStore, settings: Settings) -> dict[str, Any]:
         "credits": [credits_today(r, "clodura")],
         "rateLimits": rate_limit_headroom(r, settings.clodura_api_key, settings.clodura_limits),
         "failed": failed_jobs(store, limit=20),
+        "fieldMapCheck": load_field_map_check(r),
     }

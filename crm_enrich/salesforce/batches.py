@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from crm_enrich.backoff import backoff_s
 from crm_enrich.field_map import value_hash
 from crm_enrich.jobs.changes import ChangeLog
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import JobStore, save_tracked_hashes
 from crm_enrich.logs import log
 from crm_enrich.queues import FLUSH_READS, FLUSH_WRITES
@@ -235,7 +235,7 @@ def _write_done(svc: BatchServices, item: dict) -> None:
 
 def _write_refused(svc: BatchServices, item: dict, code: str, message: str) -> None:
     if code in RECORD_GONE:
-        job = svc.store.finish_by_id(item["job_id"], State.SKIPPED, f"record gone: {code}")
+        job = svc.store.finish_by_id(item["job_id"], State.SKIPPED, SkipReason.RECORD_GONE, detail=code)
     else:
         job = svc.store.finish_by_id(item["job_id"], State.FAILED, f"{code}: {message}")
     if job is None:

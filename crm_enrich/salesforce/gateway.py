@@ -179,10 +179,15 @@ class SalesforceGateway:
         return self._call(lambda sf: sf.restful("composite/sobjects", method="PATCH",
                                                 json={"allOrNone": False, "records": records}))
 
+    def daily_api_requests(self) -> dict:
+        """One call to /limits/: {"Max", "Remaining"} of the org's daily
+        API allocation (docs/salesforce.md#api-limits)."""
+        limits = self._call(lambda sf: sf.limits())
+        return limits.get("DailyApiRequests") or {}
+
     def refresh_usage(self) -> None:
         """One call to /limits/ for a fresh count of the daily allocation."""
-        limits = self._call(lambda sf: sf.limits())
-        daily = limits.get("DailyApiRequests") or {}
+        daily = self.daily_api_requests()
         if self.on_usage and daily.get("Max"):
             self.on_usage(daily["Max"] - daily.get("Remaining", 0), daily["Max"])
 

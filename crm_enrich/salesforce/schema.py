@@ -4,11 +4,13 @@ length. Cached in Redis for a day (it is metadata, not provider data)."""
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass, field
 
 import redis
 
 from crm_enrich import keys
-from crm_enrich.field_map import FieldMap, check_against_describe
+from crm_enrich.field_map import FieldMap, FieldProblem, check_against_describe, without_problems
 from crm_enrich.logs import log
 from crm_enrich.salesforce.gateway import SalesforceFailure, SalesforceGateway
 
@@ -17,6 +19,12 @@ class OrgSchema:
     def __init__(self, client: redis.Redis, gateway: SalesforceGateway):
         self.r = client
         self.gateway = gateway
+
+    def forget(self, object_types: list[str]) -> None:
+        """Drop the cached describes: a worker starting after a fix in the
+        org must see the fix, not yesterday's answer."""
+        if object_types:
+            self.r.delete(*(keys.salesforce_describe(obj) for obj in object_types))
 
     def describe(self, object_type: str) -> dict | None:
         key = keys.salesforce_describe(object_type)
@@ -36,12 +44,36 @@ class OrgSchema:
         return slim
 
 
-def check_field_map_at_start(field_map: FieldMap, schema: OrgSchema) -> list[str]:
-    """The problems found, or [] (also when Salesforce cannot be reached:
-    then a warning is logged and the check happens on the next start)."""
+@dataclass(frozen=True)
+class FieldMapCheck:
+    """The field map checked against the org: `usable` leaves out every
+    mapping a problem names. `checked` is False when Salesforce could not
+    be asked (then the whole map is used and writes say what is wrong)."""
+    usable: FieldMap
+    problems: list[FieldProblem] = field(default_factory=list)
+    checked: bool = True
+    reason: str | None = None
+
+
+def check_field_map_at_start(field_map: FieldMap, schema: OrgSchema) -> FieldMapCheck:
     try:
         describes = {obj: schema.describe(obj) for obj in field_map.objects}
     except SalesforceFailure as exc:
         log.warning("field_map.unchecked", reason=str(exc))
-        return []
-    return check_against_describe(field_map, describes)
+        return FieldMapCheck(field_map, [], checked=False, reason=str(exc))
+    problems = check_against_describe(field_map, describes)
+    return FieldMapCheck(without_problems(field_map, problems), problems)
+
+
+def save_field_map_check(client: redis.Redis, check: FieldMapCheck) -> None:
+    """For the web process: /readyz and the dashboard show what was left out."""
+    client.set(keys.FIELD_MAP_CHECK, json.dumps({
+        "checkedAt": round(time.time(), 3), "checked": check.checked, "reason": check.reason,
+        "problems": [p.as_dict() for p in check.problems]}))
+
+
+def load_field_map_check(client: redis.Redis) -> dict | None:
+    """What the last worker to start found: {"checkedAt", "checked",
+    "reason", "problems": [{"object", "field", "problem", "fix"}]}."""
+    raw = client.get(keys.FIELD_MAP_CHECK)
+    return json.loads(raw) if raw else None

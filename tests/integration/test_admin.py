@@ -302,13 +302,21 @@ def test_command_line(stack, control, store):
     assert started.returncode == 0, started.stderr
     run_id = re.search(r'"runId": "([0-9a-f]{32})"', started.stdout).group(1)
     wait_run_finished(stack, run_id)
-    status = cli(stack, "status", "--run", run_id)
+    status = cli(stack, "status", "--run", run_id, "--json")
     assert status.returncode == 0 and '"done": 1' in status.stdout
     job_id = store.r.get(f"record:Contact:{rid}:last_job")
-    job = cli(stack, "status", "--job", job_id)
+    job = cli(stack, "status", "--job", job_id, "--json")
     assert job.returncode == 0 and '"state": "done"' in job.stdout
+    # Without --json, redirected: plain lines a person reads, no JSON, no colour codes.
+    shown = cli(stack, "status", "--job", job_id)
+    assert shown.returncode == 0 and "\x1b[" not in shown.stdout and "{" not in shown.stdout
+    assert re.search(r"^  state +done$", shown.stdout, re.M), shown.stdout
+    assert re.search(rf"^  record +Contact {rid}$", shown.stdout, re.M), shown.stdout
+    run_shown = cli(stack, "status", "--run", run_id)
+    assert run_shown.returncode == 0 and f"Run {run_id}" in run_shown.stdout
 
-    assert cli(stack, "failed").returncode == 0
+    failed = cli(stack, "failed")
+    assert failed.returncode == 0 and re.search(r"^Failed jobs: \d+$", failed.stdout, re.M), failed.stdout
     assert cli(stack, "status", "--job", uuid.uuid4().hex).returncode == 1
     wrong = cli(stack, "failed", token="x" * 20)
     assert wrong.returncode == 1 and "invalid token" in wrong.stdout

@@ -7,6 +7,8 @@ from pathlib import Path
 from crm_enrich.sandbox.dataset import demo_contacts
 
 UNMASKED_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+")
+ROOT = Path(__file__).resolve().parents[2]
+PLAIN_PROGRESS_EVERY_S = 5
 
 
 def test_demo_exits_zero_with_every_record_written_back():
@@ -20,6 +22,30 @@ def test_demo_exits_zero_with_every_record_written_back():
     # One record's change log: fields written, each with its rule, source and provider.
     log = result.stdout.split("Change log of Contact", 1)[1].split("Summary", 1)[0]
     assert re.search(r"Enriched_At__c\s+always\s+meta\.enriched_at\s+crm-enrich\s+was blank", log), log
+
+    # Redirected, the log is short and plain: no colour codes or carriage
+    # returns, a progress line at most every few seconds, one table row per
+    # kind of record the demo is about.
+    out = result.stdout
+    assert "\x1b[" not in out and "\r" not in out
+    elapsed = float(re.search(r"records +20 in ([\d.]+)s", out)[1])
+    progress = re.findall(r"^  \d+/40 jobs final", out, re.M)
+    assert 1 <= len(progress) <= elapsed / PLAIN_PROGRESS_EVERY_S + 2, out
+    assert len(out.splitlines()) < 45, out
+    table = out[out.index("Before → after"):out.index("Summary")]
+    for kind in ("email revealed", "invalid address", "catch-all, settled by callback", "unknown person"):
+        assert kind in table, table
+    assert re.search(r"email revealed +- → \S+@", table), table          # the revealed address, written back
+    assert re.search(r"invalid address .* - → invalid", table), table
+    assert re.search(r"catch-all, settled by callback .* - → catch_all", table), table
+
+
+def test_the_demo_installs_no_system_package():
+    """./demo.sh runs bootstrap.sh and the demo; only test.sh may install Chromium."""
+    for script in ("demo.sh", "scripts/bootstrap.sh"):
+        text = (ROOT / script).read_text()
+        assert "apt-get" not in text and "chromium" not in text, script
+    assert "apt-get install" in (ROOT / "test.sh").read_text()
 
 
 def test_no_email_or_phone_from_the_data_reaches_the_logs(stack, control, job_for):

@@ -108,12 +108,25 @@ def test_describe_check_names_every_misfit():
     from crm_enrich.field_map import check_against_describe
 
     problems = check_against_describe(MAP, {"Contact": DESCRIBE, "Lead": None, "Account": DESCRIBE})
-    text = "\n".join(problems)
+    text = "\n".join(map(str, problems))
     assert "Contact.Enriched_At__c: no such field in the org" in text
     assert "Contact.Clodura_Person_Id__c: the integration user cannot update it" in text
     assert "Contact.Email_Verified_At__c: a boolean field cannot hold verification.verified_at" in text
     assert "Lead: the org has no such object" in text
-    assert not any(p.startswith("Contact.Title") for p in problems)
+    assert not any(p.name == "Contact.Title" for p in problems)
+
+
+def test_the_usable_map_leaves_out_exactly_the_misfits():
+    from crm_enrich.field_map import check_against_describe, without_problems
+
+    problems = check_against_describe(MAP, {"Contact": DESCRIBE, "Lead": None, "Account": DESCRIBE})
+    usable = without_problems(MAP, problems)
+    misfits = {p.field for p in problems if p.object == "Contact"}
+    assert {"Enriched_At__c", "Clodura_Person_Id__c", "Email_Verified_At__c"} <= misfits
+    assert "Title" not in misfits
+    assert set(usable.target_fields("Contact")) == set(MAP.target_fields("Contact")) - misfits
+    assert "Lead" not in usable.objects and usable.rules_for("Lead") == ()
+    assert check_against_describe(usable, {"Contact": DESCRIBE, "Account": DESCRIBE}) == []
 
 
 def test_values_are_fitted_to_type_and_length():

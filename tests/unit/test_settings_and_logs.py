@@ -1,4 +1,5 @@
 import base64
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ GOOD = {
 @pytest.fixture
 def env(monkeypatch):
     for key in list(GOOD) + ["CLODURA_RATE_LIMITS", "CLODURA_PLAN", "PROVIDER_CACHE_TTL_S",
-                             "CLODURA_ORG_COMPONENTS"]:
+                             "CLODURA_ORG_COMPONENTS", "DATA_DIR", "BEAT_SCHEDULE_PATH", "FIELD_MAP_STRICT"]:
         monkeypatch.delenv(key, raising=False)
     for key, value in GOOD.items():
         monkeypatch.setenv(key, value)
@@ -63,6 +64,15 @@ def test_salesforce_needs_one_way_to_log_in(env):
     env.delenv("SALESFORCE_CLIENT_SECRET")
     with pytest.raises(SettingsError, match="SALESFORCE_CLIENT_SECRET"):
         load_settings()
+
+
+def test_beat_schedule_lives_in_the_data_dir_unless_given(env):
+    assert load_settings().beat_schedule_file == Path("data/celerybeat-schedule")
+    env.setenv("DATA_DIR", "/srv/crm-enrich-eu")
+    assert load_settings().beat_schedule_file == Path("/srv/crm-enrich-eu/celerybeat-schedule")
+    env.setenv("BEAT_SCHEDULE_PATH", "/var/lib/beat/schedule")
+    assert load_settings().beat_schedule_file == Path("/var/lib/beat/schedule")
+    assert load_settings().field_map_strict is False
 
 
 def test_plan_and_override_pick_limits(env):

@@ -6,7 +6,7 @@ import pytest
 
 from crm_enrich import keys
 from crm_enrich.flow.run import RetryLater, give_up
-from crm_enrich.jobs.state import State
+from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.providers.errors import (
     CreditsExhausted,
     DailyQuotaExceeded,
@@ -133,7 +133,9 @@ def test_a_missing_job_and_an_unsupported_object(flow):
     assert flow.process("no-such-job") == "missing"
     job_id = flow.new_job("Opportunity", "0065g00000OppoXAAA")
     assert flow.process(job_id) == State.SKIPPED
-    assert flow.job(job_id).last_error == "Opportunity enrichment is not supported yet"
+    job = flow.job(job_id)
+    assert (job.skip_reason, job.last_error) == (
+        SkipReason.UNSUPPORTED_OBJECT, "enrichment of this object is not supported yet: Opportunity")
 
 
 def test_giving_up_fails_the_job_with_the_reason_once(flow, ready):
