@@ -74,8 +74,10 @@ class Stack:
         self.redis = EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL"))
         self.web_port = free_port()
         self.web_url = f"http://127.0.0.1:{self.web_port}"
-        self.sandbox: Sandbox = start_sandbox(
-            self.state_dir, listener_url=f"{self.web_url}/salesforce/outbound-message")
+        self.outbound_token = secrets.token_urlsafe(32)
+        # Where the org's Outbound Messages go: the secret is the URL's last part.
+        self.outbound_url = f"{self.web_url}/salesforce/outbound-message/{self.outbound_token}"
+        self.sandbox: Sandbox = start_sandbox(self.state_dir, listener_url=self.outbound_url)
         info = self.sandbox.info
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.admin_token = secrets.token_urlsafe(24)
@@ -93,6 +95,7 @@ class Stack:
             "SALESFORCE_CLIENT_SECRET": info["salesforce_client_secret"],
             "SALESFORCE_ORG_ID": info["salesforce_org_id"],
             "SALESFORCE_WEBHOOK_SECRET": self.webhook_secret,
+            "SALESFORCE_OUTBOUND_TOKEN": self.outbound_token,
             "ADMIN_TOKEN": self.admin_token,
             "SECRET_KEY": secrets.token_urlsafe(32),
             # The only difference from production: trust the sandbox's CA.
@@ -112,7 +115,10 @@ class Stack:
         return proc
 
     def start_web(self) -> None:
-        self._spawn("web", [str(BIN / "gunicorn"), "--workers", "2", "--threads", "4",
+        # As in production (Procfile): an access log, with the Outbound
+        # Message token masked by web/gunicorn_conf.py.
+        self._spawn("web", [str(BIN / "gunicorn"), "--config", "python:web.gunicorn_conf",
+                            "--workers", "2", "--threads", "4", "--access-logfile", "-",
                             "--bind", f"127.0.0.1:{self.web_port}", "--graceful-timeout", "5",
                             "web:create_app()"])
         wait_for(lambda: requests.get(f"{self.web_url}/healthz", timeout=1).ok, 30, "the web app")

@@ -1,9 +1,15 @@
 """The job store: one Redis hash per job (state, times, attempts, last error,
-Salesforce ids) and, apart from it, the provider data the job gathered.
+Salesforce ids, field names) and, apart from it, the provider data the job
+gathered.
 
-Provider data lives in its own key whose TTL is set once, when the first
-value is stored, and never extended: Clodura's policy allows keeping its
-data for at most 24 hours (docs/clodura.md#data-retention).
+The job hash lives a week and holds bookkeeping only: ids, states, times,
+errors (masked) and field names, never a record's or a provider's values.
+Every value (the record as read, provider answers, the write planned) lives
+in the job's provider-data key, whose TTL is set once, when the first value
+is stored, and never extended: nothing personal stays past 24 hours (and
+Clodura's policy allows keeping its data no longer, docs/clodura.md#data-retention).
+When the job ends, its values are dropped at once; only the notes of what
+was asked asynchronously (provider ids and times) stay until the key expires.
 
 Every move between states goes through `transition`, which checks it
 against the table in `crm_enrich.jobs.state`.
@@ -21,10 +27,14 @@ import redis
 
 from crm_enrich import counters, keys
 from crm_enrich.jobs.state import FINAL, STATES, State, check_move
+from crm_enrich.logs import mask_text
 
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
 DEDUPE_TTL_S = keys.DEDUPE_TTL_S
+# The provider-data slots kept once a job is final: what was asked of a
+# provider asynchronously and when (ids and times, no values).
+KEPT_WHEN_FINAL = "pending:"
 
 
 def _now() -> float:
@@ -46,6 +56,10 @@ class Job:
     last_error: str | None = None
     input: dict = field(default_factory=dict)
     fields_written: list[str] = field(default_factory=list)
+    # Mapped fields left out of the write, with why (names and reasons only).
+    fields_skipped: dict[str, str] = field(default_factory=dict)
+    # The names of the provider-data slots the job had when it ended.
+    provider_slots: list[str] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     force: bool = False
 
@@ -69,6 +83,8 @@ class Job:
             last_error=raw.get("last_error") or None,
             input=json.loads(raw.get("input", "{}")),
             fields_written=json.loads(raw.get("fields_written", "[]")),
+            fields_skipped=json.loads(raw.get("fields_skipped", "{}")),
+            provider_slots=json.loads(raw.get("provider_slots", "[]")),
             steps=json.loads(raw.get("steps", "[]")),
             force=raw.get("force") == "1",
         )
@@ -155,12 +171,21 @@ class JobStore:
         job.steps.append({"state": state, "t": job.updated_at})
         for name, value in changes.items():
             setattr(job, name, value)
+        ending = state in FINAL_STATES and previous not in FINAL_STATES
+        dropped: list[str] = []
+        if ending:
+            slots = self.r.hkeys(self.provider_key(job.id))
+            dropped = [slot for slot in slots if not slot.startswith(KEPT_WHEN_FINAL)]
+            job.provider_slots = sorted(set(job.provider_slots) | set(slots))
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
+        if dropped:
+            # The job is over: the values it gathered go now, not in 24 h.
+            pipe.hdel(self.provider_key(job.id), *dropped)
         pipe.smove(self.state_key(previous), self.state_key(state), job.id)
         pipe.sadd(self.state_key(state), job.id)  # in case it was in no set
         pipe.execute()
-        if state in FINAL_STATES and previous not in FINAL_STATES:
+        if ending:
             counters.incr(self.r, "jobs_finished", state=state, object=job.object)
             if state == State.DONE:
                 counters.observe(self.r, "job_to_writeback_seconds", job.updated_at - job.created_at)
@@ -227,8 +252,11 @@ class JobStore:
             "id": job.id, "state": job.state, "object": job.object, "record_id": job.record_id,
             "source": job.source, "created_at": job.created_at, "updated_at": job.updated_at,
             "attempts": job.attempts, "dedupe_key": job.dedupe_key or "",
-            "last_error": job.last_error or "", "input": json.dumps(job.input),
-            "fields_written": json.dumps(job.fields_written), "steps": json.dumps(job.steps),
+            # An error may quote a value (Salesforce's own messages do).
+            "last_error": mask_text(job.last_error) if job.last_error else "", "input": json.dumps(job.input),
+            "fields_written": json.dumps(job.fields_written),
+            "fields_skipped": json.dumps(job.fields_skipped),
+            "provider_slots": json.dumps(job.provider_slots), "steps": json.dumps(job.steps),
             "force": int(job.force),
         }
         if job.enqueued_at is not None:
