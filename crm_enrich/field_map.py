@@ -102,6 +102,18 @@ def to_salesforce(value):
     return value
 
 
+def rule_allows(rule: str, existing, value, tracked_hash: str | None) -> bool:
+    """Whether a field's rule lets us write `value` over `existing`;
+    `tracked_hash` is the hash of the value we last wrote there."""
+    if existing == value:
+        return False
+    if rule == "always":
+        return True
+    if rule == "fill_blank":
+        return is_blank(existing)
+    return is_blank(existing) or tracked_hash == value_hash(existing)
+
+
 def plan_changes(field_map: FieldMap, object_type: str, current: dict, sources: dict,
                  tracked_hashes: dict[str, str]) -> dict:
     """The fields to write: each rule applied to the record's current value.
@@ -110,17 +122,8 @@ def plan_changes(field_map: FieldMap, object_type: str, current: dict, sources: 
     changes = {}
     for rule in field_map.rules_for(object_type):
         value = to_salesforce(sources.get(rule.source))
-        if is_blank(value):
-            continue
-        existing = current.get(rule.field)
-        if existing == value:
-            continue
-        if rule.rule == "always":
-            changes[rule.field] = value
-        elif rule.rule == "fill_blank":
-            if is_blank(existing):
-                changes[rule.field] = value
-        elif is_blank(existing) or tracked_hashes.get(rule.field) == value_hash(existing):
+        if not is_blank(value) and rule_allows(rule.rule, current.get(rule.field), value,
+                                               tracked_hashes.get(rule.field)):
             changes[rule.field] = value
     return changes
 

@@ -54,11 +54,13 @@ def build_services() -> Services:
         job = store.get(job_id)
         enqueue(job_id, job.source if job else "")
 
+    salesforce = SalesforceGateway(settings, on_usage=guard.record_usage,
+                                   on_call=lambda: counters.incr(store.r, "salesforce_api_calls"))
+    schema = OrgSchema(store.r, salesforce)
     batches = BatchServices(
         store=store,
-        salesforce=SalesforceGateway(
-            settings, on_usage=guard.record_usage,
-            on_call=lambda: counters.incr(store.r, "salesforce_api_calls")),
+        salesforce=salesforce,
+        schema=schema,
         guard=guard,
         reads=BatchQueue(store.r, keys.SALESFORCE_READS, lease_s=settings.batch_lease_s),
         writes=BatchQueue(store.r, keys.SALESFORCE_WRITES, lease_s=settings.batch_lease_s),
@@ -82,7 +84,7 @@ def build_services() -> Services:
                 store.r, "provider_calls", provider="clodura", endpoint=endpoint, status=status)),
         field_map=load_field_map(settings.field_map),
         batches=batches,
-        schema=OrgSchema(store.r, batches.salesforce),
+        schema=schema,
         cache=ProviderCache(store.r, settings.provider_cache_ttl_s),
         quota=Quota(store.r, settings.clodura_daily_credit_budget),
         clearout=clearout,

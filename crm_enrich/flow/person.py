@@ -72,7 +72,7 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "verdict": verified["status"] if verified else None,
         "email_revealed": bool(found_email and found_email["email"]),
         "phone_revealed": found_phone})
-    return write_back(svc, job, record, sources)
+    return write_back(svc, job, record, sources, verified_email=email if verified else None)
 
 
 def _park(svc: Services, job: Job, state: State) -> str:

@@ -99,6 +99,8 @@ class FieldSpec:
     updateable: bool = True
     nillable: bool = True
     custom: bool = False
+    # A restricted picklist refuses any value it does not list.
+    restricted_values: tuple[str, ...] = ()
 
     def describe(self) -> dict:
         return {
@@ -112,14 +114,29 @@ class FieldSpec:
             "custom": self.custom,
             "filterable": True,
             "sortable": True,
-            "picklistValues": [],
+            "restrictedPicklist": bool(self.restricted_values),
+            "picklistValues": [{"value": v, "label": v, "active": True, "defaultValue": False}
+                               for v in self.restricted_values],
             "referenceTo": (["User"] if self.name.endswith("ById")
                             else ["Account"] if self.name == "AccountId" else []),
         }
 
 
-def _f(name, type_, length=0, updateable=True, nillable=True):
-    return FieldSpec(name, type_, length, updateable, nillable, name.endswith("__c"))
+def _f(name, type_, length=0, updateable=True, nillable=True, restricted_values=()):
+    return FieldSpec(name, type_, length, updateable, nillable, name.endswith("__c"), tuple(restricted_values))
+
+
+# The Account Industry picklist of the simulated org: restricted, and (like
+# many real orgs' lists) without Clodura's "Computer Software", so a write
+# of that value must leave the field out or lose the whole record.
+ACCOUNT_INDUSTRIES = (
+    "Apparel & Fashion", "Aviation & Aerospace", "Biotechnology", "Chemicals", "Computer & Network Security",
+    "Computer Games", "Construction", "E-Learning", "Entertainment", "Financial Services",
+    "Food & Beverages", "Hospital & Health Care", "Industrial Automation", "Information Technology and Services",
+    "Insurance", "Law Practice", "Logistics and Supply Chain", "Management Consulting", "Marketing and Advertising",
+    "Mechanical or Industrial Engineering", "Medical Devices", "Real Estate", "Renewables & Environment",
+    "Research", "Retail", "Telecommunications", "Transportation/Trucking/Railroad", "Other",
+)
 
 
 _AUDIT = [
@@ -160,7 +177,7 @@ SCHEMA: dict[str, dict[str, FieldSpec]] = {
         _f("AnnualRevenue", "currency"), *_PERSON_CUSTOM, *_AUDIT]},
     "Account": {f.name: f for f in [
         _ID_FIELD, _f("Name", "string", 255, nillable=False), _f("Website", "url", 255),
-        _f("Industry", "picklist", 255), _f("NumberOfEmployees", "int"),
+        _f("Industry", "picklist", 255, restricted_values=ACCOUNT_INDUSTRIES), _f("NumberOfEmployees", "int"),
         _f("AnnualRevenue", "currency"), _f("Revenue_Band__c", "string", 40),
         _f("Technologies__c", "string", 4000),
         _f("Total_Funding__c", "currency"), _f("Clodura_Organisation_Id__c", "string", 64),
@@ -485,6 +502,9 @@ class SalesforceOrgState:
                 )
             if t == "email" and value and not _EMAIL_RE.match(value):
                 raise SfError("INVALID_EMAIL_ADDRESS", f"{spec.name}: invalid email address: {value}", [spec.name])
+            if spec.restricted_values and value not in spec.restricted_values:
+                raise SfError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                              f"{spec.name}: bad value for restricted picklist field: {value}", [spec.name])
             return value
         if t == "int":
             if isinstance(value, bool):
