@@ -13,6 +13,7 @@ import uuid
 import requests
 
 from crm_enrich.dev.devstack import BIN, free_port, wait_for
+from crm_enrich.field_map import load_field_map
 from crm_enrich.flow import callbacks
 from crm_enrich.flow.record import AUDIT_FIELDS, IDENTITY_FIELDS
 from crm_enrich.jobs.store import JobStore
@@ -137,9 +138,8 @@ def test_forged_field_values_are_not_trusted(stack, control, store, job_for):
         "FirstName": real.first_name, "LastName": real.last_name, "Email": real.email, "AccountId": account_id,
         "Title": "Chief Financial Officer"}], fire_outbound=False)
 
-    needed = IDENTITY_FIELDS["Contact"] + AUDIT_FIELDS + [
-        "Title", "Department", "MobilePhone", "LinkedIn_URL__c", "Email_Verification_Status__c",
-        "Clodura_Person_Id__c", "Enriched_At__c"]
+    # Every field a job needs: before the fix, a message carrying them all was trusted.
+    needed = IDENTITY_FIELDS["Contact"] + AUDIT_FIELDS + load_field_map().target_fields("Contact")
     forged_values = {name: None for name in needed} | {
         "FirstName": forged.first_name, "LastName": forged.last_name, "Email": forged.email,
         "AccountId": account_id, "Account.Name": forged_company.name,
