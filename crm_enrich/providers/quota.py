@@ -159,7 +159,7 @@ class Quota:
         return answer
 
     def reserved(self) -> float:
-        return sum(float(v.split("|", 1)[0]) for v in self.r.hvals(RESERVED))
+        return sum(float(str(v).split("|", 1)[0]) for v in self.r.hvals(RESERVED))
 
     def spent_today(self) -> float:
         return float(self.r.get(keys.credits_spent("clodura", today())) or 0)

@@ -251,7 +251,7 @@ def _plans(svc: BatchServices, items: list[dict]) -> dict[str, dict | None]:
     pipe = svc.store.r.pipeline()
     for item in items:
         pipe.hget(svc.store.provider_key(item["job_id"]), WRITE)
-    return {item["job_id"]: json.loads(raw) if raw else None
+    return {item["job_id"]: json.loads(str(raw)) if raw else None
             for item, raw in zip(items, pipe.execute(), strict=True)}
 
 
@@ -264,7 +264,7 @@ def _read_again(svc: BatchServices, items: list[dict], plans: dict[str, dict | N
     current: dict[str, dict] = {}
     for object_type, object_items in by_object.items():
         fields = {f for item in object_items for f in item["fields"]}
-        if any(plans[item["job_id"]].get("verified_email") for item in object_items):
+        if any((plans[item["job_id"]] or {}).get("verified_email") for item in object_items):
             fields.add("Email")
         if svc.schema is not None:
             describe = svc.schema.describe(object_type) or {}
@@ -291,7 +291,8 @@ def still_wanted(plan: dict, record: dict, tracked: dict[str, str]) -> tuple[dic
     # this write must still be it (a person may have typed another).
     verified_email = plan.get("verified_email")
     email_after = kept.get("Email", record.get("Email"))
-    if verified_email and (is_blank(email_after) or email_after.strip().lower() != verified_email.strip().lower()):
+    if verified_email and (is_blank(email_after)
+                           or str(email_after).strip().lower() != verified_email.strip().lower()):
         for name in verification_fields & set(kept):
             del kept[name]
             skipped[name] = OTHER_EMAIL
