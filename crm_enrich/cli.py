@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     sandbox = sub.add_parser("sandbox", help="run the Clodura and Salesforce simulators")
     sandbox.add_argument("--state-dir", default=str(Path(tempfile.gettempdir()) / "crm-enrich-sandbox"))
     sandbox.add_argument("--listener-url", default=None,
-                         help="where the simulated org sends Outbound Messages")
+                         help="where the simulated org sends Outbound Messages: "
+                              "http://<web>/salesforce/outbound-message/<SALESFORCE_OUTBOUND_TOKEN>")
     sandbox.add_argument("--clodura-port", type=int, default=8443)
     sandbox.add_argument("--salesforce-port", type=int, default=8444)
     sandbox.add_argument("--clearout-port", type=int, default=8445)

@@ -121,6 +121,19 @@ def to_salesforce(value):
     return value
 
 
+def rule_allows(rule: str, existing, value, tracked_hash: str | None) -> bool:
+    """Whether a field's rule lets us write `value` over `existing`;
+    `tracked_hash` is the hash of the value we last wrote there. The plan
+    and the write flush's second look both ask this."""
+    if existing == value:
+        return False
+    if rule == "always":
+        return True
+    if rule == "fill_blank":
+        return is_blank(existing)
+    return is_blank(existing) or tracked_hash == value_hash(existing)
+
+
 @dataclass(frozen=True)
 class PlannedChange:
     """One field to write, and why: the rule, the source, and what the
@@ -143,10 +156,8 @@ def plan_explained(field_map: FieldMap, object_type: str, current: dict, sources
     changes = {}
     for rule in field_map.rules_for(object_type):
         value = to_salesforce(sources.get(rule.source))
-        if is_blank(value):
-            continue
         existing = current.get(rule.field)
-        if existing == value:
+        if is_blank(value) or not rule_allows(rule.rule, existing, value, tracked_hashes.get(rule.field)):
             continue
         if is_blank(existing):
             was = "blank"
@@ -154,8 +165,7 @@ def plan_explained(field_map: FieldMap, object_type: str, current: dict, sources
             was = "ours"
         else:
             was = "overwritten"
-        if rule.rule == "always" or was == "blank" or (rule.rule == "tracked" and was == "ours"):
-            changes[rule.field] = PlannedChange(value, rule.rule, rule.source, was)
+        changes[rule.field] = PlannedChange(value, rule.rule, rule.source, was)
     return changes
 
 

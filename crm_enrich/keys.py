@@ -144,6 +144,11 @@ def credits_spent(provider: str, day: str) -> str:
     return f"credits:{provider}:spent:{day}"
 
 
+def credits_reserved(provider: str) -> str:
+    """Credits held for requests not settled yet: "<job>:<step>" -> "cost|lapses at"."""
+    return f"credits:{provider}:reserved"
+
+
 def credits_remaining(provider: str) -> str:
     return f"credits:{provider}:remaining"
 
@@ -155,7 +160,8 @@ SALESFORCE_DESCRIBE_TTL_S = 86_400        # metadata, not provider data
 
 
 def salesforce_describe(object_type: str) -> str:
-    return f"salesforce:describe:{object_type}"
+    # v2: with restricted picklists' values (a v1 entry lacks them).
+    return f"salesforce:describe:v2:{object_type}"
 
 
 # The mapped fields the org cannot take, as the last worker to start found

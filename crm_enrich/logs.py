@@ -1,7 +1,8 @@
 """Structured JSON logs, one line per event, with personal data masked.
 
 We log ids and field names, never values; this processor is the safety net
-for anything that slips through (an exception message quoting an address).
+for anything that slips through (an exception message quoting an address,
+a path carrying the Outbound Message token).
 """
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ PHONE_RE = re.compile(
 )
 
 
+# The Outbound Message endpoint's last path segment is its secret
+# (SALESFORCE_OUTBOUND_TOKEN): a path is logged with it masked.
+OUTBOUND_TOKEN_RE = re.compile(r"(/salesforce/outbound-message/)[^/?#\s\"']+")
+
+
 def mask_text(text: str) -> str:
+    text = OUTBOUND_TOKEN_RE.sub(r"\1***", text)
     text = EMAIL_RE.sub(r"\1***@\2", text)
     return PHONE_RE.sub(lambda m: "***" + re.sub(r"\D", "", m.group())[-2:], text)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -64,6 +65,22 @@ def parse_org_components(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> list[IPNetwork]:
+    """'13.108.0.0/14, 2a01:111::/32' -> those networks."""
+    networks = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"'{part}' is not a network (CIDR)") from None
+    if not networks:
+        raise ValueError("no network given")
+    return networks
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
@@ -94,6 +111,16 @@ class Settings(BaseSettings):
     salesforce_api_version: str = Field(default="59.0", pattern=r"^\d+\.\d$")
     salesforce_org_id: str = Field(pattern=r"^00D[a-zA-Z0-9]{12}([a-zA-Z0-9]{3})?$")
     salesforce_webhook_secret: str = Field(min_length=16)
+    # The secret last part of the Outbound Message endpoint's URL
+    # (/salesforce/outbound-message/<token>): Salesforce cannot sign its
+    # messages, so knowing this URL is what proves the sender.
+    salesforce_outbound_token: str = Field(min_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    # Optional: the source networks (CIDRs, comma-separated) Outbound
+    # Messages may come from, e.g. Salesforce's published ranges.
+    salesforce_allowed_networks: str | None = None
+    # How many proxies in front of the web app set X-Forwarded-For (0: none;
+    # the client address is then the socket's).
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
 
     admin_token: str = Field(min_length=16)
     secret_key: str = Field(min_length=16)
@@ -200,6 +227,13 @@ class Settings(BaseSettings):
             raise ValueError("the key must be at least 24 bytes")
         return value
 
+    @field_validator("salesforce_allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: str | None) -> str | None:
+        if value:
+            parse_networks(value)
+        return value
+
     @field_validator("clodura_org_components")
     @classmethod
     def _known_components(cls, value: str | None) -> str | None:
@@ -254,6 +288,11 @@ class Settings(BaseSettings):
     def beat_schedule_file(self) -> Path:
         """BEAT_SCHEDULE_PATH, or celerybeat-schedule in DATA_DIR."""
         return self.beat_schedule_path or self.data_dir / "celerybeat-schedule"
+
+    @property
+    def allowed_networks(self) -> list[IPNetwork] | None:
+        """None: any source address."""
+        return parse_networks(self.salesforce_allowed_networks) if self.salesforce_allowed_networks else None
 
     @property
     def org_id_15(self) -> str:

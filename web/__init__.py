@@ -4,6 +4,7 @@ itself: `gunicorn 'web:create_app()'`."""
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import configure_logging
@@ -24,6 +25,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="crm_enrich_admin",
                       PERMANENT_SESSION_LIFETIME=12 * 3600)
+    if settings.trusted_proxy_hops:
+        # The client address (SALESFORCE_ALLOWED_NETWORKS) is the one the
+        # nearest trusted proxies saw, not the proxy's own.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops,  # type: ignore[method-assign]
+                                x_proto=settings.trusted_proxy_hops)
     app.extensions[EXTENSION] = WebContext(
         settings=settings, store=JobStore.from_url(settings.redis_url),
         celery=create_celery(settings, name="crm_enrich_web"))

@@ -3,7 +3,8 @@ use a Flow HTTP Callout or Apex instead of Outbound Messages.
 
 Authenticated by Standard Webhooks signatures (webhook-id is the
 idempotency key) or, for Flows that cannot sign, the same secret as a bearer
-token.
+token. Record values in the body are never used: each job reads its
+record from Salesforce.
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from crm_enrich import keys
 from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
 from crm_enrich.logs import log
-from crm_enrich.salesforce.ids import OBJECTS, SF_ID, same_org
+from crm_enrich.salesforce.ids import OBJECTS, SF_ID, same_org, to_id18
 from web.context import context
 
 bp = Blueprint("events", __name__)
@@ -88,17 +90,21 @@ def receive():
 
     # Signed events are idempotent per webhook-id; unsigned ones per eventId if
     # the Flow sends one, else per record (a record is created only once).
+    # Ids in their 18-character form (a Flow may send 15): the batched read
+    # finds records by the Id Salesforce returns, and the same record sent
+    # both ways is one record to deduplicate.
     event_key = webhook_id or payload.get("eventId")
-    inbound = [
-        InboundRecord(
-            dedupe_key=f"event:{event_key}:{rec['Id']}" if event_key else f"created:{object_type}:{rec['Id']}",
+    inbound = []
+    for rec in records:
+        record_id = to_id18(rec["Id"])
+        inbound.append(InboundRecord(
+            dedupe_key=(keys.json_event(event_key, record_id) if event_key
+                        else keys.record_created(object_type, record_id)),
             object_type=object_type,
-            record_id=rec["Id"],
-            fields={k: v for k, v in rec.items() if k != "Id"},
+            record_id=record_id,
+            fields_sent=tuple(k for k in rec if k != "Id"),
             source="json_event",
-        )
-        for rec in records
-    ]
+        ))
     try:
         result = accept_records(context().store, context().enqueue, inbound)
     except QueueUnavailable:

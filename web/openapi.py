@@ -58,16 +58,21 @@ def spec() -> dict:
         "info": {"title": "crm-enrich", "version": "0.1.0",
                  "description": "Self-hosted enrichment and email verification for Salesforce."},
         "paths": {
-            "/salesforce/outbound-message": {"post": {
+            "/salesforce/outbound-message/{token}": {"post": {
                 "summary": "Salesforce Outbound Message (SOAP); acknowledged once every notification is queued",
+                "description": "The path's last part is SALESFORCE_OUTBOUND_TOKEN: a wrong or missing one is "
+                               "answered 404 before the body is read.",
                 "tags": ["public"],
+                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "requestBody": {"required": True, "content": {"text/xml": {"schema": {"type": "string"}}}},
                 "responses": {
                     "200": {"description": "SOAP acknowledgement",
                             "content": {"text/xml": {"schema": {"type": "string"}}}},
                     "400": {"description": "SOAP fault: not a valid Outbound Message"},
-                    "403": {"description": "SOAP fault: another organization"},
+                    "403": {"description": "SOAP fault: another organization, or a source address not allowed"},
+                    "404": {"description": "unknown token"},
                     "413": {"description": "SOAP fault: message too large"},
+                    "415": {"description": "SOAP fault: not text/xml or application/soap+xml"},
                     "503": {"description": "SOAP fault: could not queue, retry"},
                 }}},
             "/salesforce/events": {"post": {
@@ -282,6 +287,9 @@ def spec() -> dict:
                     "skipReason": {"type": "string", "nullable": True,
                                    "description": "why a skipped job was skipped: " + ", ".join(SkipReason)},
                     "fieldsWritten": {"type": "array", "items": {"type": "string"}},
+                    "fieldsSkipped": {"type": "array", "description": "mapped fields left out of the write, and why",
+                                      "items": {"type": "object", "properties": {
+                                          "field": {"type": "string"}, "reason": {"type": "string"}}}},
                     "steps": {"type": "array", "items": {"type": "object", "properties": {
                         "state": {"type": "string"}, "at": {"type": "number"}}}},
                     "providerCalls": {"type": "array", "items": {"type": "string"}},

@@ -1,33 +1,65 @@
-"""POST /salesforce/outbound-message: Salesforce Outbound Messages (SOAP).
+"""POST /salesforce/outbound-message/<token>: Salesforce Outbound Messages (SOAP).
 
-Verify (size, XML safety, org), deduplicate on the notification Id,
-enqueue, and only then acknowledge the whole message.
+Salesforce cannot sign an Outbound Message, and the org id it carries is
+semi-public, so the sender is proven by the endpoint's URL: its last part
+is SALESFORCE_OUTBOUND_TOKEN (docs/salesforce.md#authenticating-the-sender).
+A wrong or missing token is answered like any unknown URL (404) before the
+body is read; then the source network (SALESFORCE_ALLOWED_NETWORKS), the
+content type, XML safety and the org are checked, the notifications are
+deduplicated on their Id and enqueued, and only then is the whole message
+acknowledged. The message's field values are never used: every job reads
+its record from Salesforce.
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+import hmac
+import ipaddress
+
+from flask import Blueprint, Response, abort, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from crm_enrich import keys
 from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
 from crm_enrich.logs import log
 from crm_enrich.salesforce.ids import same_org
 from crm_enrich.salesforce.outbound_message import ACK, OutboundMessageError, fault, parse_outbound_message
+from crm_enrich.settings import Settings
 from web.context import context
 
 bp = Blueprint("outbound_message", __name__)
 
 XML = "text/xml; charset=utf-8"
+SOAP_TYPES = frozenset({"text/xml", "application/soap+xml"})
 
 
 def _fault(status: int, message: str, code: str = "soapenv:Client") -> Response:
     return Response(fault(message, code), status=status, content_type=XML)
 
 
-@bp.post("/salesforce/outbound-message")
-def receive():
+def _from_allowed_network(settings: Settings) -> bool:
+    networks = settings.allowed_networks
+    if networks is None:
+        return True
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+@bp.post("/salesforce/outbound-message/<token>")
+def receive(token: str):
     settings = context().settings
     if (request.content_length or 0) > settings.max_body_bytes:
         return _fault(413, "message too large")
+    if not hmac.compare_digest(token.encode(), settings.salesforce_outbound_token.encode()):
+        log.warning("outbound_message.unknown_token")
+        abort(404)
+    if not _from_allowed_network(settings):
+        log.warning("outbound_message.network_refused", client=request.remote_addr)
+        return _fault(403, "source address not allowed")
+    if request.mimetype not in SOAP_TYPES:
+        return _fault(415, "an Outbound Message is text/xml")
     try:
         body = request.get_data(cache=False)
     except RequestEntityTooLarge:
@@ -43,10 +75,10 @@ def receive():
 
     records = [
         InboundRecord(
-            dedupe_key=f"om:{n.notification_id}",
+            dedupe_key=keys.outbound_notification(n.notification_id),
             object_type=n.object_type,
-            record_id=n.record_id,
-            fields=n.fields,
+            record_id=n.record_id,  # Outbound Messages always carry 18-character ids
+            fields_sent=tuple(n.fields),
             source="outbound_message",
         )
         for n in message.notifications

@@ -60,11 +60,13 @@ def build_services() -> Services:
         job = store.get(job_id)
         enqueue(job_id, job.source if job else "")
 
+    salesforce = SalesforceGateway(settings, on_usage=guard.record_usage,
+                                   on_call=lambda: counters.incr(store.r, "salesforce_api_calls"))
+    schema = OrgSchema(store.r, salesforce)
     batches = BatchServices(
         store=store,
-        salesforce=SalesforceGateway(
-            settings, on_usage=guard.record_usage,
-            on_call=lambda: counters.incr(store.r, "salesforce_api_calls")),
+        salesforce=salesforce,
+        schema=schema,
         guard=guard,
         reads=BatchQueue(store.r, keys.SALESFORCE_READS, lease_s=settings.batch_lease_s),
         writes=BatchQueue(store.r, keys.SALESFORCE_WRITES, lease_s=settings.batch_lease_s),

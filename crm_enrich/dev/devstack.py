@@ -124,8 +124,10 @@ class Stack:
         self._web_socket: socket.socket | None = listening_socket()
         self.web_port = self._web_socket.getsockname()[1]
         self.web_url = f"http://127.0.0.1:{self.web_port}"
-        self.sandbox: Sandbox = start_sandbox(
-            self.state_dir, listener_url=f"{self.web_url}/salesforce/outbound-message")
+        self.outbound_token = secrets.token_urlsafe(32)
+        # Where the org's Outbound Messages go: the secret is the URL's last part.
+        self.outbound_url = f"{self.web_url}/salesforce/outbound-message/{self.outbound_token}"
+        self.sandbox: Sandbox = start_sandbox(self.state_dir, listener_url=self.outbound_url)
         info = self.sandbox.info
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.admin_token = secrets.token_urlsafe(24)
@@ -143,6 +145,7 @@ class Stack:
             "SALESFORCE_CLIENT_SECRET": info["salesforce_client_secret"],
             "SALESFORCE_ORG_ID": info["salesforce_org_id"],
             "SALESFORCE_WEBHOOK_SECRET": self.webhook_secret,
+            "SALESFORCE_OUTBOUND_TOKEN": self.outbound_token,
             "ADMIN_TOKEN": self.admin_token,
             "SECRET_KEY": secrets.token_urlsafe(32),
             # The only difference from production: trust the sandbox's CA.
@@ -185,11 +188,14 @@ class Stack:
             time.sleep(interval)
 
     def start_web(self) -> None:
-        # A restart (after stop_process("web")) binds the same port again.
+        # As in production (Procfile): an access log, with the Outbound
+        # Message token masked by web/gunicorn_conf.py. A restart (after
+        # stop_process("web")) binds the same port again.
         sock = self._web_socket or listening_socket(self.web_port)
         self._web_socket = None
         try:
-            self._spawn("web", [str(BIN / "gunicorn"), "--workers", "2", "--threads", "4",
+            self._spawn("web", [str(BIN / "gunicorn"), "--config", "python:web.gunicorn_conf",
+                                "--workers", "2", "--threads", "4", "--access-logfile", "-",
                                 "--bind", f"fd://{sock.fileno()}", "--graceful-timeout", "5",
                                 "web:create_app()"], pass_fds=(sock.fileno(),))
         finally:

@@ -229,11 +229,10 @@ def advance_account(svc: Services, job: Job, runner_id: str) -> str:
             return job.state
         components = components_wanted(svc.field_map, svc.settings.org_components_allowed)
         request = enrich_request(found["organisationId"], components)
-        svc.quota.check("org_enrich")
-        answer = svc.cache.fetch("org_enrich", request, lambda: svc.clodura.enrich_organisation(request),
-                                 owner=runner_id, refresh=job.force)
-        if not answer.from_cache:
-            svc.quota.record_spend(answer.value["credits"], job.id)
+        with svc.quota.spending("org_enrich", job.id):
+            answer = svc.cache.fetch("org_enrich", request, lambda: svc.clodura.enrich_organisation(request),
+                                     owner=runner_id, refresh=job.force)
+        svc.quota.settle("org_enrich", job.id, 0 if answer.from_cache else answer.value["credits"])
         memory.keep(ORGANISATION, answer.value["organisation"], answer.fetched_at)
     org = memory[ORGANISATION]
     if not org:
@@ -253,11 +252,10 @@ def _find_organisation(svc: Services, job: Job, record: dict, hint: dict,
     filters = search_filters(record, email_domain)
     if filters is None:
         return None, None
-    svc.quota.check("org_search")
-    answer = svc.cache.fetch("org_search", filters, lambda: svc.clodura.search_organisations(filters),
-                             owner=runner_id, refresh=job.force)
-    if not answer.from_cache:
-        svc.quota.record_spend(answer.value["credits"], job.id)
+    with svc.quota.spending("org_search", job.id):
+        answer = svc.cache.fetch("org_search", filters, lambda: svc.clodura.search_organisations(filters),
+                                 owner=runner_id, refresh=job.force)
+    svc.quota.settle("org_search", job.id, 0 if answer.from_cache else answer.value["credits"])
     found = pick_organisation(answer.value["organisations"], record, email_domain)
     if found:
         found = {k: found.get(k) for k in ("organisationId", "organisationName", "domain")}

@@ -36,11 +36,10 @@ def find_person(svc: Services, job: Job, memory: JobMemory, record: dict, runner
         ids = enrich_identifiers(record, company)
         if not ids:
             return Learnt(None)
-        svc.quota.check("enrich")
-        answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids), owner=runner_id,
-                                 refresh=job.force)
-        if not answer.from_cache:
-            svc.quota.record_spend(answer.value["credits"], job.id)
+        with svc.quota.spending("enrich", job.id):
+            answer = svc.cache.fetch("enrich", ids, lambda: svc.clodura.enrich_contact(ids), owner=runner_id,
+                                     refresh=job.force)
+        svc.quota.settle("enrich", job.id, 0 if answer.from_cache else answer.value["credits"])
         return Learnt(answer.value["person"], answer.fetched_at)
 
     return memory.remembered(PERSON, ask)

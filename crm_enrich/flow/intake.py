@@ -23,8 +23,10 @@ class InboundRecord:
     dedupe_key: str
     object_type: str
     record_id: str
-    fields: dict
     source: str
+    # The names of the fields the event carried, for the job's bookkeeping.
+    # Their values are never kept or used: the job reads the record.
+    fields_sent: tuple[str, ...] = ()
     force: bool = False  # an operator's re-run that must not use cached answers
 
 
@@ -44,7 +46,8 @@ def accept_records(store: JobStore, enqueue: Callable[[str, str], None],
     try:
         for rec in records:
             job, duplicate = store.create_unless_seen(
-                rec.dedupe_key, rec.object_type, rec.record_id, rec.source, rec.fields, force=rec.force)
+                rec.dedupe_key, rec.object_type, rec.record_id, rec.source,
+                {"fields_sent": sorted(rec.fields_sent)} if rec.fields_sent else {}, force=rec.force)
             if duplicate:
                 counters.incr(store.r, "duplicates_dropped", source=rec.source)
                 result.duplicates.append(job.id)

@@ -72,7 +72,8 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "verdict": verified["status"] if verified else None,
         "email_revealed": bool(found_email and found_email["email"]),
         "phone_revealed": found_phone})
-    return write_back(svc, job, record, sources, source_providers(found_email, verified, phone))
+    return write_back(svc, job, record, sources, source_providers(found_email, verified, phone),
+                      verified_email=email if verified else None)
 
 
 def source_providers(email: dict | None, verified: dict | None, phone: dict | None) -> dict[str, str]:

@@ -36,14 +36,17 @@ def fields_to_read(svc: Services, object_type: str) -> list[str]:
 
 def current_record(svc: Services, job: Job, memory: JobMemory) -> dict | None:
     """The record as Salesforce has it, or None when a batched read was
-    queued. Outbound Messages omit null fields, so unless the event carried
-    every field we need, the record is read (200 to a query)."""
+    queued (200 records to a query). Always read: an event's field values
+    are not evidence of anything (anyone who knows the endpoint could send
+    any), and we decide what to enrich, what to write and whether the change
+    was our own from the record itself."""
     if RECORD in memory:
         return memory[RECORD]
-    needed = fields_to_read(svc, job.object)
-    if all(name in job.input for name in needed):
-        return dict(job.input)
-    queue_read(svc.batches, job.id, job.object, job.record_id, needed, urgent=job.source in EVENT_SOURCES)
+    # A later fast path could skip this read for an authenticated Outbound
+    # Message, using only the fields a setting declares it sends (so that an
+    # absent field means null); not built: the read costs one call per 200.
+    queue_read(svc.batches, job.id, job.object, job.record_id, fields_to_read(svc, job.object),
+               urgent=job.source in EVENT_SOURCES)
     return None
 
 

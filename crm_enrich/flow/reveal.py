@@ -127,18 +127,23 @@ def revealed(svc: Services, job: Job, memory: JobMemory, step: str, record: dict
                 outcome = {**cached.value, "credits": 0}
             else:
                 def send(url: str) -> Ticket:
-                    svc.quota.check(step)
-                    if kind == "email":
-                        answer = svc.clodura.reveal_email(ids, url)
-                    else:
-                        answer = svc.clodura.reveal_phone(ids, url, svc.settings.reveal_phone_via_partners)
+                    # Held until the callback says what it cost (or we give up waiting).
+                    svc.quota.reserve(step, job.id, hold_s=svc.settings.callback_token_max_age_s)
+                    try:
+                        if kind == "email":
+                            answer = svc.clodura.reveal_email(ids, url)
+                        else:
+                            answer = svc.clodura.reveal_phone(ids, url, svc.settings.reveal_phone_via_partners)
+                    except BaseException:
+                        svc.quota.release(step, job.id)
+                        raise
                     return Ticket(callbacks.provider_job_id(answer))
 
                 body = await_result(svc, job, memory, step, send)
                 if body is None:
                     return NOT_YET
                 outcome = read(body)
-                svc.quota.record_spend(outcome["credits"], job.id)  # charged when the result is produced
+                svc.quota.settle(step, job.id, outcome["credits"])  # charged when the result is produced
                 if outcome[kind]:
                     svc.cache.put(step, ids, outcome)
         log.info("job.revealed", job_id=job.id, record_id=job.record_id, kind=kind, found=bool(outcome[kind]))

@@ -102,9 +102,9 @@ def _clodura_check(svc: Services, job: Job, data: JobMemory, email: str, deep: b
     request = {"email": email, "deep": deep}
 
     def ask(url: str) -> dict:
-        svc.quota.check(step)
-        answer = svc.clodura.verify_email(email, deep, url)
-        svc.quota.record_spend(answer.body.get("creditsUsed", COSTS[step]), job.id)
+        # Charged when asked, even when the verdict comes later (202).
+        answer = svc.quota.charged(step, job.id, lambda: svc.clodura.verify_email(email, deep, url),
+                                   lambda answer: answer.body.get("creditsUsed", COSTS[step]))
         return {"id": callbacks.provider_job_id(answer.body),
                 "result": None if answer.accepted_for_later else answer.body}
 

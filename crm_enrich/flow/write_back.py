@@ -1,7 +1,9 @@
 """The last step of every job: what the field map says to change, fitted
 to the org's fields, queued for a batched write (salesforce.batches) with
 the reason for each change, which the change log keeps once the write is
-confirmed; the job is done at once when nothing changes."""
+confirmed; the job is done at once when nothing changes. The flush reads
+the record again before it writes and sends only what the rules still
+allow then."""
 from __future__ import annotations
 
 from crm_enrich.field_map import fit_changes, plan_explained
@@ -16,9 +18,7 @@ from .services import Services
 # revealed email's finder, the verdict's verifier).
 DEFAULT_PROVIDERS = {"person": "clodura", "organisation": "clodura", "email": "clodura", "phone": "clodura",
                      "verification": "clodura", "meta": "crm-enrich"}
-# Rules whose fields we remember a hash of once written, so the change log
-# can tell our own earlier value ("ours") from a person's ("overwritten").
-REMEMBERED_RULES = ("tracked", "always")
+NOT_OFFERED = "the restricted picklist does not offer the value"
 
 
 def provider_of(source: str, providers: dict[str, str] | None) -> str:
@@ -28,23 +28,28 @@ def provider_of(source: str, providers: dict[str, str] | None) -> str:
 
 
 def write_back(svc: Services, job: Job, record: dict, sources: dict,
-               providers: dict[str, str] | None = None) -> str:
-    """`providers`: source -> provider, where it is not the default one."""
+               providers: dict[str, str] | None = None, verified_email: str | None = None) -> str:
+    """`providers`: source -> provider, where it is not the default one;
+    `verified_email`: the address the verification in `sources` is about."""
     store = svc.store
     tracked = load_tracked_hashes(store, job.object, job.record_id)
     planned = plan_explained(svc.field_map, job.object, record, sources, tracked)
     fitted = fit_changes({name: p.value for name, p in planned.items()}, svc.schema.describe(job.object))
+    skipped = {name: NOT_OFFERED for name in planned if name not in fitted}
     changes = {name: value for name, value in fitted.items() if record.get(name) != value}
     if not changes:
-        store.transition(job, State.DONE, fields_written=[], last_error=None)
+        store.transition(job, State.DONE, fields_written=[], fields_skipped=skipped, last_error=None)
         return job.state
     why = {name: {"rule": planned[name].rule, "source": planned[name].source, "was": planned[name].was,
                   "provider": provider_of(planned[name].source, providers)} for name in changes}
-    remembered = [r.field for r in svc.field_map.rules_for(job.object) if r.rule in REMEMBERED_RULES]
-    queue_write(svc.batches, job.id, job.object, job.record_id, changes, remembered,
-                urgent=job.source in EVENT_SOURCES, why=why)
+    rules = svc.field_map.rules_for(job.object)
+    queue_write(svc.batches, job.id, job.object, job.record_id, changes,
+                {r.field: r.rule for r in rules if r.field in changes}, urgent=job.source in EVENT_SOURCES,
+                verified_email=verified_email,
+                verification_fields=tuple(r.field for r in rules if r.source.startswith("verification.")),
+                why=why)
     try:
-        store.transition(job, State.WRITING)
+        store.transition(job, State.WRITING, fields_skipped=skipped)
     except JobMoved as exc:
         # A flush took the write and ended the job before this move: the
         # job is already where it belongs.

@@ -1,9 +1,15 @@
 """The job store: one Redis hash per job (state, times, attempts, last error,
-Salesforce ids) and, apart from it, the provider data the job gathered.
+Salesforce ids, field names) and, apart from it, the provider data the job
+gathered.
 
-Provider data lives in its own key whose TTL is set once, when the first
-value is stored, and never extended: Clodura's policy allows keeping its
-data for at most 24 hours (docs/clodura.md#data-retention).
+The job hash lives a week and holds bookkeeping only: ids, states, times,
+errors (masked) and field names, never a record's or a provider's values.
+Every value (the record as read, provider answers, the write planned) lives
+in the job's provider-data key, whose TTL is set once, when the first value
+is stored, and never extended: nothing personal stays past 24 hours (and
+Clodura's policy allows keeping its data no longer, docs/clodura.md#data-retention).
+When the job ends, its values are dropped at once; only the notes of what
+was asked asynchronously (provider ids and times) stay until the key expires.
 
 Every move between states goes through `transition`, which checks it
 against the table in `crm_enrich.jobs.state`.
@@ -21,12 +27,15 @@ import redis
 
 from crm_enrich import counters, keys
 from crm_enrich.jobs.state import FINAL, STATES, JobMoved, SkipReason, State, check_move
-from crm_enrich.logs import log
-from crm_enrich.redis_typing import hash_fields, text, text_hash, text_set
+from crm_enrich.logs import log, mask_text
+from crm_enrich.redis_typing import hash_fields, text, text_hash, text_set, texts
 
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
 DEDUPE_TTL_S = keys.DEDUPE_TTL_S
+# The provider-data slots kept once a job is final: what was asked of a
+# provider asynchronously and when (ids and times, no values).
+KEPT_WHEN_FINAL = "pending:"
 
 
 def _now() -> float:
@@ -48,6 +57,10 @@ class Job:
     last_error: str | None = None
     input: dict = field(default_factory=dict)
     fields_written: list[str] = field(default_factory=list)
+    # Mapped fields left out of the write, with why (names and reasons only).
+    fields_skipped: dict[str, str] = field(default_factory=dict)
+    # The names of the provider-data slots the job had when it ended.
+    provider_slots: list[str] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     force: bool = False
     skip_reason: str | None = None
@@ -72,6 +85,8 @@ class Job:
             last_error=raw.get("last_error") or None,
             input=json.loads(raw.get("input", "{}")),
             fields_written=json.loads(raw.get("fields_written", "[]")),
+            fields_skipped=json.loads(raw.get("fields_skipped", "{}")),
+            provider_slots=json.loads(raw.get("provider_slots", "[]")),
             steps=json.loads(raw.get("steps", "[]")),
             force=raw.get("force") == "1",
             skip_reason=raw.get("skip_reason") or None,
@@ -173,17 +188,26 @@ class JobStore:
         this copy was read in: the flush, the sweeper and a task may each
         hold a copy, and the last writer must not undo an earlier move."""
         target = check_move(job.state, state)
+        previous = job.state
+        ending = target in FINAL_STATES and previous not in FINAL_STATES
+        slots: list[str] = []
+        if ending:
+            slots = texts(self.r.hkeys(self.provider_key(job.id)))
+            changes.setdefault("provider_slots", sorted(set(job.provider_slots) | set(slots)))
         now = _now()
         moved = replace(job, state=target, updated_at=now, steps=[*job.steps, {"state": target, "t": now}],
                         **changes)
         fields = [str(x) for pair in self._to_hash(moved).items() for x in pair]
-        stored = self._move(keys=[self.job_key(job.id), self.state_key(job.state), self.state_key(target)],
-                            args=[job.state, job.id, *fields])
-        if stored != job.state:
-            raise JobMoved(job.state, stored, target)
-        previous = job.state
+        stored = self._move(keys=[self.job_key(job.id), self.state_key(previous), self.state_key(target)],
+                            args=[previous, job.id, *fields])
+        if stored != previous:
+            raise JobMoved(previous, stored, target)
         job.__dict__.update(moved.__dict__)
-        if state in FINAL_STATES and previous not in FINAL_STATES:
+        if ending:
+            dropped = [slot for slot in slots if not slot.startswith(KEPT_WHEN_FINAL)]
+            if dropped:
+                # The job is over: the values it gathered go now, not in 24 h.
+                self.r.hdel(self.provider_key(job.id), *dropped)
             counters.incr(self.r, "jobs_finished", state=state, object=job.object)
             if state == State.DONE:
                 counters.observe(self.r, "job_to_writeback_seconds", job.updated_at - job.created_at)
@@ -269,8 +293,11 @@ class JobStore:
             "id": job.id, "state": job.state, "object": job.object, "record_id": job.record_id,
             "source": job.source, "created_at": job.created_at, "updated_at": job.updated_at,
             "attempts": job.attempts, "dedupe_key": job.dedupe_key or "",
-            "last_error": job.last_error or "", "input": json.dumps(job.input),
-            "fields_written": json.dumps(job.fields_written), "steps": json.dumps(job.steps),
+            # An error may quote a value (Salesforce's own messages do).
+            "last_error": mask_text(job.last_error) if job.last_error else "", "input": json.dumps(job.input),
+            "fields_written": json.dumps(job.fields_written),
+            "fields_skipped": json.dumps(job.fields_skipped),
+            "provider_slots": json.dumps(job.provider_slots), "steps": json.dumps(job.steps),
             "force": int(job.force), "skip_reason": job.skip_reason or "",
         }
         if job.enqueued_at is not None:

@@ -48,7 +48,7 @@ def replay_failed(store: JobStore, enqueue: Callable[[str, str], None], job_ids:
             continue
         result = accept_records(store, enqueue, [InboundRecord(
             dedupe_key=keys.replay(job_id, uuid.uuid4().hex), object_type=job.object,
-            record_id=job.record_id, fields={}, source="rerun")])
+            record_id=job.record_id, source="rerun")])
         new_id = (result.accepted + result.duplicates)[0]
         store.r.hset(JobStore.job_key(job_id), "replayed_by", new_id)
         store.r.hset(JobStore.job_key(new_id), "replay_of", job_id)

@@ -51,7 +51,7 @@ def queue_run_records(store: JobStore, enqueue: Callable[[str, str], None], run_
     force = store.r.hget(run_key(run_id), "force") == "1"
     result = accept_records(store, enqueue, [
         InboundRecord(dedupe_key=keys.run_record(run_id, rid), object_type=object_type,
-                      record_id=rid, fields={}, source=source, force=force)
+                      record_id=rid, source=source, force=force)
         for rid in record_ids])
     job_ids = result.accepted + result.duplicates
     pipe = store.r.pipeline(transaction=True)

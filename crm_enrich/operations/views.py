@@ -28,10 +28,12 @@ def job_view(store: JobStore, job: Job) -> dict:
     """What an operator may see of a job: never provider data or the
     record's values, only which provider answers it holds."""
     provider = store.provider_data(job.id)
+    # A final job's values are gone; the names of its slots stay on the job.
+    slots = set(provider) | set(job.provider_slots)
     extra = store.r.hmget(JobStore.job_key(job.id), "replayed_by", "replay_of", "credits")
     # Results Clodura sends later: when each was asked for and whether it came.
     waits = [{"step": name.removeprefix("pending:"), "askedAt": value.get("sent_at"),
-              "arrived": f"result:{name.removeprefix('pending:')}" in provider}
+              "arrived": f"result:{name.removeprefix('pending:')}" in slots}
              for name, value in sorted(provider.items()) if name.startswith("pending:")]
     return {
         "id": job.id, "state": job.state, "object": job.object, "recordId": job.record_id,
@@ -40,8 +42,9 @@ def job_view(store: JobStore, job: Job) -> dict:
         # Why a skipped job was skipped (a SkipReason code); None otherwise.
         "skipReason": job.skip_reason,
         "fieldsWritten": job.fields_written,
+        "fieldsSkipped": [{"field": name, "reason": reason} for name, reason in sorted(job.fields_skipped.items())],
         "steps": [{"state": s.get("state"), "at": s.get("t")} for s in job.steps],
-        "providerCalls": [k for k in sorted(provider) if k not in ("record", "outcome")
+        "providerCalls": [k for k in sorted(slots) if k not in ("record", "outcome", "write")
                           and not k.startswith(("pending:", "result:"))],
         "asyncSteps": waits,
         "creditsSpent": round(float(extra[2] or 0), 2),

@@ -6,6 +6,13 @@ flush sends a batch as soon as 200 items wait or the oldest has waited
 WRITEBACK_MAX_DELAY_S, handles every record's own result, and wakes the
 jobs. Whatever Salesforce did not accept for a passing reason is retried
 later; nothing is dropped.
+
+Queue items hold ids and field names only. The values a write plans live
+on the job (its provider data, gone within 24 h), and a write may go out
+long after its record was read (a reveal or a 202 verification can take an
+hour), so the write flush reads the planned fields again (one query per
+object in the batch, like a read batch) and sends only what the field
+map's rules still allow: a person's edit meanwhile is never overwritten.
 """
 from __future__ import annotations
 
@@ -16,21 +23,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from crm_enrich.backoff import backoff_s
-from crm_enrich.field_map import value_hash
+from crm_enrich.field_map import is_blank, rule_allows, value_hash
 from crm_enrich.jobs.changes import ChangeLog
 from crm_enrich.jobs.state import SkipReason, State
-from crm_enrich.jobs.store import JobStore, save_tracked_hashes
+from crm_enrich.jobs.store import JobStore, load_tracked_hashes, save_tracked_hashes
 from crm_enrich.logs import log
 from crm_enrich.queues import FLUSH_READS, FLUSH_WRITES
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import Batch, BatchQueue
 from crm_enrich.salesforce.gateway import SalesforceFailure, SalesforceGateway
+from crm_enrich.salesforce.schema import OrgSchema
 
 # Per-record statusCodes (docs/salesforce.md#collections-errors).
 TRANSIENT = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"}
 RECORD_GONE = {"ENTITY_IS_DELETED", "NOT_FOUND", "INVALID_CROSS_REFERENCE_KEY"}
 LIMIT_PAUSE_S = 15 * 60
 MAX_ITEM_ATTEMPTS = 6
+WRITE = "write"   # the job's slot for the write it plans: values, rules
+CHANGED_MEANWHILE = "changed in Salesforce after it was read"
+OTHER_EMAIL = "verifies an address the record no longer has"
 
 
 @dataclass
@@ -45,6 +56,8 @@ class BatchServices:
     resume_job: Callable[[str], None]               # re-run a parked job's task
     usage_recheck_s: float = 60.0
     change_log: ChangeLog | None = None             # None: the defaults (90 days)
+    # The org's fields, so the write flush re-reads only fields that exist.
+    schema: OrgSchema | None = None
 
 
 # -- producers ---------------------------------------------------------------
@@ -64,12 +77,19 @@ def queue_read(svc: BatchServices, job_id: str, object_type: str, record_id: str
 
 
 def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: str,
-                changes: dict, tracked_fields: list[str], urgent: bool, why: dict | None = None) -> None:
-    """`why`: per field, what the change log keeps of it (rule, source,
-    provider, was); never a value."""
-    item = {"job_id": job_id, "object": object_type, "record_id": record_id, "changes": changes,
-            "tracked": tracked_fields, "urgent": urgent, "queued_at": time.time(), "attempt": 0,
-            "why": why or {}}
+                changes: dict, rules: dict[str, str], urgent: bool,
+                verified_email: str | None = None, verification_fields: tuple[str, ...] = (),
+                why: dict | None = None) -> None:
+    """Plan a write: the values and each field's rule on the job (24 h at
+    most), its ids and field names in the queue. `verification_fields` are
+    written only while the record's Email is still `verified_email`. `why`:
+    per field, what the change log keeps of it (rule, source, provider,
+    was); never a value."""
+    svc.store.save_provider_data(job_id, WRITE, {
+        "changes": changes, "rules": rules, "verified_email": verified_email,
+        "verification_fields": [f for f in verification_fields if f in changes], "why": why or {}})
+    item = {"job_id": job_id, "object": object_type, "record_id": record_id, "fields": sorted(changes),
+            "urgent": urgent, "queued_at": time.time(), "attempt": 0}
     _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item))
 
 
@@ -152,7 +172,7 @@ def _hold_back_bulk(svc: BatchServices, batch: Batch) -> tuple[list[dict], list[
 
 
 def _retry_later(item: dict, reason: str) -> tuple[dict, float]:
-    item = {**item, "attempt": item["attempt"] + 1, "last_error": reason}
+    item = {**_queued_form(item), "attempt": item["attempt"] + 1, "last_error": reason}
     return item, backoff_s(item["attempt"], base=1.0, cap=60.0)
 
 
@@ -167,10 +187,35 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
     if not items:
         queue.done(batch, held)
         return
+    plans = _plans(svc, items)
+    try:
+        current = _read_again(svc, items, plans)
+    except SalesforceFailure as exc:
+        _whole_batch_failed(svc, queue, batch, exc, items, held)
+        return
     # One entry per record: several finished jobs for the same record are
     # merged in queue order, so the last value wins.
     merged: OrderedDict[tuple[str, str], list[dict]] = OrderedDict()
     for item in items:
+        plan = plans[item["job_id"]]
+        if plan is None:
+            svc.store.finish_by_id(item["job_id"], State.FAILED,
+                                   "the planned values expired (kept 24 h at most) before the write")
+            continue
+        record = current.get(item["record_id"])
+        if record is None:
+            svc.store.finish_by_id(item["job_id"], State.SKIPPED, SkipReason.RECORD_GONE,
+                                   detail="not found when read again")
+            continue
+        tracked = load_tracked_hashes(svc.store, item["object"], item["record_id"])
+        item["changes"], item["skipped"] = still_wanted(plan, record, tracked)
+        # Tracked and always fields are remembered by hash once written: the
+        # tracked rule needs it, and the change log tells ours from a person's.
+        item["tracked"] = [name for name, rule in plan["rules"].items() if rule in ("tracked", "always")]
+        item["why"] = plan.get("why") or {}
+        if not item["changes"]:
+            _write_done(svc, item)
+            continue
         merged.setdefault((item["object"], item["record_id"]), []).append(item)
     records = []
     for (object_type, record_id), record_items in merged.items():
@@ -178,11 +223,14 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         for item in record_items:
             fields.update(item["changes"])
         records.append({"attributes": {"type": object_type}, "id": record_id, **fields})
+    if not records:
+        queue.done(batch, held)
+        return
 
     try:
         results = svc.salesforce.update_collection(records)
     except SalesforceFailure as exc:
-        _whole_batch_failed(svc, queue, batch, exc, items, held)
+        _whole_batch_failed(svc, queue, batch, exc, [i for group in merged.values() for i in group], held)
         return
     retry = list(held)
     for record_items, result in zip(merged.values(), results, strict=False):
@@ -195,20 +243,77 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         for item in record_items:
             if code == "REQUEST_LIMIT_EXCEEDED":
                 svc.guard.pause(LIMIT_PAUSE_S)
-                retry.append((item, LIMIT_PAUSE_S))
+                retry.append((_queued_form(item), LIMIT_PAUSE_S))
             elif code in TRANSIENT and item["attempt"] + 1 < MAX_ITEM_ATTEMPTS:
-                retry.append(_retry_later(item, code))
+                retry.append(_retry_later(_queued_form(item), code))
             else:
                 _write_refused(svc, item, code, message)
     queue.done(batch, retry)
     log.info("salesforce.write_batch", records=len(records), jobs=len(items), retried=len(retry))
 
 
+def _queued_form(item: dict) -> dict:
+    """An item as it goes back on the queue: names, never values."""
+    return {k: v for k, v in item.items() if k not in ("changes", "skipped", "tracked", "why")}
+
+
+def _plans(svc: BatchServices, items: list[dict]) -> dict[str, dict | None]:
+    pipe = svc.store.r.pipeline()
+    for item in items:
+        pipe.hget(svc.store.provider_key(item["job_id"]), WRITE)
+    return {item["job_id"]: json.loads(str(raw)) if raw else None
+            for item, raw in zip(items, pipe.execute(), strict=True)}
+
+
+def _read_again(svc: BatchServices, items: list[dict], plans: dict[str, dict | None]) -> dict[str, dict]:
+    """The planned fields as the records have them now: one query per object."""
+    by_object: dict[str, list[dict]] = {}
+    for item in items:
+        if plans[item["job_id"]] is not None:
+            by_object.setdefault(item["object"], []).append(item)
+    current: dict[str, dict] = {}
+    for object_type, object_items in by_object.items():
+        fields = {f for item in object_items for f in item["fields"]}
+        if any((plans[item["job_id"]] or {}).get("verified_email") for item in object_items):
+            fields.add("Email")
+        if svc.schema is not None:
+            describe = svc.schema.describe(object_type) or {}
+            fields &= {f["name"] for f in describe.get("fields", [])}
+        ids = sorted({item["record_id"] for item in object_items})
+        current.update(svc.salesforce.read_records(object_type, ids, sorted(fields)))
+    return current
+
+
+def still_wanted(plan: dict, record: dict, tracked: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """The planned changes the field map's rules still allow on the record
+    as it is now (`tracked`: hashes of what we last wrote), and the ones
+    they no longer do, with why. Pure."""
+    verification_fields = set(plan.get("verification_fields", []))
+    kept, skipped = {}, {}
+    for name, value in plan["changes"].items():
+        existing = record.get(name)
+        if name not in record or rule_allows(plan["rules"].get(name, "always"), existing, value,
+                                             tracked.get(name)):
+            kept[name] = value  # (a field the org does not have: Salesforce says so, per record)
+        elif existing != value:
+            skipped[name] = CHANGED_MEANWHILE
+    # A verdict describes one address: the one the record will have after
+    # this write must still be it (a person may have typed another).
+    verified_email = plan.get("verified_email")
+    email_after = kept.get("Email", record.get("Email"))
+    if verified_email and (is_blank(email_after)
+                           or str(email_after).strip().lower() != verified_email.strip().lower()):
+        for name in verification_fields & set(kept):
+            del kept[name]
+            skipped[name] = OTHER_EMAIL
+    return kept, skipped
+
+
 def _whole_batch_failed(svc: BatchServices, queue: BatchQueue, batch: Batch, exc: SalesforceFailure,
                         items: list[dict], held: list[tuple[dict, float]]) -> None:
     if exc.code == "REQUEST_LIMIT_EXCEEDED":
         svc.guard.pause(LIMIT_PAUSE_S)
-        queue.done(batch, held + [(item, LIMIT_PAUSE_S) for item in items])
+        queue.done(batch, held + [(_queued_form(item), LIMIT_PAUSE_S) for item in items])
     elif exc.retryable:
         queue.done(batch, held + [_retry_later(item, exc.code) for item in items])
     else:
@@ -220,7 +325,7 @@ def _whole_batch_failed(svc: BatchServices, queue: BatchQueue, batch: Batch, exc
 
 def _write_done(svc: BatchServices, item: dict) -> None:
     store = svc.store
-    tracked = {f: value_hash(v) for f, v in item["changes"].items() if f in item["tracked"]}
+    tracked = {f: value_hash(v) for f, v in item["changes"].items() if f in item.get("tracked", ())}
     save_tracked_hashes(store, item["object"], item["record_id"], tracked)
     # Logged before the job is done: a flush replayed after a crash here
     # writes again and finds the log already has this job.
@@ -228,9 +333,12 @@ def _write_done(svc: BatchServices, item: dict) -> None:
     (svc.change_log or ChangeLog(store.r)).record_write(
         item["job_id"], item["object"], item["record_id"],
         {name: why.get(name, {}) for name in item["changes"]})
-    job = store.finish_by_id(item["job_id"], State.DONE, fields_written=sorted(item["changes"]))
-    if job is not None:
-        log.info("job.done", job_id=job.id, record_id=job.record_id, fields=sorted(item["changes"]))
+    job = store.get(item["job_id"])
+    if job is None or not store.finish(job, State.DONE, fields_written=sorted(item["changes"]),
+                                       fields_skipped={**job.fields_skipped, **item.get("skipped", {})}):
+        return
+    log.info("job.done", job_id=job.id, record_id=job.record_id, fields=sorted(item["changes"]),
+             skipped=sorted(item.get("skipped", {})))
 
 
 def _write_refused(svc: BatchServices, item: dict, code: str, message: str) -> None:

@@ -37,11 +37,21 @@ class OrgSchema:
             if exc.code in ("NOT_FOUND", "INVALID_TYPE"):
                 return None
             raise
-        slim = {"name": answer.get("name", object_type),
-                "fields": [{k: f.get(k) for k in ("name", "type", "length", "updateable")}
-                           for f in answer.get("fields", [])]}
+        slim = {"name": answer.get("name", object_type), "fields": [_slim(f) for f in answer.get("fields", [])]}
         self.r.set(key, json.dumps(slim), ex=keys.SALESFORCE_DESCRIBE_TTL_S)
         return slim
+
+
+def _slim(field: dict) -> dict:
+    """What fitting a value needs of a field: its type and length, whether
+    we may update it and, for a restricted picklist, the values it offers
+    (Salesforce refuses the whole record for any other)."""
+    slim = {k: field.get(k) for k in ("name", "type", "length", "updateable")}
+    if field.get("restrictedPicklist"):
+        slim["restrictedPicklist"] = True
+        slim["picklistValues"] = [{"value": v.get("value"), "active": v.get("active", True)}
+                                  for v in field.get("picklistValues") or []]
+    return slim
 
 
 @dataclass(frozen=True)

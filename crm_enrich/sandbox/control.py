@@ -38,6 +38,11 @@ class SandboxControl:
     def record(self, object_type: str, record_id: str) -> dict:
         return self._ok(self.http.get(f"{self.sf}/_sandbox/salesforce/records/{object_type}/{record_id}"))
 
+    def edit_record(self, object_type: str, record_id: str, values: dict) -> dict:
+        """A person edits the record in Salesforce's UI (not through our API)."""
+        return self._ok(self.http.post(f"{self.sf}/_sandbox/salesforce/records/{object_type}/{record_id}/edit",
+                                       json=values))["record"]
+
     def salesforce_usage(self) -> dict:
         return self._ok(self.http.get(f"{self.sf}/_sandbox/salesforce/usage"))
 

@@ -125,8 +125,22 @@ class FieldSpec:
         }
 
 
-def _f(name, type_, length=0, updateable=True, nillable=True):
-    return FieldSpec(name, type_, length, updateable, nillable, name.endswith("__c"))
+def _f(name, type_, length=0, updateable=True, nillable=True, picklist_values=(), restricted=False):
+    return FieldSpec(name, type_, length, updateable, nillable, name.endswith("__c"), tuple(picklist_values),
+                     restricted)
+
+
+# The Account Industry picklist of the simulated org: restricted, and (like
+# many real orgs' lists) without Clodura's "Computer Software", so a write
+# of that value must leave the field out or lose the whole record.
+ACCOUNT_INDUSTRIES = (
+    "Apparel & Fashion", "Aviation & Aerospace", "Biotechnology", "Chemicals", "Computer & Network Security",
+    "Computer Games", "Construction", "E-Learning", "Entertainment", "Financial Services",
+    "Food & Beverages", "Hospital & Health Care", "Industrial Automation", "Information Technology and Services",
+    "Insurance", "Law Practice", "Logistics and Supply Chain", "Management Consulting", "Marketing and Advertising",
+    "Mechanical or Industrial Engineering", "Medical Devices", "Real Estate", "Renewables & Environment",
+    "Research", "Retail", "Telecommunications", "Transportation/Trucking/Railroad", "Other",
+)
 
 
 _AUDIT = [
@@ -167,7 +181,8 @@ SCHEMA: dict[str, dict[str, FieldSpec]] = {
         _f("AnnualRevenue", "currency"), *_custom("Lead"), *_AUDIT]},
     "Account": {f.name: f for f in [
         _ID_FIELD, _f("Name", "string", 255, nillable=False), _f("Website", "url", 255),
-        _f("Industry", "picklist", 255), _f("NumberOfEmployees", "int"),
+        _f("Industry", "picklist", 255, picklist_values=ACCOUNT_INDUSTRIES, restricted=True),
+        _f("NumberOfEmployees", "int"),
         _f("AnnualRevenue", "currency"), *_custom("Account"), *_AUDIT]},
 }
 KEY_PREFIX = {"Contact": "003", "Lead": "00Q", "Account": "001"}

@@ -350,7 +350,7 @@ def test_readyz_fails_without_a_worker_heartbeat(stack):
     env_settings = {k.lower(): v for k, v in stack.env.items()
                     if k in ("PUBLIC_BASE_URL", "CLODURA_API_KEY", "CLODURA_BASE_URL", "SALESFORCE_LOGIN_URL",
                              "SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_ORG_ID",
-                             "SALESFORCE_WEBHOOK_SECRET", "ADMIN_TOKEN", "SECRET_KEY")}
+                             "SALESFORCE_WEBHOOK_SECRET", "SALESFORCE_OUTBOUND_TOKEN", "ADMIN_TOKEN", "SECRET_KEY")}
     app = create_app(load_settings(**{**env_settings, "redis_url": url}))
     store = app.extensions["crm_enrich"].store
     store.r.delete("worker:heartbeat")

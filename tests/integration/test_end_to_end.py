@@ -99,7 +99,7 @@ def test_deleted_record_is_skipped_not_failed(control, job_for, stack):
         (contact_id,) = control.create_records("Contact", [{"LastName": person.last_name}])
         control.http.post(f"{control.sf}/_sandbox/salesforce/records/Contact/{contact_id}/delete").raise_for_status()
     finally:
-        control.salesforce_config(listener_url=f"{stack.web_url}/salesforce/outbound-message")
+        control.salesforce_config(listener_url=stack.outbound_url)
     job = job_for("Contact", contact_id)
     assert job.state == "skipped"
     assert "deleted" in job.last_error

@@ -50,6 +50,7 @@ def test_every_route_is_described(stack):
                                                 "CLODURA_BASE_URL", "SALESFORCE_LOGIN_URL",
                                                 "SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET",
                                                 "SALESFORCE_ORG_ID", "SALESFORCE_WEBHOOK_SECRET",
+                                                "SALESFORCE_OUTBOUND_TOKEN",
                                                 "ADMIN_TOKEN", "SECRET_KEY"}}))
     described = {(method.upper(), path) for path, ops in spec()["paths"].items() for method in ops}
     for rule in app.url_map.iter_rules():

@@ -140,10 +140,14 @@ def test_cached_provider_data_never_lives_beyond_a_day(qstack, qstore):
 
 def test_daily_credit_budget_pauses_spending(qstack):
     quota = Quota(qstack.redis_client(), daily_budget=3.0)
-    quota.r.delete(*quota.r.keys("credits:clodura:spent:*") or ["none"])
-    quota.check("enrich")                # 0 + 2 ≤ 3
-    quota.record_spend(2.0)
+    quota.r.delete(*quota.r.keys("credits:clodura:*") or ["none"])
+    quota.reserve("enrich", "job-a")     # 0 + 0 reserved + 2 ≤ 3
+    with pytest.raises(SpendingPaused, match="held by requests in flight"):
+        quota.reserve("enrich", "job-b")  # 0 + 2 reserved + 2 > 3: reserved counts before it is spent
+    assert not quota.budget_paused()      # it may fit once job-a's answer says what it cost
+    quota.settle("enrich", "job-a", 2.0)
+    assert quota.spent_today() == 2.0 and quota.reserved() == 0
     with pytest.raises(SpendingPaused, match="budget"):
-        quota.check("enrich")            # 2 + 2 > 3
+        quota.reserve("enrich", "job-b")  # 2 + 2 > 3
     assert quota.budget_paused()
     quota.r.delete("clodura:budget_paused_until")

@@ -28,8 +28,9 @@ def fresh_ids():
     return f"04l{tail}AAA", f"003{tail}AAA"
 
 
-def post_soap(url: str, body: bytes) -> requests.Response:
-    return requests.post(f"{url}/salesforce/outbound-message", data=body, headers=SOAP_HEADERS, timeout=10)
+def post_soap(url: str, body: bytes, token: str, headers: dict | None = None) -> requests.Response:
+    return requests.post(f"{url}/salesforce/outbound-message/{token}", data=body,
+                         headers=headers or SOAP_HEADERS, timeout=10)
 
 
 def nothing_queued(store, notification_id: str, record_id: str) -> bool:
@@ -40,13 +41,13 @@ def nothing_queued(store, notification_id: str, record_id: str) -> bool:
 def test_ack_only_after_queueing_and_redelivery_is_a_duplicate(stack, store):
     nid, rid = fresh_ids()
     body = envelope([notification(nid, rid, {"LastName": "Nobody"})])
-    first = post_soap(stack.web_url, body)
+    first = post_soap(stack.web_url, body, stack.outbound_token)
     assert first.status_code == 200 and first.text == ACK
     assert first.headers["Content-Type"].startswith("text/xml")
     job_id = store.r.get(f"dedupe:om:{nid}")
     assert store.get(job_id).enqueued_at is not None
 
-    again = post_soap(stack.web_url, body)
+    again = post_soap(stack.web_url, body, stack.outbound_token)
     assert again.status_code == 200 and again.text == ACK
     assert store.r.get(f"dedupe:om:{nid}") == job_id
     assert store.r.get(f"record:Contact:{rid}:last_job") == job_id
@@ -54,7 +55,8 @@ def test_ack_only_after_queueing_and_redelivery_is_a_duplicate(stack, store):
 
 def test_wrong_org_is_refused_with_a_fault_and_queues_nothing(stack, store):
     nid, rid = fresh_ids()
-    resp = post_soap(stack.web_url, envelope([notification(nid, rid)], org_id="00D5g000009ZzZzEAK"))
+    resp = post_soap(stack.web_url, envelope([notification(nid, rid)], org_id="00D5g000009ZzZzEAK"),
+                     stack.outbound_token)
     assert resp.status_code == 403
     assert "<faultcode>soapenv:Client</faultcode>" in resp.text and "<Ack>" not in resp.text
     assert nothing_queued(store, nid, rid)
@@ -63,21 +65,22 @@ def test_wrong_org_is_refused_with_a_fault_and_queues_nothing(stack, store):
 @pytest.mark.parametrize("prolog", [ENTITY_DECLARATION, BILLION_LAUGHS], ids=["entity", "billion-laughs"])
 def test_xml_entity_tricks_are_refused_and_queue_nothing(stack, store, prolog):
     nid, rid = fresh_ids()
-    resp = post_soap(stack.web_url, envelope([notification(nid, rid)], prolog=prolog))
+    resp = post_soap(stack.web_url, envelope([notification(nid, rid)], prolog=prolog), stack.outbound_token)
     assert resp.status_code == 400
     assert "forbidden XML" in resp.text
     assert nothing_queued(store, nid, rid)
 
 
 def test_malformed_xml_is_refused(stack):
-    resp = post_soap(stack.web_url, b"<soapenv:Envelope><unclosed>")
+    resp = post_soap(stack.web_url, b"<soapenv:Envelope><unclosed>", stack.outbound_token)
     assert resp.status_code == 400 and "malformed XML" in resp.text
 
 
 def test_oversized_body_is_refused(stack, store):
     nid, rid = fresh_ids()
     padding = "x" * (3 * 1024 * 1024)
-    resp = post_soap(stack.web_url, envelope([notification(nid, rid, {"Description": padding})]))
+    resp = post_soap(stack.web_url, envelope([notification(nid, rid, {"Description": padding})]),
+                     stack.outbound_token)
     assert resp.status_code == 413 and "Fault" in resp.text
     assert nothing_queued(store, nid, rid)
 
@@ -105,7 +108,7 @@ def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
         nid, rid = fresh_ids()
         body = envelope([notification(nid, rid, {"LastName": "Later"})])
         started = time.monotonic()
-        down = post_soap(url, body)
+        down = post_soap(url, body, stack.outbound_token)
         assert down.status_code == 503
         assert "<Ack>" not in down.text and "soapenv:Server" in down.text
         assert time.monotonic() - started < 10  # well inside Salesforce's 60 s
@@ -114,7 +117,7 @@ def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
         redis_server.start()
         client = redis_server.client(decode_responses=True)
         assert client.get(f"dedupe:om:{nid}") is None
-        up = post_soap(url, body)
+        up = post_soap(url, body, stack.outbound_token)
         assert up.status_code == 200 and up.text == ACK
         job_id = client.get(f"dedupe:om:{nid}")
         assert job_id and client.hget(f"job:{job_id}", "enqueued_at")

@@ -166,3 +166,28 @@ def test_each_planned_change_says_why_and_what_the_field_held():
     assert planned["Email_Verification_Status__c"].was == "overwritten"
     assert {name: p.value for name, p in planned.items()} == \
         plan_changes(MAP, "Contact", current, sources(), {"LinkedIn_URL__c": value_hash(ours)})
+
+
+def test_a_planned_write_keeps_only_what_the_rules_still_allow_on_the_record_as_it_is_now():
+    from crm_enrich.salesforce.batches import CHANGED_MEANWHILE, OTHER_EMAIL, still_wanted
+
+    plan = {"changes": {"Email": "ada@clodura.example", "Title": "CTO", "LinkedIn_URL__c": "https://l/in/ada",
+                        "Email_Verification_Status__c": "valid", "Enriched_At__c": "2026-01-01T00:00:00Z"},
+            "rules": {"Email": "fill_blank", "Title": "fill_blank", "LinkedIn_URL__c": "tracked",
+                      "Email_Verification_Status__c": "always", "Enriched_At__c": "always"},
+            "verified_email": "ada@clodura.example", "verification_fields": ["Email_Verification_Status__c"]}
+    untouched = {"Email": None, "Title": "", "LinkedIn_URL__c": None, "Email_Verification_Status__c": None,
+                 "Enriched_At__c": None}
+    assert still_wanted(plan, untouched, {}) == (plan["changes"], {})
+
+    edited = {**untouched, "Email": "ada@typed.example", "Title": "Founder",
+              "LinkedIn_URL__c": "https://l/in/by-hand"}
+    kept, skipped = still_wanted(plan, edited, {"LinkedIn_URL__c": value_hash("https://l/in/old")})
+    assert kept == {"Enriched_At__c": "2026-01-01T00:00:00Z"}
+    assert skipped == {"Email": CHANGED_MEANWHILE, "Title": CHANGED_MEANWHILE, "LinkedIn_URL__c": CHANGED_MEANWHILE,
+                       "Email_Verification_Status__c": OTHER_EMAIL}
+
+    # Our own earlier value of a tracked field may still be replaced.
+    ours = {**untouched, "LinkedIn_URL__c": "https://l/in/old"}
+    kept, _ = still_wanted(plan, ours, {"LinkedIn_URL__c": value_hash("https://l/in/old")})
+    assert kept["LinkedIn_URL__c"] == "https://l/in/ada"

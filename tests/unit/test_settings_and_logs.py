@@ -15,6 +15,7 @@ GOOD = {
     "SALESFORCE_CLIENT_SECRET": "secret",
     "SALESFORCE_ORG_ID": "00D5g000004XyZaEAK",
     "SALESFORCE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+    "SALESFORCE_OUTBOUND_TOKEN": "t" * 43,
     "ADMIN_TOKEN": "a" * 24,
     "SECRET_KEY": "s" * 32,
 }
@@ -23,7 +24,8 @@ GOOD = {
 @pytest.fixture
 def env(monkeypatch):
     for key in list(GOOD) + ["CLODURA_RATE_LIMITS", "CLODURA_PLAN", "PROVIDER_CACHE_TTL_S",
-                             "CLODURA_ORG_COMPONENTS", "DATA_DIR", "BEAT_SCHEDULE_PATH", "FIELD_MAP_STRICT"]:
+                             "CLODURA_ORG_COMPONENTS", "DATA_DIR", "BEAT_SCHEDULE_PATH", "FIELD_MAP_STRICT",
+                             "SALESFORCE_ALLOWED_NETWORKS", "TRUSTED_PROXY_HOPS"]:
         monkeypatch.delenv(key, raising=False)
     for key, value in GOOD.items():
         monkeypatch.setenv(key, value)
@@ -36,9 +38,11 @@ def test_good_settings_load_with_production_defaults(env):
     assert s.clodura_limits == [(10, 1), (100, 60), (2000, 86400)]
     assert s.org_id_15 == "00D5g000004XyZa"
     assert s.org_components_allowed == {"technographics", "funding", "acquisitions"}
+    assert s.allowed_networks is None and s.trusted_proxy_hops == 0
 
 
-@pytest.mark.parametrize("name", ["REDIS_URL", "CLODURA_API_KEY", "SALESFORCE_ORG_ID", "SECRET_KEY"])
+@pytest.mark.parametrize("name", ["REDIS_URL", "CLODURA_API_KEY", "SALESFORCE_ORG_ID", "SECRET_KEY",
+                                  "SALESFORCE_OUTBOUND_TOKEN"])
 def test_missing_setting_is_named(env, name):
     env.delenv(name)
     with pytest.raises(SettingsError, match=f"setting {name} is missing"):
@@ -53,11 +57,27 @@ def test_missing_setting_is_named(env, name):
     ("PROVIDER_CACHE_TTL_S", "90000"),  # over Clodura's 24 h
     ("REDIS_URL", "http://localhost"),
     ("CLODURA_ORG_COMPONENTS", "technographics,news"),
+    ("SALESFORCE_OUTBOUND_TOKEN", "too-short-to-be-a-secret"),
+    ("SALESFORCE_OUTBOUND_TOKEN", "x" * 40 + "/../y"),   # only URL-safe characters
+    ("SALESFORCE_ALLOWED_NETWORKS", "13.108.0.0/14, not-a-network"),
+    ("TRUSTED_PROXY_HOPS", "-1"),
 ])
 def test_invalid_setting_is_named(env, name, value):
     env.setenv(name, value)
     with pytest.raises(SettingsError, match=f"setting {name} is invalid"):
         load_settings()
+
+
+def test_allowed_networks_are_parsed(env):
+    env.setenv("SALESFORCE_ALLOWED_NETWORKS", "13.108.0.0/14, 2a01:111::/32,10.1.2.3")
+    assert [str(n) for n in load_settings().allowed_networks] == ["13.108.0.0/14", "2a01:111::/32", "10.1.2.3/32"]
+
+
+def test_the_outbound_message_token_is_masked_in_paths():
+    token = "Zq3" * 15
+    text = mask_text(f'127.0.0.1 "POST /salesforce/outbound-message/{token} HTTP/1.1" 200')
+    assert token not in text and "/salesforce/outbound-message/*** HTTP/1.1" in text
+    assert mask_text("/salesforce/outbound-message/abc?x=1") == "/salesforce/outbound-message/***?x=1"
 
 
 def test_salesforce_needs_one_way_to_log_in(env):

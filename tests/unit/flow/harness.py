@@ -101,7 +101,15 @@ class Flow:
         return job_id
 
     def queued_writes(self) -> list[dict]:
-        return [json.loads(item) for item in self.store.r.lrange(self.svc.batches.writes.pending, 0, -1)]
+        """The queued write items, each with the plan it stands for: the
+        queue holds ids and field names, the values wait on the job (24 h
+        at most)."""
+        items = [json.loads(item) for item in self.store.r.lrange(self.svc.batches.writes.pending, 0, -1)]
+        for item in items:
+            plan = self.store.provider_data(item["job_id"]).get("write") or {}
+            item["changes"] = plan.get("changes", {})
+            item["tracked"] = [name for name, rule in plan.get("rules", {}).items() if rule in ("tracked", "always")]
+        return items
 
     def spent(self) -> float:
         return self.svc.quota.spent_today()

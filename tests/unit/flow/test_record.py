@@ -47,12 +47,16 @@ def test_other_changes_go_ahead(flow, source, audit):
     assert flow.clodura.count("verify_email") == 1
 
 
-def test_an_event_carrying_every_field_needs_no_read(flow):
-    record = flow.contact(Title=None)
-    job_id = flow.new_job("Contact", CONTACT_ID, fields=flow.complete_input("Contact", record))
-    assert flow.advance(job_id) == State.WRITING
-    assert flow.salesforce.count("read_records") == 0
-    assert flow.queued_writes()[0]["changes"]["Title"] == "VP Sales"
+def test_an_event_carrying_every_field_is_still_read_and_its_values_are_not_trusted(flow):
+    record = flow.contact(Title="Chief Financial Officer")      # what the org really holds
+    forged = {**flow.complete_input("Contact", record), "Title": None}   # an envelope saying it is blank
+    job_id = flow.new_job("Contact", CONTACT_ID, fields=forged)
+    assert flow.advance(job_id) is not None
+    assert flow.salesforce.count("read_records") == 0   # the read is queued for a batch, not made here
+    flow.read_batch()
+    flow.advance(job_id)
+    assert flow.salesforce.count("read_records") == 1
+    assert "Title" not in flow.queued_writes()[0]["changes"]   # fill_blank keeps the org's real title
 
 
 def test_an_event_missing_a_field_is_read_and_the_read_record_is_what_counts(flow):

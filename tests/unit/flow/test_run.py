@@ -40,7 +40,7 @@ def test_the_daily_quota_defers_the_job_and_stops_everyone_spending(flow, ready)
     assert flow.store.ids_in_state(State.DEFERRED) == {ready}
     assert 3500 < flow.svc.quota.quota_resets_in() <= 3600    # Clodura's Retry-After
     with pytest.raises(QuotaExhausted):
-        flow.svc.quota.check("enrich")
+        flow.svc.quota.reserve("enrich", "another-job")
 
     # Another job defers without asking Clodura at all.
     flow.contact("0035g00000SecondAAB")
@@ -55,7 +55,7 @@ def test_exhausted_credits_pause_the_job_and_all_spending(flow, ready):
     assert flow.job(ready).last_error == "/api/v1/cleanup/enrich: 402 Insufficient credits"
     assert flow.svc.quota.paused_reason() == "Clodura credits exhausted (402)"
     with pytest.raises(SpendingPaused):
-        flow.svc.quota.check("verify")
+        flow.svc.quota.reserve("verify", "another-job")
 
 
 def test_our_daily_budget_pauses_the_job_before_it_spends(make_flow):
