@@ -152,7 +152,7 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
         enriched += bool(outcome.get("matched"))
         verified += bool(outcome.get("verdict"))
         revealed += bool(outcome.get("email_revealed"))
-        found_by_clearout += bool((store.provider_data(job.id).get("clearout_finder") or {}).get("email"))
+        found_by_clearout += outcome.get("email_found_by") == "clearout"
         if outcome.get("verdict"):
             verdicts[outcome["verdict"]] = verdicts.get(outcome["verdict"], 0) + 1
             verified_later += any(step["state"] == "awaiting_verification" for step in job.steps)

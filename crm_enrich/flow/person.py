@@ -71,6 +71,7 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "matched": bool(person and person.get("personId")),
         "verdict": verified["status"] if verified else None,
         "email_revealed": bool(found_email and found_email["email"]),
+        "email_found_by": "clearout" if found_email and found_email.get("provider") == "clearout" else None,
         "phone_revealed": found_phone})
     return write_back(svc, job, record, sources, source_providers(found_email, verified, phone),
                       verified_email=email if verified else None)

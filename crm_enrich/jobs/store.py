@@ -33,9 +33,10 @@ from crm_enrich.redis_typing import hash_fields, text, text_hash, text_set, text
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
 DEDUPE_TTL_S = keys.DEDUPE_TTL_S
-# The provider-data slots kept once a job is final: what was asked of a
-# provider asynchronously and when (ids and times, no values).
-KEPT_WHEN_FINAL = "pending:"
+# The provider-data slots kept once a job is final (until the key's 24 h
+# TTL): what was asked of a provider asynchronously and when (ids and
+# times), and the job's outcome (flags and the verdict); no values.
+KEPT_WHEN_FINAL = ("pending:", "outcome")
 
 
 def _now() -> float:

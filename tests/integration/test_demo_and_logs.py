@@ -19,6 +19,10 @@ def test_demo_exits_zero_with_every_record_written_back():
     assert "written back       20" in result.stdout
     assert "not final          0" in result.stdout
     assert "OK: every record reached a final state" in result.stdout
+    # The summary counts what the jobs found (their outcome outlives their values).
+    assert re.search(r"enriched +[1-9]\d* \(matched by Clodura\)", result.stdout), result.stdout
+    assert re.search(r"verified +20 \(email verdict written: .*valid", result.stdout), result.stdout
+    assert re.search(r"emails revealed +[1-9]", result.stdout), result.stdout
     # One record's change log: fields written, each with its rule, source and provider.
     log = result.stdout.split("Change log of Contact", 1)[1].split("Summary", 1)[0]
     assert re.search(r"Enriched_At__c\s+always\s+meta\.enriched_at\s+crm-enrich\s+was blank", log), log
@@ -41,11 +45,13 @@ def test_demo_exits_zero_with_every_record_written_back():
 
 
 def test_the_demo_installs_no_system_package():
-    """./demo.sh runs bootstrap.sh and the demo; only test.sh may install Chromium."""
+    """./demo.sh runs bootstrap.sh and the demo; only the test command
+    (test.sh, through scripts/test_tools.sh) installs Chromium and promtool."""
     for script in ("demo.sh", "scripts/bootstrap.sh"):
         text = (ROOT / script).read_text()
-        assert "apt-get" not in text and "chromium" not in text, script
-    assert "apt-get install" in (ROOT / "test.sh").read_text()
+        assert "apt-get" not in text and "chromium" not in text and "test_tools" not in text, script
+    assert "scripts/test_tools.sh" in (ROOT / "test.sh").read_text()
+    assert "apt-get install" in (ROOT / "scripts/test_tools.sh").read_text()
 
 
 def test_no_email_or_phone_from_the_data_reaches_the_logs(stack, control, job_for):
