@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     reveal_phone: bool = False
     reveal_phone_via_partners: bool = False
     writeback_max_delay_s: float = Field(default=2.0, gt=0, le=60)
+    # The write flush reads a record again before writing, so that a value a
+    # person typed meanwhile survives, unless the job read the record less
+    # than this many seconds ago (then the plan is fresh, and the second
+    # read would only double the Salesforce calls of a trickle). Waits for a
+    # reveal or a 202 verdict take longer and always get the second read.
+    writeback_reread_after_s: float = Field(default=30.0, ge=0, le=3600)
     # How long a batch flusher may hold its lease; a flusher that died is
     # replaced after this. Longer than any one Salesforce call may take.
     batch_lease_s: float = Field(default=300, ge=5, le=3600)

@@ -10,7 +10,7 @@ from crm_enrich.field_map import fit_changes, plan_explained
 from crm_enrich.jobs.state import JobMoved, State
 from crm_enrich.jobs.store import Job, load_tracked_hashes
 from crm_enrich.queues import EVENT_SOURCES
-from crm_enrich.salesforce.batches import queue_write
+from crm_enrich.salesforce.batches import READ_AT, queue_write
 
 from .services import Services
 
@@ -47,7 +47,7 @@ def write_back(svc: Services, job: Job, record: dict, sources: dict,
                 {r.field: r.rule for r in rules if r.field in changes}, urgent=job.source in EVENT_SOURCES,
                 verified_email=verified_email,
                 verification_fields=tuple(r.field for r in rules if r.source.startswith("verification.")),
-                why=why)
+                why=why, read_at=record.get(READ_AT))
     try:
         store.transition(job, State.WRITING, fields_skipped=skipped)
     except JobMoved as exc:

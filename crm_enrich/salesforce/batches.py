@@ -40,6 +40,7 @@ RECORD_GONE = {"ENTITY_IS_DELETED", "NOT_FOUND", "INVALID_CROSS_REFERENCE_KEY"}
 LIMIT_PAUSE_S = 15 * 60
 MAX_ITEM_ATTEMPTS = 6
 WRITE = "write"   # the job's slot for the write it plans: values, rules
+READ_AT = "_read_at"   # in a job's record: when the batched read fetched it
 CHANGED_MEANWHILE = "changed in Salesforce after it was read"
 OTHER_EMAIL = "verifies an address the record no longer has"
 
@@ -58,6 +59,9 @@ class BatchServices:
     change_log: ChangeLog | None = None             # None: the defaults (90 days)
     # The org's fields, so the write flush re-reads only fields that exist.
     schema: OrgSchema | None = None
+    # A plan made from a read younger than this is written without a second
+    # read (WRITEBACK_REREAD_AFTER_S); 0: always read again.
+    reread_after_s: float = 0.0
 
 
 # -- producers ---------------------------------------------------------------
@@ -79,7 +83,7 @@ def queue_read(svc: BatchServices, job_id: str, object_type: str, record_id: str
 def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: str,
                 changes: dict, rules: dict[str, str], urgent: bool,
                 verified_email: str | None = None, verification_fields: tuple[str, ...] = (),
-                why: dict | None = None) -> None:
+                why: dict | None = None, read_at: float | None = None) -> None:
     """Plan a write: the values and each field's rule on the job (24 h at
     most), its ids and field names in the queue. `verification_fields` are
     written only while the record's Email is still `verified_email`. `why`:
@@ -87,7 +91,8 @@ def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: st
     was); never a value."""
     svc.store.save_provider_data(job_id, WRITE, {
         "changes": changes, "rules": rules, "verified_email": verified_email,
-        "verification_fields": [f for f in verification_fields if f in changes], "why": why or {}})
+        "verification_fields": [f for f in verification_fields if f in changes], "why": why or {},
+        "read_at": read_at})
     item = {"job_id": job_id, "object": object_type, "record_id": record_id, "fields": sorted(changes),
             "urgent": urgent, "queued_at": time.time(), "attempt": 0}
     _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item))
@@ -188,8 +193,9 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         queue.done(batch, held)
         return
     plans = _plans(svc, items)
+    fresh = {item["job_id"] for item in items if _fresh(svc, plans[item["job_id"]])}
     try:
-        current = _read_again(svc, items, plans)
+        current = _read_again(svc, [item for item in items if item["job_id"] not in fresh], plans)
     except SalesforceFailure as exc:
         _whole_batch_failed(svc, queue, batch, exc, items, held)
         return
@@ -202,17 +208,21 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
             svc.store.finish_by_id(item["job_id"], State.FAILED,
                                    "the planned values expired (kept 24 h at most) before the write")
             continue
-        record = current.get(item["record_id"])
-        if record is None:
-            svc.store.finish_by_id(item["job_id"], State.SKIPPED, SkipReason.RECORD_GONE,
-                                   detail="not found when read again")
-            continue
-        tracked = load_tracked_hashes(svc.store, item["object"], item["record_id"])
-        item["changes"], item["skipped"] = still_wanted(plan, record, tracked)
         # Tracked and always fields are remembered by hash once written: the
         # tracked rule needs it, and the change log tells ours from a person's.
         item["tracked"] = [name for name, rule in plan["rules"].items() if rule in ("tracked", "always")]
         item["why"] = plan.get("why") or {}
+        if item["job_id"] in fresh:
+            # Planned from a read seconds ago: written as planned.
+            item["changes"], item["skipped"] = dict(plan["changes"]), {}
+        else:
+            record = current.get(item["record_id"])
+            if record is None:
+                svc.store.finish_by_id(item["job_id"], State.SKIPPED, SkipReason.RECORD_GONE,
+                                       detail="not found when read again")
+                continue
+            tracked = load_tracked_hashes(svc.store, item["object"], item["record_id"])
+            item["changes"], item["skipped"] = still_wanted(plan, record, tracked)
         if not item["changes"]:
             _write_done(svc, item)
             continue
@@ -255,6 +265,13 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
 def _queued_form(item: dict) -> dict:
     """An item as it goes back on the queue: names, never values."""
     return {k: v for k, v in item.items() if k not in ("changes", "skipped", "tracked", "why")}
+
+
+def _fresh(svc: BatchServices, plan: dict | None) -> bool:
+    read_at = (plan or {}).get("read_at")
+    if read_at is None:
+        return False
+    return time.time() - float(read_at) < svc.reread_after_s
 
 
 def _plans(svc: BatchServices, items: list[dict]) -> dict[str, dict | None]:
@@ -376,7 +393,8 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         return
     for item in items:
         record = found.get(item["record_id"])
-        svc.store.save_provider_data(item["job_id"], "record", record or {"_missing": True})
+        svc.store.save_provider_data(item["job_id"], "record",
+                                     {**(record or {"_missing": True}), READ_AT: time.time()})
     queue.done(batch, held)
     for item in items:
         svc.resume_job(item["job_id"])

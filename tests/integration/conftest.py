@@ -15,7 +15,10 @@ def stack(tmp_path_factory):
     # A short flush lease, so a test can kill a flusher and see its batch
     # recovered within seconds (production: 300 s).
     with Stack(tmp_path_factory.mktemp("stack"), worker_concurrency=2,
-               extra_env={"BATCH_LEASE_S": "8", "SALESFORCE_USAGE_RECHECK_S": "2"}) as running:
+               extra_env={"BATCH_LEASE_S": "8", "SALESFORCE_USAGE_RECHECK_S": "2",
+                          # Every write reads the record again, however fresh its plan:
+                          # the tests of a person's edit meanwhile rely on it.
+                          "WRITEBACK_REREAD_AFTER_S": "0"}) as running:
         yield running
 
 

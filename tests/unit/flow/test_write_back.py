@@ -8,7 +8,7 @@ from crm_enrich.jobs.state import State
 from crm_enrich.jobs.store import load_tracked_hashes
 from crm_enrich.queues import FLUSH_WRITES, REVERIFY_SOURCE
 from crm_enrich.salesforce.batch_queue import BatchQueue
-from crm_enrich.salesforce.batches import flush_writes
+from crm_enrich.salesforce.batches import READ_AT, flush_writes
 from tests.unit.flow.fakes import PERSON, VERIFIED_AT
 from tests.unit.flow.harness import CONTACT_ID
 
@@ -73,4 +73,28 @@ def test_a_flush_that_runs_as_soon_as_the_write_is_queued_still_ends_the_job(flo
     job_id = flow.started(flow.new_job("Contact", CONTACT_ID))
     flow.advance(job_id)
     assert flow.salesforce.count("update_collection") == 1    # the values are in Salesforce
+    assert flow.job(job_id).state == State.DONE
+
+
+def test_a_plan_from_a_fresh_read_is_written_without_a_second_read(flow):
+    flow.svc.batches.reread_after_s = 30          # WRITEBACK_REREAD_AFTER_S
+    flow.contact()
+    job_id = flow.started(flow.new_job("Contact", CONTACT_ID))
+    assert flow.advance(job_id) == State.WRITING
+    assert flow.write_batch() == 1
+    assert flow.salesforce.count("read_records") == 1      # the job's own read only
+    assert flow.salesforce.count("update_collection") == 1
+    assert flow.job(job_id).state == State.DONE
+
+
+def test_a_plan_from_an_older_read_is_checked_against_a_second_read(flow):
+    flow.svc.batches.reread_after_s = 30
+    flow.contact()
+    job_id = flow.started(flow.new_job("Contact", CONTACT_ID))
+    record = flow.memory(job_id)["record"]
+    # The read is a minute old by the time the job plans its write (a reveal, a 202 verdict).
+    flow.store.save_provider_data(job_id, "record", {**record, READ_AT: record[READ_AT] - 60})
+    assert flow.advance(job_id) == State.WRITING
+    assert flow.write_batch() == 1
+    assert flow.salesforce.count("read_records") == 2      # the job's read, and the flush's second look
     assert flow.job(job_id).state == State.DONE
