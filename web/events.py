@@ -100,7 +100,7 @@ def receive():
         for rec in records
     ]
     try:
-        result = accept_records(context().store, context().enqueue, inbound)
+        result = accept_records(context().store, context().enqueue_jobs, inbound)
     except QueueUnavailable:
         return _error(503, "temporarily unable to queue; retry")
     log.info("events.accepted", accepted=len(result.accepted), duplicates=len(result.duplicates))

@@ -15,7 +15,7 @@ from crm_enrich.providers.clearout import ClearoutClient, HeaderFedLimiter
 from crm_enrich.providers.clodura import CloduraClient
 from crm_enrich.providers.quota import Quota
 from crm_enrich.providers.rate_limit import SharedRateLimiter
-from crm_enrich.queues import enqueue_job
+from crm_enrich.queues import enqueue_job, enqueue_jobs
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import BatchQueue
 from crm_enrich.salesforce.batches import BatchServices
@@ -32,6 +32,10 @@ def send_task(name: str, countdown: float = 0, args: list | None = None, queue: 
 
 def enqueue(job_id: str, source: str) -> None:
     enqueue_job(current_app, job_id, source)
+
+
+def enqueue_many(job_ids: list[str], source: str) -> None:
+    enqueue_jobs(current_app, job_ids, source)
 
 
 def services() -> Services:
