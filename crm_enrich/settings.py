@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     reveal_phone: bool = False
     reveal_phone_via_partners: bool = False
     writeback_max_delay_s: float = Field(default=2.0, gt=0, le=60)
+    # A pause in arrivals this long (or a flush's duration, if longer) ends
+    # a burst: the batch waiting for more is sent.
+    batch_quiet_s: float = Field(default=0.25, gt=0, le=10)
     # How long a batch flusher may hold its lease; a flusher that died is
     # replaced after this. Longer than any one Salesforce call may take.
     batch_lease_s: float = Field(default=300, ge=5, le=3600)

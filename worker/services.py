@@ -67,6 +67,7 @@ def build_services() -> Services:
         reads=BatchQueue(store.r, keys.SALESFORCE_READS, lease_s=settings.batch_lease_s),
         writes=BatchQueue(store.r, keys.SALESFORCE_WRITES, lease_s=settings.batch_lease_s),
         max_delay_s=settings.writeback_max_delay_s,
+        quiet_s=settings.batch_quiet_s,
         schedule=lambda name, countdown: send_task(name, countdown),
         resume_job=resume,
         usage_recheck_s=settings.salesforce_usage_recheck_s,

@@ -78,6 +78,8 @@ def enrich_records(job_ids: list[str], source: str) -> int:
     is harmless: its lock and its state make the second run a no-op or a
     continuation)."""
     queue = queue_for(source)
+    if len(job_ids) > 1:
+        batches.burst_coming(services().batches, services().batches.reads)  # their reads come together
     for job_id in job_ids:
         enrich_record.apply_async(args=[job_id], queue=queue)
     return len(job_ids)

@@ -72,7 +72,8 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "verdict": verified["status"] if verified else None,
         "email_revealed": bool(found_email and found_email["email"]),
         "phone_revealed": found_phone})
-    return write_back(svc, job, record, sources)
+    partner = account.account_job_of(svc, record) if job.object == "Contact" else None
+    return write_back(svc, job, record, sources, partner_job=partner)
 
 
 def _park(svc: Services, job: Job, state: State) -> str:

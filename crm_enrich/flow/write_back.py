@@ -11,8 +11,14 @@ from crm_enrich.salesforce.batches import queue_write
 
 from .services import Services
 
+# A partner job still this far from its write is worth waiting for.
+ON_ITS_WAY = frozenset({State.RECEIVED, State.ENRICHING, State.VERIFYING})
 
-def write_back(svc: Services, job: Job, record: dict, sources: dict) -> str:
+
+def write_back(svc: Services, job: Job, record: dict, sources: dict, partner_job: str | None = None) -> str:
+    """`partner_job`: a job whose write may share this one's call (a
+    Contact's Account's, or an Account's Contact's); waited for while it
+    is still on its way."""
     store = svc.store
     tracked = load_tracked_hashes(store, job.object, job.record_id)
     planned = plan_changes(svc.field_map, job.object, record, sources, tracked)
@@ -22,7 +28,9 @@ def write_back(svc: Services, job: Job, record: dict, sources: dict) -> str:
         store.transition(job, State.DONE, fields_written=[], last_error=None)
         return job.state
     tracked_fields = [r.field for r in svc.field_map.rules_for(job.object) if r.rule == "tracked"]
+    if partner_job and store.r.hget(store.job_key(partner_job), "state") not in ON_ITS_WAY:
+        partner_job = None
     queue_write(svc.batches, job.id, job.object, job.record_id, changes, tracked_fields,
-                urgent=job.source in EVENT_SOURCES)
+                urgent=job.source in EVENT_SOURCES, partner_job=partner_job)
     store.transition(job, State.WRITING)
     return job.state

@@ -54,6 +54,23 @@ end
 return moved
 """
 
+# Queue an item and note when it came: the time since the previous item
+# tells a trickle (send at once) from a burst (wait for batch mates). The
+# item's own job leaves the corks (a partner was waiting for it), and it may
+# add one for a partner of its own.
+_ADD = """
+local pending, last_add, gap, corks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local item, now, job_id, hold_for, hold_until = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local waiting = redis.call('RPUSH', pending, item)
+local previous = tonumber(redis.call('GET', last_add) or '0')
+redis.call('SET', last_add, ARGV[2], 'EX', 3600)
+redis.call('SET', gap, tostring(now - previous), 'EX', 3600)
+local uncorked = redis.call('ZREM', corks, job_id)
+if hold_for ~= '' then redis.call('ZADD', corks, hold_until, hold_for) end
+redis.call('ZREMRANGEBYSCORE', corks, '-inf', now)
+return {waiting, tostring(now - previous), uncorked, redis.call('ZCARD', corks)}
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -64,6 +81,14 @@ return 0
 class Batch:
     key: str
     items: list[dict]
+
+
+@dataclass(frozen=True)
+class Added:
+    waiting: int        # items pending now, this one included
+    gap_s: float        # since the item before it
+    uncorked: bool      # a cork was waiting for this item's job
+    corked: bool        # corks remain
 
 
 class BatchQueue:
@@ -77,14 +102,55 @@ class BatchQueue:
         self.inflight_index = keys.batch_queue(name, "inflight")
         self.lock = keys.batch_queue(name, "lease")
         self.scheduled = keys.batch_queue(name, "flush_scheduled")
+        # Batching that waits only when waiting pays: when the last item
+        # came and after how long a gap, how long a flush takes, and the
+        # corks (reasons to wait for more: a burst announced, a partner's
+        # item on its way), each until its time.
+        self.last_add = keys.batch_queue(name, "last_add")
+        self.gap = keys.batch_queue(name, "gap")
+        self.flush_time = keys.batch_queue(name, "flush_s")
+        self.corks = keys.batch_queue(name, "corks")
+        self._add = client.register_script(_ADD)
         self._take = client.register_script(_TAKE)
         self._recover = client.register_script(_RECOVER)
         self._release = client.register_script(_RELEASE)
 
     # producers
-    def add(self, item: dict) -> int:
-        """Queue an item; answers how many are now waiting."""
-        return self.r.rpush(self.pending, json.dumps(item))
+    def add(self, item: dict, hold_for: str | None = None, hold_s: float = 0) -> Added:
+        """Queue an item (and, with `hold_for`, cork the queue until that
+        job's item comes, `hold_s` at most)."""
+        now = time.time()
+        waiting, gap, uncorked, corks = self._add(
+            keys=[self.pending, self.last_add, self.gap, self.corks],
+            args=[json.dumps(item), repr(now), item.get("job_id", ""), hold_for or "", repr(now + hold_s)])
+        return Added(int(waiting), float(gap), bool(uncorked), int(corks) > 0)
+
+    def cork(self, reason: str, for_s: float) -> None:
+        """Hold batches back for up to `for_s`: more items are on their way."""
+        self.r.zadd(self.corks, {reason: time.time() + for_s})
+
+    def cork_left_s(self) -> float:
+        """Seconds until the last cork ends (0: not corked)."""
+        now = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zremrangebyscore(self.corks, "-inf", now)
+        pipe.zrange(self.corks, -1, -1, withscores=True)
+        _, last = pipe.execute()
+        return max(0.0, last[0][1] - now) if last else 0.0
+
+    def seconds_since_last_add(self) -> float:
+        last = self.r.get(self.last_add)
+        return time.time() - float(last) if last else float("inf")
+
+    def flushing(self) -> bool:
+        return bool(self.r.exists(self.lock))
+
+    def note_flush_time(self, seconds: float) -> None:
+        self.r.set(self.flush_time, repr(seconds), ex=3600)
+
+    def last_flush_s(self) -> float:
+        value = self.r.get(self.flush_time)
+        return float(value) if value else 0.0
 
     def claim_flush_slot(self, within_s: float) -> bool:
         """True for the one caller that should schedule the next flush."""

@@ -2,10 +2,19 @@
 to read, one sObject Collections call per up to 200 records to write.
 
 Jobs that need a read or a write put an item in a BatchQueue and park. A
-flush sends a batch as soon as 200 items wait or the oldest has waited
-WRITEBACK_MAX_DELAY_S, handles every record's own result, and wakes the
-jobs. Whatever Salesforce did not accept for a passing reason is retried
-later; nothing is dropped.
+flush handles every record's own result and wakes the jobs. Whatever
+Salesforce did not accept for a passing reason is retried later; nothing
+is dropped.
+
+When a batch goes is Nagle's algorithm with a cork: an item that comes
+alone (after a pause in arrivals, no flush running, no cork) is sent at
+once, since waiting would gain nothing. While items arrive faster than
+flushes complete, they accumulate until 200 wait, the oldest has waited
+WRITEBACK_MAX_DELAY_S, or arrivals pause for BATCH_QUIET_S (or a flush's
+duration, if longer). A cork holds batches back when more is known to be
+coming: a message's fan-out corks the reads, a read batch of several jobs
+corks the writes, and a Contact's write waits for its Account's (they share
+one sObject Collections call, which takes mixed object types).
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ from crm_enrich.jobs.store import JobStore, save_tracked_hashes
 from crm_enrich.logs import log
 from crm_enrich.queues import FLUSH_READS, FLUSH_WRITES
 from crm_enrich.salesforce.api_guard import ApiGuard
-from crm_enrich.salesforce.batch_queue import Batch, BatchQueue
+from crm_enrich.salesforce.batch_queue import Added, Batch, BatchQueue
 from crm_enrich.salesforce.gateway import SalesforceFailure, SalesforceGateway
 
 # Per-record statusCodes (docs/salesforce.md#collections-errors).
@@ -43,15 +52,31 @@ class BatchServices:
     schedule: Callable[[str, float], None]          # (task name, countdown)
     resume_job: Callable[[str], None]               # re-run a parked job's task
     usage_recheck_s: float = 60.0
+    quiet_s: float = 0.25   # a pause in arrivals this long ends a burst
+
+
+BURST = "burst"   # the cork a burst of jobs sets: more items are coming
 
 
 # -- producers ---------------------------------------------------------------
 
-def _queued(queue: BatchQueue, svc: BatchServices, task: str, waiting: int) -> None:
-    if waiting >= queue.max_batch:
+def _quiet_s(svc: BatchServices, queue: BatchQueue) -> float:
+    """How long a pause in arrivals ends a burst: BATCH_QUIET_S, or the
+    last flush's duration if longer (items arriving faster than flushes
+    complete), never more than the longest wait."""
+    return min(svc.max_delay_s, max(svc.quiet_s, queue.last_flush_s()))
+
+
+def _queued(queue: BatchQueue, svc: BatchServices, task: str, added: Added) -> None:
+    if added.waiting >= queue.max_batch:
         svc.schedule(task, 0)
-    elif queue.claim_flush_slot(svc.max_delay_s):
-        svc.schedule(task, svc.max_delay_s)
+        return
+    quiet = _quiet_s(svc, queue)
+    alone = added.gap_s >= quiet and not added.corked and not queue.flushing()
+    if alone or (added.uncorked and not added.corked):
+        svc.schedule(task, 0)   # nothing to wait for: send now
+    elif queue.claim_flush_slot(quiet):
+        svc.schedule(task, quiet)  # look again once arrivals may have paused
 
 
 def queue_read(svc: BatchServices, job_id: str, object_type: str, record_id: str,
@@ -62,17 +87,26 @@ def queue_read(svc: BatchServices, job_id: str, object_type: str, record_id: str
 
 
 def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: str,
-                changes: dict, tracked_fields: list[str], urgent: bool) -> None:
+                changes: dict, tracked_fields: list[str], urgent: bool, partner_job: str | None = None) -> None:
+    """`partner_job`: a job whose write should share this one's call (a
+    Contact's and its Account's), still on its way; the queue waits for
+    it WRITEBACK_MAX_DELAY_S at most."""
     item = {"job_id": job_id, "object": object_type, "record_id": record_id, "changes": changes,
             "tracked": tracked_fields, "urgent": urgent, "queued_at": time.time(), "attempt": 0}
-    _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item))
+    _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item, hold_for=partner_job, hold_s=svc.max_delay_s))
+
+
+def burst_coming(svc: BatchServices, queue: BatchQueue) -> None:
+    """Several jobs will soon queue items here: let the first wait for the others."""
+    queue.cork(BURST, svc.max_delay_s)
 
 
 # -- the flush loop ------------------------------------------------------------
 
 def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
-    """0 when a batch should go now: 200 waiting, a retry due, or the oldest
-    item has waited max_delay_s. Else how long to wait."""
+    """0 when a batch should go now: 200 waiting, a retry due, the oldest
+    item has waited max_delay_s, or nothing is worth waiting for (no cork,
+    and arrivals have paused). Else how long to wait."""
     if svc.guard.paused_for() > 0:
         return svc.guard.paused_for()
     if not _guard_allows(svc, urgent=True):
@@ -85,8 +119,14 @@ def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
         return 0.0
     if waiting:
         oldest = queue.r.lindex(queue.pending, 0)
-        age = time.time() - json.loads(oldest)["queued_at"]
-        return max(0.0, svc.max_delay_s - age)
+        left = svc.max_delay_s - (time.time() - json.loads(oldest)["queued_at"])
+        if left <= 0:
+            return 0.0
+        cork_left = queue.cork_left_s()
+        if cork_left > 0:
+            return min(cork_left, left)
+        quiet_left = _quiet_s(svc, queue) - queue.seconds_since_last_add()
+        return 0.0 if quiet_left <= 0 else min(quiet_left, left)
     return due_in if due_in is not None else -1.0  # -1: nothing at all
 
 
@@ -95,10 +135,11 @@ def drain(svc: BatchServices, queue: BatchQueue, task: str,
     token = queue.acquire()
     if token is None:
         # Another flusher holds the lease. If it is alive it schedules what
-        # follows; if it died, someone must come back when its lease ends.
-        lease_left = queue.lease_left_s()
-        if queue.claim_flush_slot(lease_left):
-            svc.schedule(task, lease_left)
+        # follows; if it died, someone must come back when its lease ends
+        # (or sooner: the flusher's own follow-up is what normally comes).
+        come_back = min(queue.lease_left_s(), svc.max_delay_s)
+        if queue.claim_flush_slot(come_back):
+            svc.schedule(task, come_back)
         return 0
     sent = 0
     try:
@@ -110,7 +151,9 @@ def drain(svc: BatchServices, queue: BatchQueue, task: str,
             batch = queue.take()
             if batch is None:
                 break
+            started = time.monotonic()
             send(svc, queue, batch)
+            queue.note_flush_time(time.monotonic() - started)
             sent += 1
     finally:
         queue.release(token)
@@ -258,6 +301,8 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         record = found.get(item["record_id"])
         svc.store.save_provider_data(item["job_id"], "record", record or {"_missing": True})
     queue.done(batch, held)
+    if len(items) > 1:
+        burst_coming(svc, svc.writes)  # their writes will come close together
     for item in items:
         svc.resume_job(item["job_id"])
     log.info("salesforce.read_batch", records=len(items), objects=sorted(by_object))
