@@ -30,7 +30,9 @@ def write_back(svc: Services, job: Job, record: dict, sources: dict, partner_job
     tracked_fields = [r.field for r in svc.field_map.rules_for(job.object) if r.rule == "tracked"]
     if partner_job and store.r.hget(store.job_key(partner_job), "state") not in ON_ITS_WAY:
         partner_job = None
+    # Writing first: a batch may be sent the moment the item is queued, and
+    # its flush must find the job waiting for it, not a step behind.
+    store.transition(job, State.WRITING)
     queue_write(svc.batches, job.id, job.object, job.record_id, changes, tracked_fields,
                 urgent=job.source in EVENT_SOURCES, partner_job=partner_job)
-    store.transition(job, State.WRITING)
     return job.state

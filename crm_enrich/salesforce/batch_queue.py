@@ -102,6 +102,7 @@ class BatchQueue:
         self.inflight_index = keys.batch_queue(name, "inflight")
         self.lock = keys.batch_queue(name, "lease")
         self.scheduled = keys.batch_queue(name, "flush_scheduled")
+        self.recovery = keys.batch_queue(name, "recovery_scheduled")
         # Batching that waits only when waiting pays: when the last item
         # came and after how long a gap, how long a flush takes, and the
         # corks (reasons to wait for more: a burst announced, a partner's
@@ -124,6 +125,11 @@ class BatchQueue:
             keys=[self.pending, self.last_add, self.gap, self.corks],
             args=[json.dumps(item), repr(now), item.get("job_id", ""), hold_for or "", repr(now + hold_s)])
         return Added(int(waiting), float(gap), bool(uncorked), int(corks) > 0)
+
+    def claim_recovery_slot(self, within_s: float) -> bool:
+        """True for the one caller that should come back when the current
+        lease ends (in case its holder died)."""
+        return bool(self.r.set(self.recovery, "1", nx=True, px=max(1, int(within_s * 1000))))
 
     def cork(self, reason: str, for_s: float) -> None:
         """Hold batches back for up to `for_s`: more items are on their way."""

@@ -135,11 +135,11 @@ def drain(svc: BatchServices, queue: BatchQueue, task: str,
     token = queue.acquire()
     if token is None:
         # Another flusher holds the lease. If it is alive it schedules what
-        # follows; if it died, someone must come back when its lease ends
-        # (or sooner: the flusher's own follow-up is what normally comes).
-        come_back = min(queue.lease_left_s(), svc.max_delay_s)
-        if queue.claim_flush_slot(come_back):
-            svc.schedule(task, come_back)
+        # follows (so the next flush's slot is left to it); if it died,
+        # someone must come back when its lease ends.
+        lease_left = queue.lease_left_s()
+        if queue.claim_recovery_slot(lease_left):
+            svc.schedule(task, lease_left)
         return 0
     sent = 0
     try:

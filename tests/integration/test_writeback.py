@@ -30,8 +30,8 @@ def writes(stack, store):
         source = "json_event" if urgent else "rerun"
         job, _ = store.create_unless_seen(f"test:{uuid.uuid4().hex}", "Contact", record_id, source, {})
         store.mark_enqueued(job.id)
-        queue_write(svc, job.id, "Contact", record_id, changes, list(tracked), urgent=urgent)
         store.transition(job, "writing")
+        queue_write(svc, job.id, "Contact", record_id, changes, list(tracked), urgent=urgent)
         return job.id
 
     return finished_job
