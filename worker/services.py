@@ -64,7 +64,7 @@ def build_services() -> Services:
             settings, on_usage=guard.record_usage,
             on_call=lambda: counters.incr(store.r, "salesforce_api_calls")),
         guard=guard,
-        reads=BatchQueue(store.r, keys.SALESFORCE_READS, lease_s=settings.batch_lease_s),
+        reads=BatchQueue(store.r, keys.SALESFORCE_READS, lease_s=settings.batch_lease_s, one_object_a_batch=True),
         writes=BatchQueue(store.r, keys.SALESFORCE_WRITES, lease_s=settings.batch_lease_s),
         max_delay_s=settings.writeback_max_delay_s,
         quiet_s=settings.batch_quiet_s,

@@ -20,7 +20,10 @@ import redis
 from crm_enrich import keys
 
 # Move due delayed items to pending, then take up to N pending items into
-# this batch's in-flight list; all or nothing.
+# this batch's in-flight list; all or nothing. With ARGV[3] = 1, only items
+# of the first one's object (among the first ARGV[4]), the others keeping
+# their places: a read batch is one SOQL query per object, so a batch of one
+# object is one call.
 _TAKE = """
 local pending, delayed, inflight = KEYS[1], KEYS[2], KEYS[3]
 local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -30,6 +33,23 @@ for _, item in ipairs(due) do
   redis.call('ZREM', delayed, item)
 end
 local taken = {}
+if ARGV[3] == '1' then
+  local window = redis.call('LRANGE', pending, 0, tonumber(ARGV[4]) - 1)
+  if #window == 0 then return taken end
+  local object = cjson.decode(window[1])['object']
+  local keep = {}
+  for _, item in ipairs(window) do
+    if #taken < n and cjson.decode(item)['object'] == object then
+      taken[#taken + 1] = item
+    else
+      keep[#keep + 1] = item
+    end
+  end
+  redis.call('LTRIM', pending, #window, -1)
+  for i = #keep, 1, -1 do redis.call('LPUSH', pending, keep[i]) end
+  for _, item in ipairs(taken) do redis.call('RPUSH', inflight, item) end
+  return taken
+end
 for i = 1, n do
   local item = redis.call('LMOVE', pending, inflight, 'LEFT', 'RIGHT')
   if not item then break end
@@ -77,6 +97,9 @@ return 0
 """
 
 
+TAKE_WINDOW = 2000   # pending items looked through for a batch of one object
+
+
 @dataclass
 class Batch:
     key: str
@@ -92,8 +115,10 @@ class Added:
 
 
 class BatchQueue:
-    def __init__(self, client: redis.Redis, name: str, max_batch: int = 200, lease_s: float = 300):
+    def __init__(self, client: redis.Redis, name: str, max_batch: int = 200, lease_s: float = 300,
+                 one_object_a_batch: bool = False):
         self.r = client
+        self.one_object_a_batch = one_object_a_batch
         self.name = name
         self.max_batch = max_batch
         self.lease_s = lease_s
@@ -188,7 +213,8 @@ class BatchQueue:
     def take(self) -> Batch | None:
         key = keys.batch_inflight(self.name, uuid.uuid4().hex)
         self.r.sadd(self.inflight_index, key)
-        raw = self._take(keys=[self.pending, self.delayed, key], args=[time.time(), self.max_batch])
+        raw = self._take(keys=[self.pending, self.delayed, key],
+                         args=[time.time(), self.max_batch, int(self.one_object_a_batch), TAKE_WINDOW])
         if not raw:
             self.r.srem(self.inflight_index, key)
             return None
