@@ -209,8 +209,11 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
     merged: OrderedDict[tuple[str, str], list[dict]] = OrderedDict()
     for item in items:
         merged.setdefault((item["object"], item["record_id"]), []).append(item)
+    # Records of one object together: Salesforce saves a mixed call in
+    # per-type chunks, at most 10 a call (docs/salesforce.md#sobject-collections).
+    by_object = sorted(merged.items(), key=lambda entry: entry[0][0])
     records = []
-    for (object_type, record_id), record_items in merged.items():
+    for (object_type, record_id), record_items in by_object:
         fields = {}
         for item in record_items:
             fields.update(item["changes"])
@@ -222,7 +225,7 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         _whole_batch_failed(svc, queue, batch, exc, items, held)
         return
     retry = list(held)
-    for record_items, result in zip(merged.values(), results, strict=False):
+    for (_, record_items), result in zip(by_object, results, strict=False):
         if result.get("success"):
             for item in record_items:
                 _write_done(svc, item)
@@ -302,7 +305,10 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         svc.store.save_provider_data(item["job_id"], "record", record or {"_missing": True})
     queue.done(batch, held)
     if len(items) > 1:
-        burst_coming(svc, svc.writes)  # their writes will come close together
+        # A burst: their writes will come close together, and so will the
+        # reads of the Accounts their Contacts' jobs queue.
+        burst_coming(svc, svc.writes)
+        burst_coming(svc, svc.reads)
     for item in items:
         svc.resume_job(item["job_id"])
     log.info("salesforce.read_batch", records=len(items), objects=sorted(by_object))
