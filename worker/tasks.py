@@ -18,6 +18,7 @@ from crm_enrich.queues import (
     FLUSH_READS,
     FLUSH_WRITES,
     SWEEP_PARKED,
+    URGENT_QUEUE,
     queue_for,
 )
 from crm_enrich.salesforce import batches
@@ -79,7 +80,8 @@ def enrich_records(job_ids: list[str], source: str) -> int:
     continuation)."""
     queue = queue_for(source)
     if len(job_ids) > 1:
-        batches.burst_coming(services().batches, services().batches.reads)  # their reads come together
+        # Their reads come together.
+        batches.burst_coming(services().batches, services().batches.reads, urgent=queue == URGENT_QUEUE)
     for job_id in job_ids:
         enrich_record.apply_async(args=[job_id], queue=queue)
     return len(job_ids)

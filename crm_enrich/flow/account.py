@@ -202,8 +202,8 @@ def account_job_of(svc: Services, record: dict) -> str | None:
     account_id = record.get("AccountId")
     if is_blank(account_id):
         return None
-    found: str | None = svc.store.r.get(svc.store.dedupe_key(company_dedupe_key(account_id)))
-    return found
+    found = svc.store.r.get(svc.store.dedupe_key(company_dedupe_key(str(account_id))))
+    return str(found) if found else None
 
 
 def _answered_at(store: JobStore, job_id: str) -> float | None:

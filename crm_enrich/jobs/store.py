@@ -182,7 +182,8 @@ class JobStore:
             firsts.setdefault(new.dedupe_key, i)
         existing = self.r.mget([self.dedupe_key(new.dedupe_key) for new in new_jobs])
         out: list[Seen | None] = [None] * len(new_jobs)
-        known = {i: job_id for i, job_id in enumerate(existing) if job_id and firsts[new_jobs[i].dedupe_key] == i}
+        known = {i: str(job_id) for i, job_id in enumerate(existing)
+                 if job_id and firsts[new_jobs[i].dedupe_key] == i}
         queued_at = self._enqueued_at(list(known.values()))
         stale: dict[int, str] = {}
         for i, job_id in known.items():

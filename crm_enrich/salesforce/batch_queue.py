@@ -74,21 +74,36 @@ end
 return moved
 """
 
-# Queue an item and note when it came: the time since the previous item
-# tells a trickle (send at once) from a burst (wait for batch mates). The
-# item's own job leaves the corks (a partner was waiting for it), and it may
-# add one for a partner of its own.
+# Queue an item and note when it came, in its lane (new records' work,
+# "urgent", or bulk): the time since the lane's previous item tells a
+# trickle (send at once) from a burst (wait for batch mates). Corks are
+# "lane|reason": an urgent item is held only by urgent corks, so a live
+# record never waits on a backfill's burst. The item's own job leaves the
+# corks (a partner was waiting for it), and it may add one for a partner.
 _ADD = """
 local pending, last_add, gap, corks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local item, now, job_id, hold_for, hold_until = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local item, now, lane = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local job_id, hold_for, hold_until = ARGV[4], ARGV[5], ARGV[6]
 local waiting = redis.call('RPUSH', pending, item)
 local previous = tonumber(redis.call('GET', last_add) or '0')
 redis.call('SET', last_add, ARGV[2], 'EX', 3600)
 redis.call('SET', gap, tostring(now - previous), 'EX', 3600)
-local uncorked = redis.call('ZREM', corks, job_id)
-if hold_for ~= '' then redis.call('ZADD', corks, hold_until, hold_for) end
+local uncorked = redis.call('ZREM', corks, lane .. '|' .. job_id)
+if hold_for ~= '' then redis.call('ZADD', corks, hold_until, lane .. '|' .. hold_for) end
 redis.call('ZREMRANGEBYSCORE', corks, '-inf', now)
-return {waiting, tostring(now - previous), uncorked, redis.call('ZCARD', corks)}
+local holding = 0
+for _, member in ipairs(redis.call('ZRANGE', corks, 0, -1)) do
+  if lane == 'bulk' or string.sub(member, 1, 7) == 'urgent|' then holding = holding + 1 end
+end
+return {waiting, tostring(now - previous), uncorked, holding}
+"""
+
+# Whether new records' work waits among the first ARGV[1] pending items.
+_URGENT_WAITING = """
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
+  if string.find(item, '"urgent": true', 1, true) then return 1 end
+end
+return 0
 """
 
 _RELEASE = """
@@ -98,6 +113,11 @@ return 0
 
 
 TAKE_WINDOW = 2000   # pending items looked through for a batch of one object
+URGENT, BULK = "urgent", "bulk"   # the lanes: new records' work, and the rest
+
+
+def lane_of(item: dict) -> str:
+    return URGENT if item.get("urgent") else BULK
 
 
 @dataclass
@@ -132,46 +152,52 @@ class BatchQueue:
         # came and after how long a gap, how long a flush takes, and the
         # corks (reasons to wait for more: a burst announced, a partner's
         # item on its way), each until its time.
-        self.last_add = keys.batch_queue(name, "last_add")
-        self.gap = keys.batch_queue(name, "gap")
         self.flush_time = keys.batch_queue(name, "flush_s")
         self.corks = keys.batch_queue(name, "corks")
         self._add = client.register_script(_ADD)
+        self._urgent_waiting = client.register_script(_URGENT_WAITING)
         self._take = client.register_script(_TAKE)
         self._recover = client.register_script(_RECOVER)
         self._release = client.register_script(_RELEASE)
 
     # producers
+    def _last_add(self, lane: str) -> str:
+        return keys.batch_queue(self.name, f"last_add:{lane}")
+
+    def _gap(self, lane: str) -> str:
+        return keys.batch_queue(self.name, f"gap:{lane}")
+
     def add(self, item: dict, hold_for: str | None = None, hold_s: float = 0) -> Added:
-        """Queue an item (and, with `hold_for`, cork the queue until that
+        """Queue an item (and, with `hold_for`, cork its lane until that
         job's item comes, `hold_s` at most)."""
-        now = time.time()
+        now, lane = time.time(), lane_of(item)
         waiting, gap, uncorked, corks = self._add(
-            keys=[self.pending, self.last_add, self.gap, self.corks],
-            args=[json.dumps(item), repr(now), item.get("job_id", ""), hold_for or "", repr(now + hold_s)])
+            keys=[self.pending, self._last_add(lane), self._gap(lane), self.corks],
+            args=[json.dumps(item), repr(now), lane, item.get("job_id", ""), hold_for or "", repr(now + hold_s)])
         return Added(int(waiting), float(gap), bool(uncorked), int(corks) > 0)
 
-    def claim_recovery_slot(self, within_s: float) -> bool:
-        """True for the one caller that should come back when the current
-        lease ends (in case its holder died)."""
-        return bool(self.r.set(self.recovery, "1", nx=True, px=max(1, int(within_s * 1000))))
+    def cork(self, reason: str, for_s: float, lane: str) -> None:
+        """Hold the lane's batches back for up to `for_s`: more items are on their way."""
+        self.r.zadd(self.corks, {f"{lane}|{reason}": time.time() + for_s})
 
-    def cork(self, reason: str, for_s: float) -> None:
-        """Hold batches back for up to `for_s`: more items are on their way."""
-        self.r.zadd(self.corks, {reason: time.time() + for_s})
-
-    def cork_left_s(self) -> float:
-        """Seconds until the last cork ends (0: not corked)."""
+    def cork_left_s(self, lane: str) -> float:
+        """Seconds until the last cork that holds this lane ends (0: none)."""
         now = time.time()
         pipe = self.r.pipeline(transaction=False)
         pipe.zremrangebyscore(self.corks, "-inf", now)
-        pipe.zrange(self.corks, -1, -1, withscores=True)
-        _, last = pipe.execute()
-        return max(0.0, last[0][1] - now) if last else 0.0
+        pipe.zrange(self.corks, 0, -1, withscores=True)
+        _, corks = pipe.execute()
+        ends = [until for member, until in corks if lane == BULK or str(member).startswith(f"{URGENT}|")]
+        return max(0.0, max(ends) - now) if ends else 0.0
 
-    def seconds_since_last_add(self) -> float:
-        last = self.r.get(self.last_add)
-        return time.time() - float(last) if last else float("inf")
+    def arrivals(self, lane: str) -> tuple[float, float]:
+        """(seconds since the lane's last item, the gap before that item)."""
+        last, gap = self.r.mget([self._last_add(lane), self._gap(lane)])
+        since = time.time() - float(last) if last else float("inf")
+        return since, float(gap) if gap else float("inf")
+
+    def urgent_waiting(self) -> bool:
+        return bool(self._urgent_waiting(keys=[self.pending], args=[TAKE_WINDOW]))
 
     def flushing(self) -> bool:
         return bool(self.r.exists(self.lock))

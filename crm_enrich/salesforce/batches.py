@@ -31,7 +31,7 @@ from crm_enrich.jobs.store import JobStore, save_tracked_hashes
 from crm_enrich.logs import log
 from crm_enrich.queues import FLUSH_READS, FLUSH_WRITES
 from crm_enrich.salesforce.api_guard import ApiGuard
-from crm_enrich.salesforce.batch_queue import Added, Batch, BatchQueue
+from crm_enrich.salesforce.batch_queue import BULK, URGENT, Added, Batch, BatchQueue
 from crm_enrich.salesforce.gateway import SalesforceFailure, SalesforceGateway
 
 # Per-record statusCodes (docs/salesforce.md#collections-errors).
@@ -96,9 +96,10 @@ def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: st
     _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item, hold_for=partner_job, hold_s=svc.max_delay_s))
 
 
-def burst_coming(svc: BatchServices, queue: BatchQueue) -> None:
-    """Several jobs will soon queue items here: let the first wait for the others."""
-    queue.cork(BURST, svc.max_delay_s)
+def burst_coming(svc: BatchServices, queue: BatchQueue, urgent: bool) -> None:
+    """Several jobs will soon queue items here: let the first wait for the
+    others (in their lane only: a backfill's burst never holds a live record)."""
+    queue.cork(BURST, svc.max_delay_s, URGENT if urgent else BULK)
 
 
 # -- the flush loop ------------------------------------------------------------
@@ -122,11 +123,17 @@ def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
         left = svc.max_delay_s - (time.time() - json.loads(oldest)["queued_at"])
         if left <= 0:
             return 0.0
-        cork_left = queue.cork_left_s()
+        # New records' work waiting? Then only its own lane's corks and
+        # arrivals count, and bulk items ride along in its batch.
+        lane = URGENT if queue.urgent_waiting() else BULK
+        cork_left = queue.cork_left_s(lane)
         if cork_left > 0:
             return min(cork_left, left)
-        quiet_left = _quiet_s(svc, queue) - queue.seconds_since_last_add()
-        return 0.0 if quiet_left <= 0 else min(quiet_left, left)
+        quiet = _quiet_s(svc, queue)
+        since, gap = queue.arrivals(lane)
+        if since >= quiet or gap >= quiet:   # arrivals paused, or the last one came alone
+            return 0.0
+        return min(quiet - since, left)
     return due_in if due_in is not None else -1.0  # -1: nothing at all
 
 
@@ -307,8 +314,9 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
     if len(items) > 1:
         # A burst: their writes will come close together, and so will the
         # reads of the Accounts their Contacts' jobs queue.
-        burst_coming(svc, svc.writes)
-        burst_coming(svc, svc.reads)
+        urgent = any(item.get("urgent") for item in items)
+        burst_coming(svc, svc.writes, urgent)
+        burst_coming(svc, svc.reads, urgent)
     for item in items:
         svc.resume_job(item["job_id"])
     log.info("salesforce.read_batch", records=len(items), objects=sorted(by_object))

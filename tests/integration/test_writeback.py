@@ -60,7 +60,7 @@ def test_450_finished_jobs_are_written_with_3_collection_calls(control, store, w
     ids = contacts(control, 450)
     # As the read batch that resumed 450 jobs would: more writes are coming,
     # so the first does not go alone.
-    BatchQueue(store.r, "salesforce_writes").cork("burst", 2.0)
+    BatchQueue(store.r, "salesforce_writes").cork("burst", 2.0, "urgent")
     mark = last_seq(control)
     job_ids = [writes(rid, {"Title": f"Title {i}", "Department": "Batching"}) for i, rid in enumerate(ids)]
     jobs = wait_jobs_final(store, job_ids, timeout=90)
