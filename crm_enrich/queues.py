@@ -11,6 +11,11 @@ from kombu import Queue
 from crm_enrich.settings import Settings
 
 ENRICH_RECORD = "crm_enrich.enrich_record"
+# The fan-out: one message carries the job ids of a whole inbound message
+# (one publish instead of one per record); the worker splits it into
+# ENRICH_RECORD tasks on the same queue.
+ENRICH_RECORDS = "crm_enrich.enrich_records"
+FAN_OUT_MAX = 500   # job ids per fan-out message
 SWEEP_PARKED = "crm_enrich.sweep_parked_jobs"
 CHECK_CREDITS = "crm_enrich.check_clodura_credits"
 REVERIFY_OLD_EMAILS = "crm_enrich.reverify_old_emails"
@@ -45,6 +50,17 @@ def enqueue_job(sender: TaskSender, job_id: str, source: str, **options: Any) ->
     """Queue a job's task on the queue its source belongs to (new records'
     work ahead of bulk work). `options` are Celery's publish options."""
     sender.send_task(ENRICH_RECORD, args=[job_id], queue=queue_for(source), **options)
+
+
+def enqueue_jobs(sender: TaskSender, job_ids: list[str], source: str, **options: Any) -> None:
+    """Queue many jobs of one source with one publish per FAN_OUT_MAX
+    (a single job goes as its own task: nothing to split)."""
+    if len(job_ids) == 1:
+        enqueue_job(sender, job_ids[0], source, **options)
+        return
+    for start in range(0, len(job_ids), FAN_OUT_MAX):
+        sender.send_task(ENRICH_RECORDS, args=[job_ids[start:start + FAN_OUT_MAX], source],
+                         queue=queue_for(source), **options)
 
 
 # Tasks are short (waits are parked in Redis, never slept), so an unacked

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     # read would only double the Salesforce calls of a trickle). Waits for a
     # reveal or a 202 verdict take longer and always get the second read.
     writeback_reread_after_s: float = Field(default=30.0, ge=0, le=3600)
+    # A pause in arrivals this long (or a flush's duration, if longer) ends
+    # a burst: the batch waiting for more is sent.
+    batch_quiet_s: float = Field(default=0.25, gt=0, le=10)
     # How long a batch flusher may hold its lease; a flusher that died is
     # replaced after this. Longer than any one Salesforce call may take.
     batch_lease_s: float = Field(default=300, ge=5, le=3600)

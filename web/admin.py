@@ -98,7 +98,7 @@ def _start(kind: str):
         return _error(400, str(exc))
     store = context().store
     try:
-        started = runs.start_rerun(store, context().enqueue, _send_task, req)
+        started = runs.start_rerun(store, context().enqueue_jobs, _send_task, req)
     except (QueueUnavailable, redis.RedisError, OSError) as exc:
         log.warning("admin.rerun_unavailable", error=type(exc).__name__)
         return _error(503, "temporarily unable to queue; retry")
@@ -192,7 +192,7 @@ def failed():
 
 def _replay(job_ids):
     try:
-        return dead_letters.replay_failed(context().store, context().enqueue, job_ids)
+        return dead_letters.replay_failed(context().store, context().enqueue_jobs, job_ids)
     except QueueUnavailable:
         return None
 

@@ -10,7 +10,7 @@ from celery import Celery
 from flask import current_app
 
 from crm_enrich.jobs.store import JobStore
-from crm_enrich.queues import enqueue_job
+from crm_enrich.queues import enqueue_job, enqueue_jobs
 from crm_enrich.settings import Settings
 
 # Publishing to a broker that is down must fail fast so we can answer 503
@@ -27,6 +27,9 @@ class WebContext:
 
     def enqueue(self, job_id: str, source: str) -> None:
         enqueue_job(self.celery, job_id, source, retry=True, retry_policy=PUBLISH_RETRY)
+
+    def enqueue_jobs(self, job_ids: list[str], source: str) -> None:
+        enqueue_jobs(self.celery, job_ids, source, retry=True, retry_policy=PUBLISH_RETRY)
 
     def send_task(self, name: str, args: list[Any]) -> None:
         self.celery.send_task(name, args=args, retry=True, retry_policy=PUBLISH_RETRY)

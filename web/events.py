@@ -106,7 +106,7 @@ def receive():
             source="json_event",
         ))
     try:
-        result = accept_records(context().store, context().enqueue, inbound)
+        result = accept_records(context().store, context().enqueue_jobs, inbound)
     except QueueUnavailable:
         return _error(503, "temporarily unable to queue; retry")
     log.info("events.accepted", accepted=len(result.accepted), duplicates=len(result.duplicates))

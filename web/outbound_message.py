@@ -84,7 +84,7 @@ def receive(token: str):
         for n in message.notifications
     ]
     try:
-        result = accept_records(context().store, context().enqueue, records)
+        result = accept_records(context().store, context().enqueue_jobs, records)
     except QueueUnavailable:
         # No ACK: Salesforce keeps the message and retries it.
         return _fault(503, "temporarily unable to queue; retry", code="soapenv:Server")

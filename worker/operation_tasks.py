@@ -26,7 +26,7 @@ from crm_enrich.redis_typing import texts
 from crm_enrich.salesforce.gateway import SalesforceFailure
 from crm_enrich.salesforce.soql import selection_soql
 
-from .services import enqueue, services
+from .services import enqueue_many, services
 
 
 def _send(name: str, args: list, countdown: float | None = None) -> None:
@@ -86,7 +86,7 @@ def select_rerun_records(self, run_id: str, object_type: str, where: str | None,
     except SalesforceFailure as exc:
         return _retry_or_fail(self, svc, run_id, exc)
     r.hset(runs.run_key(run_id), "total", total)
-    selection.queue_page(svc.store, enqueue, run_id, run, object_type, ids, total, more=bool(next_page),
+    selection.queue_page(svc.store, enqueue_many, run_id, run, object_type, ids, total, more=bool(next_page),
                          via="rest")
     if next_page:
         _send(SELECT_RERUN_RECORDS, [run_id, object_type, where, next_page])
@@ -157,7 +157,7 @@ def read_rerun_query_page(self, run_id: str, object_type: str, job_id: str, loca
         return _retry_or_fail(self, svc, run_id, exc)
     ids = [row["Id"] for row in rows if row.get("Id")]
     total = int(run["total"]) if run.get("total") not in (None, "") else None
-    selection.queue_page(svc.store, enqueue, run_id, run, object_type, ids, total, more=bool(next_locator),
+    selection.queue_page(svc.store, enqueue_many, run_id, run, object_type, ids, total, more=bool(next_locator),
                          via="bulk_query")
     if next_locator:
         _send(READ_RERUN_QUERY_PAGE, [run_id, object_type, job_id, next_locator])

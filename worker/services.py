@@ -16,7 +16,7 @@ from crm_enrich.providers.clearout import ClearoutClient, HeaderFedLimiter
 from crm_enrich.providers.clodura import CloduraClient
 from crm_enrich.providers.quota import Quota
 from crm_enrich.providers.rate_limit import SharedRateLimiter
-from crm_enrich.queues import enqueue_job
+from crm_enrich.queues import enqueue_job, enqueue_jobs
 from crm_enrich.salesforce.api_guard import ApiGuard
 from crm_enrich.salesforce.batch_queue import BatchQueue
 from crm_enrich.salesforce.batches import BatchServices
@@ -33,6 +33,10 @@ def send_task(name: str, countdown: float = 0, args: list | None = None, queue: 
 
 def enqueue(job_id: str, source: str) -> None:
     enqueue_job(current_app, job_id, source)
+
+
+def enqueue_many(job_ids: list[str], source: str) -> None:
+    enqueue_jobs(current_app, job_ids, source)
 
 
 def services() -> Services:
@@ -68,10 +72,11 @@ def build_services() -> Services:
         salesforce=salesforce,
         schema=schema,
         guard=guard,
-        reads=BatchQueue(store.r, keys.SALESFORCE_READS, lease_s=settings.batch_lease_s),
+        reads=BatchQueue(store.r, keys.SALESFORCE_READS, lease_s=settings.batch_lease_s, one_object_a_batch=True),
         writes=BatchQueue(store.r, keys.SALESFORCE_WRITES, lease_s=settings.batch_lease_s),
         max_delay_s=settings.writeback_max_delay_s,
         reread_after_s=settings.writeback_reread_after_s,
+        quiet_s=settings.batch_quiet_s,
         schedule=lambda name, countdown: send_task(name, countdown),
         resume_job=resume,
         usage_recheck_s=settings.salesforce_usage_recheck_s,

@@ -11,7 +11,16 @@ from crm_enrich.backoff import backoff_s
 from crm_enrich.flow import awaiting, parked, run
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import log
-from crm_enrich.queues import CHECK_CREDITS, ENRICH_RECORD, FLUSH_READS, FLUSH_WRITES, SWEEP_PARKED
+from crm_enrich.queues import (
+    CHECK_CREDITS,
+    ENRICH_RECORD,
+    ENRICH_RECORDS,
+    FLUSH_READS,
+    FLUSH_WRITES,
+    SWEEP_PARKED,
+    URGENT_QUEUE,
+    queue_for,
+)
 from crm_enrich.salesforce import batches
 
 from .services import services
@@ -60,6 +69,22 @@ def enrich_record(self, job_id: str) -> str:
         countdown = exc.countdown if exc.countdown is not None else backoff_s(self.request.retries)
         log.info("job.retry", job_id=job_id, in_s=round(countdown, 1), reason=exc.reason)
         raise self.retry(countdown=countdown) from None
+
+
+@shared_task(name=ENRICH_RECORDS)
+def enrich_records(job_ids: list[str], source: str) -> int:
+    """Split an inbound message's fan-out into one task per job, on the
+    jobs' own queue. Acked only after every task is published, so a worker
+    that dies half way replays the whole split (a job's task running twice
+    is harmless: its lock and its state make the second run a no-op or a
+    continuation)."""
+    queue = queue_for(source)
+    if len(job_ids) > 1:
+        # Their reads come together.
+        batches.burst_coming(services().batches, services().batches.reads, urgent=queue == URGENT_QUEUE)
+    for job_id in job_ids:
+        enrich_record.apply_async(args=[job_id], queue=queue)
+    return len(job_ids)
 
 
 @shared_task(name=FLUSH_READS)

@@ -197,6 +197,15 @@ def queue_account_job(svc: Services, job: Job, record: dict, person: dict | None
              source=job.source, for_job=job.id)
 
 
+def account_job_of(svc: Services, record: dict) -> str | None:
+    """The job that enriches this Contact's Account today, if any."""
+    account_id = record.get("AccountId")
+    if is_blank(account_id):
+        return None
+    found = svc.store.r.get(svc.store.dedupe_key(company_dedupe_key(str(account_id))))
+    return str(found) if found else None
+
+
 def _answered_at(store: JobStore, job_id: str) -> float | None:
     """When the oldest provider answer the job holds was fetched (its key
     expires 24 h after that)."""
@@ -239,7 +248,7 @@ def advance_account(svc: Services, job: Job, runner_id: str) -> str:
         store.finish(job, State.SKIPPED, SkipReason.ORGANISATION_GONE)
         return job.state
 
-    return write_back(svc, job, record, organisation_sources(org, iso_now()))
+    return write_back(svc, job, record, organisation_sources(org, iso_now()), partner_job=job.input.get(SPAWNED_BY))
 
 
 def _find_organisation(svc: Services, job: Job, record: dict, hint: dict,

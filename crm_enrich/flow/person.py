@@ -73,8 +73,9 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "email_revealed": bool(found_email and found_email["email"]),
         "email_found_by": "clearout" if found_email and found_email.get("provider") == "clearout" else None,
         "phone_revealed": found_phone})
+    partner = account.account_job_of(svc, record) if job.object == "Contact" else None
     return write_back(svc, job, record, sources, source_providers(found_email, verified, phone),
-                      verified_email=email if verified else None)
+                      verified_email=email if verified else None, partner_job=partner)
 
 
 def source_providers(email: dict | None, verified: dict | None, phone: dict | None) -> dict[str, str]:

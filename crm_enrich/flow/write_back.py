@@ -19,6 +19,8 @@ from .services import Services
 DEFAULT_PROVIDERS = {"person": "clodura", "organisation": "clodura", "email": "clodura", "phone": "clodura",
                      "verification": "clodura", "meta": "crm-enrich"}
 NOT_OFFERED = "the restricted picklist does not offer the value"
+# A partner job still this far from its write is worth waiting for.
+ON_ITS_WAY = frozenset({State.RECEIVED, State.ENRICHING, State.VERIFYING})
 
 
 def provider_of(source: str, providers: dict[str, str] | None) -> str:
@@ -28,9 +30,13 @@ def provider_of(source: str, providers: dict[str, str] | None) -> str:
 
 
 def write_back(svc: Services, job: Job, record: dict, sources: dict,
-               providers: dict[str, str] | None = None, verified_email: str | None = None) -> str:
+               providers: dict[str, str] | None = None, verified_email: str | None = None,
+               partner_job: str | None = None) -> str:
     """`providers`: source -> provider, where it is not the default one;
-    `verified_email`: the address the verification in `sources` is about."""
+    `verified_email`: the address the verification in `sources` is about;
+    `partner_job`: a job whose write may share this one's call (a Contact's
+    Account's, or an Account's Contact's), waited for while it is still on
+    its way."""
     store = svc.store
     tracked = load_tracked_hashes(store, job.object, job.record_id)
     planned = plan_explained(svc.field_map, job.object, record, sources, tracked)
@@ -43,15 +49,17 @@ def write_back(svc: Services, job: Job, record: dict, sources: dict,
     why = {name: {"rule": planned[name].rule, "source": planned[name].source, "was": planned[name].was,
                   "provider": provider_of(planned[name].source, providers)} for name in changes}
     rules = svc.field_map.rules_for(job.object)
+    if partner_job and store.r.hget(store.job_key(partner_job), "state") not in ON_ITS_WAY:
+        partner_job = None
     queue_write(svc.batches, job.id, job.object, job.record_id, changes,
                 {r.field: r.rule for r in rules if r.field in changes}, urgent=job.source in EVENT_SOURCES,
                 verified_email=verified_email,
                 verification_fields=tuple(r.field for r in rules if r.source.startswith("verification.")),
-                why=why, read_at=record.get(READ_AT))
+                why=why, read_at=record.get(READ_AT), partner_job=partner_job)
     try:
         store.transition(job, State.WRITING, fields_skipped=skipped)
     except JobMoved as exc:
-        # A flush took the write and ended the job before this move: the
-        # job is already where it belongs.
+        # A flush sent the batch the moment the item was queued and ended
+        # the job before this move: the job is already where it belongs.
         return exc.stored or job.state
     return job.state

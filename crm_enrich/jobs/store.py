@@ -28,7 +28,7 @@ import redis
 from crm_enrich import counters, keys
 from crm_enrich.jobs.state import FINAL, STATES, JobMoved, SkipReason, State, check_move
 from crm_enrich.logs import log, mask_text
-from crm_enrich.redis_typing import hash_fields, text, text_hash, text_set, texts
+from crm_enrich.redis_typing import hash_fields, text_hash, text_set, texts
 
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
@@ -109,10 +109,67 @@ return stored
 """
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """An event that should have a job, known by its dedupe key."""
+    dedupe_key: str
+    object_type: str
+    record_id: str
+    source: str
+    input_fields: dict
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Seen:
+    job_id: str
+    duplicate: bool   # the event's job was queued before
+
+
+# Per job: claim its dedupe key (NX, or over the id of a job that is gone) and,
+# only then, write the job, its state-set entry and the record's last job.
+# ARGV[3]: a JSON array with, per job, [id, stale id or "", [field, value, ...]]
+# (one argument: packing thousands of small ones cost more than the work).
+# Answers, per job, the id now behind the dedupe key.
+_CREATE_JOBS = """
+local state_set, dedupe_ttl, meta_ttl = KEYS[1], ARGV[1], ARGV[2]
+local jobs = cjson.decode(ARGV[3])
+local out = {}
+for i, spec in ipairs(jobs) do
+  local dedupe, job, last = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local id, stale, fields = spec[1], spec[2], spec[3]
+  local claimed
+  if stale ~= '' and redis.call('GET', dedupe) == stale then
+    claimed = redis.call('SET', dedupe, id, 'EX', dedupe_ttl)
+  else
+    claimed = redis.call('SET', dedupe, id, 'NX', 'EX', dedupe_ttl)
+  end
+  if claimed then
+    redis.call('HSET', job, unpack(fields))
+    redis.call('EXPIRE', job, meta_ttl)
+    redis.call('SADD', state_set, id)
+    redis.call('SET', last, id, 'EX', meta_ttl)
+    out[i] = id
+  else
+    out[i] = redis.call('GET', dedupe)
+  end
+end
+return out
+"""
+
+# The same field set on many hashes, in one command.
+_SET_FIELD = """
+for _, key in ipairs(KEYS) do redis.call('HSET', key, ARGV[1], ARGV[2]) end
+return #KEYS
+"""
+
+
 class JobStore:
     def __init__(self, client: redis.Redis):
         self.r = client
         self._move = client.register_script(_MOVE)
+        self._create = client.register_script(_CREATE_JOBS)
+        self._set_field = client.register_script(_SET_FIELD)
         # A job's copy of provider data lives 24 h from the provider's answer,
         # whatever the response cache's own TTL (which may even be 0: off).
         self.provider_ttl_s = keys.PROVIDER_DATA_MAX_TTL_S
@@ -134,33 +191,85 @@ class JobStore:
                            dedupe_ttl_s: int = DEDUPE_TTL_S) -> tuple[Job, bool]:
         """Create a job for an inbound event, or return the one already made
         for the same event. The second value is True when the event is a
-        duplicate of one already queued.
+        duplicate of one already queued (see `create_many_unless_seen`)."""
+        (seen,) = self.create_many_unless_seen(
+            [NewJob(dedupe_key, object_type, record_id, source, input_fields, force)], dedupe_ttl_s)
+        job = self.get(seen.job_id)
+        if job is None:  # expired between the two calls: nothing left to be a duplicate of
+            raise redis.RedisError(f"job {seen.job_id} vanished while it was created")
+        return job, seen.duplicate
+
+    def create_many_unless_seen(self, new_jobs: list[NewJob], dedupe_ttl_s: int = DEDUPE_TTL_S) -> list[Seen]:
+        """For each event, its job: made now, or the one already made for
+        the same dedupe key (`duplicate` when that one was queued already).
 
         A job that was created but never made it onto the queue (Redis or
         the broker failed in between) is handed back as not duplicate, so the
         sender's retry queues it: an event is only remembered as seen once
-        it is durably queued."""
-        existing_id = text(self.r.get(self.dedupe_key(dedupe_key)))
-        if existing_id:
-            job = self.get(existing_id)
-            if job is not None:
-                return job, job.enqueued_at is not None
-        now = _now()
-        job = Job(id=uuid.uuid4().hex, state=State.RECEIVED, object=object_type, record_id=record_id,
-                  source=source, created_at=now, updated_at=now, dedupe_key=dedupe_key,
-                  input=input_fields, force=force)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.dedupe_key(dedupe_key), job.id, nx=True, ex=dedupe_ttl_s)
-        pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
-        pipe.expire(self.job_key(job.id), JOB_META_TTL_S)
-        pipe.sadd(self.state_key(State.RECEIVED), job.id)
-        pipe.set(keys.record_last_job(object_type, record_id), job.id, ex=JOB_META_TTL_S)
-        created, *_ = pipe.execute()
-        if not created:  # another request for the same event won the race
-            self.delete(job.id)
-            # The winner's job; None (which callers do not expect) if its key or job has gone since.
-            return self.get(self.r.get(self.dedupe_key(dedupe_key))), True  # type: ignore[arg-type,return-value]
-        return job, False
+        it is durably queued.
+
+        Three round trips at most, whatever the number of events: one MGET
+        of every dedupe key, one pipeline reading the jobs already made (a
+        redelivery only), one script creating the rest. The script claims
+        each dedupe key and writes its job in one step, so two requests for
+        the same event racing each other make one job."""
+        firsts: dict[str, int] = {}
+        for i, new in enumerate(new_jobs):
+            firsts.setdefault(new.dedupe_key, i)
+        existing = self.r.mget([self.dedupe_key(new.dedupe_key) for new in new_jobs])
+        out: list[Seen | None] = [None] * len(new_jobs)
+        known = {i: str(job_id) for i, job_id in enumerate(existing)
+                 if job_id and firsts[new_jobs[i].dedupe_key] == i}
+        queued_at = self._enqueued_at(list(known.values()))
+        stale: dict[int, str] = {}
+        for i, job_id in known.items():
+            if job_id in queued_at:
+                out[i] = Seen(job_id, duplicate=queued_at[job_id] is not None)
+            else:
+                stale[i] = job_id  # the key outlived its job: make a new one
+        to_create = [i for i, new in enumerate(new_jobs)
+                     if out[i] is None and firsts[new.dedupe_key] == i]
+        if to_create:
+            now = _now()
+            jobs = [Job(id=uuid.uuid4().hex, state=State.RECEIVED, object=new_jobs[i].object_type,
+                        record_id=new_jobs[i].record_id, source=new_jobs[i].source, created_at=now,
+                        updated_at=now, dedupe_key=new_jobs[i].dedupe_key, input=new_jobs[i].input_fields,
+                        force=new_jobs[i].force) for i in to_create]
+            script_keys = [self.state_key(State.RECEIVED)]
+            specs = []
+            for i, job in zip(to_create, jobs, strict=True):
+                script_keys += [self.dedupe_key(job.dedupe_key or ""), self.job_key(job.id),
+                                keys.record_last_job(job.object, job.record_id)]
+                # Strings, so the hash holds exactly what HSET from Python would write.
+                fields = [part for name, value in self._to_hash(job).items()
+                          for part in (name, value if isinstance(value, str) else repr(value))]
+                specs.append([job.id, stale.get(i, ""), fields])
+            answers = self._create(keys=script_keys, args=[dedupe_ttl_s, JOB_META_TTL_S, json.dumps(specs)])
+            lost = {}
+            for i, job, answer in zip(to_create, jobs, answers, strict=True):
+                if answer == job.id:
+                    out[i] = Seen(job.id, duplicate=False)
+                else:  # another request for the same event won the race
+                    lost[i] = answer
+            won = self._enqueued_at(list(lost.values()))
+            for i, job_id in lost.items():
+                out[i] = Seen(job_id, duplicate=won.get(job_id) is not None)
+        for i, new in enumerate(new_jobs):  # the same event twice in one batch
+            if out[i] is None:
+                first = out[firsts[new.dedupe_key]]
+                assert first is not None
+                out[i] = Seen(first.job_id, duplicate=True)
+        return [seen for seen in out if seen is not None]
+
+    def _enqueued_at(self, job_ids: list[str]) -> dict[str, float | None]:
+        """For each job that exists, when it was queued (None: not yet)."""
+        if not job_ids:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self.job_key(job_id), "id", "enqueued_at")
+        return {job_id: float(at) if at else None
+                for job_id, (found, at) in zip(job_ids, pipe.execute(), strict=True) if found}
 
     def claim_dedupe_key(self, dedupe_key: str, job_id: str, ttl_s: int) -> bool:
         """Make a job that exists already the answer to `dedupe_key`, unless
@@ -169,6 +278,12 @@ class JobStore:
 
     def mark_enqueued(self, job_id: str) -> None:
         self.r.hset(self.job_key(job_id), "enqueued_at", _now())
+
+    def mark_many_enqueued(self, pipe: redis.client.Pipeline, job_ids: list[str]) -> None:
+        """Add to `pipe` the mark that these jobs are durably queued (one
+        command for all: a hundred HSETs cost more to pack than to run)."""
+        self._set_field(keys=[self.job_key(job_id) for job_id in job_ids], args=["enqueued_at", _now()],
+                        client=pipe)
 
     def delete(self, job_id: str) -> None:
         pipe = self.r.pipeline()

@@ -3,10 +3,9 @@ new jobs."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 from crm_enrich import keys
-from crm_enrich.flow.intake import InboundRecord, accept_records
+from crm_enrich.flow.intake import Enqueue, InboundRecord, accept_records
 from crm_enrich.jobs.state import State
 from crm_enrich.jobs.store import JobStore
 
@@ -34,7 +33,7 @@ def failed_jobs(store: JobStore, limit: int = FAILED_LIST_LIMIT, include_replaye
     return rows[:limit]
 
 
-def replay_failed(store: JobStore, enqueue: Callable[[str, str], None], job_ids: list[str] | None) -> dict:
+def replay_failed(store: JobStore, enqueue: Enqueue, job_ids: list[str] | None) -> dict:
     """A new job (source "rerun") for each failed job given, or for every
     failed job not replayed yet. Jobs that are not failed are reported, not
     replayed."""

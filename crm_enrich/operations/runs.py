@@ -12,7 +12,7 @@ from collections.abc import Callable
 import redis
 
 from crm_enrich import keys
-from crm_enrich.flow.intake import InboundRecord, accept_records
+from crm_enrich.flow.intake import Enqueue, InboundRecord, accept_records
 from crm_enrich.jobs.state import FINAL
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.queues import SELECT_RERUN_RECORDS
@@ -43,7 +43,7 @@ def create_run(r: redis.Redis, req: RerunRequest, total: int | None, status: str
     return run_id
 
 
-def queue_run_records(store: JobStore, enqueue: Callable[[str, str], None], run_id: str, kind: str,
+def queue_run_records(store: JobStore, enqueue: Enqueue, run_id: str, kind: str,
                       object_type: str, record_ids: list[str]) -> int:
     """Make (or find again) a job per record for this run; safe to repeat:
     the dedupe key is the run and the record. Answers how many are queued."""
@@ -64,7 +64,7 @@ def queue_run_records(store: JobStore, enqueue: Callable[[str, str], None], run_
     return queued
 
 
-def start_rerun(store: JobStore, enqueue: Callable[[str, str], None],
+def start_rerun(store: JobStore, enqueue: Enqueue,
                 send_task: Callable[[str, list], None], req: RerunRequest) -> dict:
     """Start a run, or a dry run that only prices the selection. A
     selection by condition, and any dry run, is handed to a worker task

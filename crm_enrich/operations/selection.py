@@ -14,8 +14,8 @@ should not sort or limit (docs/salesforce.md#bulk-api-2-query).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
+from crm_enrich.flow.intake import Enqueue
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import log
 from crm_enrich.salesforce.gateway import SalesforceGateway
@@ -55,7 +55,7 @@ def fail_run(store: JobStore, run_id: str, error: str, code: str) -> int:
     return 0
 
 
-def queue_page(store: JobStore, enqueue: Callable[[str, str], None], run_id: str, run: dict,
+def queue_page(store: JobStore, enqueue: Enqueue, run_id: str, run: dict,
                object_type: str, ids: list[str], total: int | None, more: bool, via: str) -> None:
     queued = runs.queue_run_records(store, enqueue, run_id, run.get("kind", "rerun"), object_type, ids)
     log.info("run.page_queued", run_id=run_id, page=len(ids), queued=queued, total=total, via=via)

@@ -2,10 +2,19 @@
 to read, one sObject Collections call per up to 200 records to write.
 
 Jobs that need a read or a write put an item in a BatchQueue and park. A
-flush sends a batch as soon as 200 items wait or the oldest has waited
-WRITEBACK_MAX_DELAY_S, handles every record's own result, and wakes the
-jobs. Whatever Salesforce did not accept for a passing reason is retried
-later; nothing is dropped.
+flush handles every record's own result and wakes the jobs. Whatever
+Salesforce did not accept for a passing reason is retried later; nothing
+is dropped.
+
+When a batch goes is Nagle's algorithm with a cork: an item that comes
+alone (after a pause in arrivals, no flush running, no cork) is sent at
+once, since waiting would gain nothing. While items arrive faster than
+flushes complete, they accumulate until 200 wait, the oldest has waited
+WRITEBACK_MAX_DELAY_S, or arrivals pause for BATCH_QUIET_S (or a flush's
+duration, if longer). A cork holds batches back when more is known to be
+coming: a message's fan-out corks the reads, a read batch of several jobs
+corks the writes, and a Contact's write waits for its Account's (they share
+one sObject Collections call, which takes mixed object types).
 
 Queue items hold ids and field names only. The values a write plans live
 on the job (its provider data, gone within 24 h), and a write may go out
@@ -30,7 +39,7 @@ from crm_enrich.jobs.store import JobStore, load_tracked_hashes, save_tracked_ha
 from crm_enrich.logs import log
 from crm_enrich.queues import FLUSH_READS, FLUSH_WRITES
 from crm_enrich.salesforce.api_guard import ApiGuard
-from crm_enrich.salesforce.batch_queue import Batch, BatchQueue
+from crm_enrich.salesforce.batch_queue import BULK, URGENT, Added, Batch, BatchQueue
 from crm_enrich.salesforce.gateway import SalesforceFailure, SalesforceGateway
 from crm_enrich.salesforce.schema import OrgSchema
 
@@ -62,15 +71,31 @@ class BatchServices:
     # A plan made from a read younger than this is written without a second
     # read (WRITEBACK_REREAD_AFTER_S); 0: always read again.
     reread_after_s: float = 0.0
+    quiet_s: float = 0.25   # a pause in arrivals this long ends a burst
+
+
+BURST = "burst"   # the cork a burst of jobs sets: more items are coming
 
 
 # -- producers ---------------------------------------------------------------
 
-def _queued(queue: BatchQueue, svc: BatchServices, task: str, waiting: int) -> None:
-    if waiting >= queue.max_batch:
+def _quiet_s(svc: BatchServices, queue: BatchQueue) -> float:
+    """How long a pause in arrivals ends a burst: BATCH_QUIET_S, or the
+    last flush's duration if longer (items arriving faster than flushes
+    complete), never more than the longest wait."""
+    return min(svc.max_delay_s, max(svc.quiet_s, queue.last_flush_s()))
+
+
+def _queued(queue: BatchQueue, svc: BatchServices, task: str, added: Added) -> None:
+    if added.waiting >= queue.max_batch:
         svc.schedule(task, 0)
-    elif queue.claim_flush_slot(svc.max_delay_s):
-        svc.schedule(task, svc.max_delay_s)
+        return
+    quiet = _quiet_s(svc, queue)
+    alone = added.gap_s >= quiet and not added.corked and not queue.flushing()
+    if alone or (added.uncorked and not added.corked):
+        svc.schedule(task, 0)   # nothing to wait for: send now
+    elif queue.claim_flush_slot(quiet):
+        svc.schedule(task, quiet)  # look again once arrivals may have paused
 
 
 def queue_read(svc: BatchServices, job_id: str, object_type: str, record_id: str,
@@ -83,26 +108,35 @@ def queue_read(svc: BatchServices, job_id: str, object_type: str, record_id: str
 def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: str,
                 changes: dict, rules: dict[str, str], urgent: bool,
                 verified_email: str | None = None, verification_fields: tuple[str, ...] = (),
-                why: dict | None = None, read_at: float | None = None) -> None:
+                why: dict | None = None, read_at: float | None = None, partner_job: str | None = None) -> None:
     """Plan a write: the values and each field's rule on the job (24 h at
     most), its ids and field names in the queue. `verification_fields` are
     written only while the record's Email is still `verified_email`. `why`:
     per field, what the change log keeps of it (rule, source, provider,
-    was); never a value."""
+    was); never a value. `partner_job`: a job whose write should share this
+    one's call (a Contact's and its Account's), still on its way; the queue
+    waits for it WRITEBACK_MAX_DELAY_S at most."""
     svc.store.save_provider_data(job_id, WRITE, {
         "changes": changes, "rules": rules, "verified_email": verified_email,
         "verification_fields": [f for f in verification_fields if f in changes], "why": why or {},
         "read_at": read_at})
     item = {"job_id": job_id, "object": object_type, "record_id": record_id, "fields": sorted(changes),
             "urgent": urgent, "queued_at": time.time(), "attempt": 0}
-    _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item))
+    _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item, hold_for=partner_job, hold_s=svc.max_delay_s))
+
+
+def burst_coming(svc: BatchServices, queue: BatchQueue, urgent: bool) -> None:
+    """Several jobs will soon queue items here: let the first wait for the
+    others (in their lane only: a backfill's burst never holds a live record)."""
+    queue.cork(BURST, svc.max_delay_s, URGENT if urgent else BULK)
 
 
 # -- the flush loop ------------------------------------------------------------
 
 def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
-    """0 when a batch should go now: 200 waiting, a retry due, or the oldest
-    item has waited max_delay_s. Else how long to wait."""
+    """0 when a batch should go now: 200 waiting, a retry due, the oldest
+    item has waited max_delay_s, or nothing is worth waiting for (no cork,
+    and arrivals have paused). Else how long to wait."""
     if svc.guard.paused_for() > 0:
         return svc.guard.paused_for()
     if not _guard_allows(svc, urgent=True):
@@ -115,9 +149,22 @@ def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
         return 0.0
     if waiting:
         oldest = queue.r.lindex(queue.pending, 0)
-        # None (a TypeError) if another flusher emptied the list since LLEN.
-        age = time.time() - json.loads(oldest)["queued_at"]  # type: ignore[arg-type]
-        return max(0.0, svc.max_delay_s - age)
+        if oldest is None:  # another flusher emptied the list since LLEN
+            return due_in if due_in is not None else -1.0
+        left = svc.max_delay_s - (time.time() - json.loads(oldest)["queued_at"])
+        if left <= 0:
+            return 0.0
+        # New records' work waiting? Then only its own lane's corks and
+        # arrivals count, and bulk items ride along in its batch.
+        lane = URGENT if queue.urgent_waiting() else BULK
+        cork_left = queue.cork_left_s(lane)
+        if cork_left > 0:
+            return min(cork_left, left)
+        quiet = _quiet_s(svc, queue)
+        since, gap = queue.arrivals(lane)
+        if since >= quiet or gap >= quiet:   # arrivals paused, or the last one came alone
+            return 0.0
+        return min(quiet - since, left)
     return due_in if due_in is not None else -1.0  # -1: nothing at all
 
 
@@ -126,9 +173,10 @@ def drain(svc: BatchServices, queue: BatchQueue, task: str,
     token = queue.acquire()
     if token is None:
         # Another flusher holds the lease. If it is alive it schedules what
-        # follows; if it died, someone must come back when its lease ends.
+        # follows (so the next flush's slot is left to it); if it died,
+        # someone must come back when its lease ends.
         lease_left = queue.lease_left_s()
-        if queue.claim_flush_slot(lease_left):
+        if queue.claim_recovery_slot(lease_left):
             svc.schedule(task, lease_left)
         return 0
     sent = 0
@@ -141,7 +189,9 @@ def drain(svc: BatchServices, queue: BatchQueue, task: str,
             batch = queue.take()
             if batch is None:
                 break
+            started = time.monotonic()
             send(svc, queue, batch)
+            queue.note_flush_time(time.monotonic() - started)
             sent += 1
     finally:
         queue.release(token)
@@ -227,8 +277,11 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
             _write_done(svc, item)
             continue
         merged.setdefault((item["object"], item["record_id"]), []).append(item)
+    # Records of one object together: Salesforce saves a mixed call in
+    # per-type chunks, at most 10 a call (docs/salesforce.md#sobject-collections).
+    by_object = sorted(merged.items(), key=lambda entry: entry[0][0])
     records = []
-    for (object_type, record_id), record_items in merged.items():
+    for (object_type, record_id), record_items in by_object:
         fields = {}
         for item in record_items:
             fields.update(item["changes"])
@@ -243,7 +296,7 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         _whole_batch_failed(svc, queue, batch, exc, [i for group in merged.values() for i in group], held)
         return
     retry = list(held)
-    for record_items, result in zip(merged.values(), results, strict=False):
+    for (_, record_items), result in zip(by_object, results, strict=False):
         if result.get("success"):
             for item in record_items:
                 _write_done(svc, item)
@@ -396,6 +449,12 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         svc.store.save_provider_data(item["job_id"], "record",
                                      {**(record or {"_missing": True}), READ_AT: time.time()})
     queue.done(batch, held)
+    if len(items) > 1:
+        # A burst: their writes will come close together, and so will the
+        # reads of the Accounts their Contacts' jobs queue.
+        urgent = any(item.get("urgent") for item in items)
+        burst_coming(svc, svc.writes, urgent)
+        burst_coming(svc, svc.reads, urgent)
     for item in items:
         svc.resume_job(item["job_id"])
     log.info("salesforce.read_batch", records=len(items), objects=sorted(by_object))

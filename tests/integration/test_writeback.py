@@ -10,6 +10,7 @@ import pytest
 from celery import Celery
 
 from crm_enrich.dev.devstack import wait_for
+from crm_enrich.queues import URGENT_QUEUE
 from crm_enrich.salesforce.batch_queue import BatchQueue
 from crm_enrich.salesforce.batches import BatchServices, queue_write
 from crm_enrich.sandbox.dataset import build_dataset
@@ -24,15 +25,16 @@ def writes(stack, store):
     svc = BatchServices(store=store, salesforce=None, guard=None,
                         reads=None, writes=BatchQueue(store.r, "salesforce_writes", lease_s=8),
                         max_delay_s=2.0, resume_job=None,
-                        schedule=lambda name, countdown: sender.send_task(name, countdown=countdown or None))
+                        schedule=lambda name, countdown: sender.send_task(name, countdown=countdown or None,
+                                                                          queue=URGENT_QUEUE))
 
     def finished_job(record_id: str, changes: dict, tracked=(), urgent: bool = True) -> str:
         source = "json_event" if urgent else "rerun"
         job, _ = store.create_unless_seen(f"test:{uuid.uuid4().hex}", "Contact", record_id, source, {})
         store.mark_enqueued(job.id)
+        store.transition(job, "writing")
         rules = {name: "tracked" if name in tracked else "always" for name in changes}
         queue_write(svc, job.id, "Contact", record_id, changes, rules, urgent=urgent)
-        store.transition(job, "writing")
         return job.id
 
     return finished_job
@@ -59,6 +61,9 @@ def wait_jobs_final(store, job_ids, timeout=60):
 
 def test_450_finished_jobs_are_written_with_3_collection_calls(control, store, writes):
     ids = contacts(control, 450)
+    # As the read batch that resumed 450 jobs would: more writes are coming,
+    # so the first does not go alone.
+    BatchQueue(store.r, "salesforce_writes").cork("burst", 2.0, "urgent")
     mark = last_seq(control)
     job_ids = [writes(rid, {"Title": f"Title {i}", "Department": "Batching"}) for i, rid in enumerate(ids)]
     jobs = wait_jobs_final(store, job_ids, timeout=90)
