@@ -46,12 +46,6 @@ def enqueue_job(sender: TaskSender, job_id: str, source: str, **options: Any) ->
     sender.send_task(ENRICH_RECORD, args=[job_id], queue=queue_for(source), **options)
 
 
-# Tasks are short (waits are parked in Redis, never slept), so an unacked
-# task whose worker machine died can be redelivered after minutes, not the
-# default hour. Must stay above the longest task run plus any countdown.
-VISIBILITY_TIMEOUT_S = 300
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
     annotations = {}
     if settings.clodura_limiter == "per_worker":
@@ -61,7 +55,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "task_annotations": annotations,
         "broker_url": settings.redis_url,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # Tasks are short (waits are parked in Redis, never slept), so an
+        # unacked task whose worker machine died is redelivered after
+        # VISIBILITY_TIMEOUT_S (minutes, not the default hour); no countdown
+        # is longer than half of it. Unacked messages are checked for
+        # redelivery at least every tenth of it.
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
+            "unacked_restore_throttle": 1,
+        },
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "accept_content": ["json"],

@@ -10,6 +10,7 @@ from crm_enrich import counters, keys
 from crm_enrich.field_map import load_field_map
 from crm_enrich.flow.services import Services
 from crm_enrich.jobs.store import JobStore
+from crm_enrich.providers.breaker import CircuitBreaker
 from crm_enrich.providers.cache import ProviderCache
 from crm_enrich.providers.clearout import ClearoutClient, HeaderFedLimiter
 from crm_enrich.providers.clodura import CloduraClient
@@ -27,6 +28,10 @@ _services: tuple[int, Services] | None = None
 
 
 def send_task(name: str, countdown: float = 0, args: list | None = None, queue: str | None = None) -> None:
+    """A flusher's longer waits (a paused allocation, a lease) come back
+    sooner and look again: no delayed message outlives half the broker's
+    visibility timeout."""
+    countdown = min(countdown, get_settings().max_countdown_s)
     current_app.send_task(name, args=args or [], countdown=countdown or None, queue=queue)
 
 
@@ -72,12 +77,14 @@ def build_services() -> Services:
         clearout = ClearoutClient(
             str(settings.clearout_base_url), settings.clearout_api_token,
             HeaderFedLimiter(store.r, settings.clearout_api_token[-6:]),
+            breaker=CircuitBreaker(store.r, "clearout", settings.breaker_failures, settings.breaker_open_s),
             on_answer=lambda endpoint, status: counters.incr(
                 store.r, "provider_calls", provider="clearout", endpoint=endpoint, status=status))
     return Services(
         settings=settings,
         clodura=CloduraClient(
             str(settings.clodura_base_url), settings.clodura_api_key, limiter,
+            breaker=CircuitBreaker(store.r, "clodura", settings.breaker_failures, settings.breaker_open_s),
             on_answer=lambda endpoint, status: counters.incr(
                 store.r, "provider_calls", provider="clodura", endpoint=endpoint, status=status)),
         field_map=load_field_map(settings.field_map),

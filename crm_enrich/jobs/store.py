@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from crm_enrich import counters, keys
-from crm_enrich.jobs.state import FINAL, STATES, State, check_move
+from crm_enrich.jobs.state import FINAL, HELD, STATES, State, check_move
 
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
@@ -136,6 +136,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         pipe = self.r.pipeline()
         pipe.delete(self.job_key(job_id), self.provider_key(job_id))
+        pipe.zrem(keys.JOBS_HELD_UNTIL, job_id)
         for state in STATES:
             pipe.srem(self.state_key(state), job_id)
         pipe.execute()
@@ -145,9 +146,10 @@ class JobStore:
         raw = self.r.hgetall(self.job_key(job_id))
         return Job.from_hash(raw) if raw else None
 
-    def transition(self, job: Job, state: str, **changes: Any) -> Job:
+    def transition(self, job: Job, state: str, held_until: float | None = None, **changes: Any) -> Job:
         """Move the job to `state` (IllegalMove if the table forbids it),
-        recording the step and any other changes in one write."""
+        recording the step and any other changes in one write. A held state
+        may say when the hold ends (`held_until`); the sweeper acts on it."""
         state = check_move(job.state, state)
         previous = job.state
         job.state = state
@@ -159,6 +161,14 @@ class JobStore:
         pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
         pipe.smove(self.state_key(previous), self.state_key(state), job.id)
         pipe.sadd(self.state_key(state), job.id)  # in case it was in no set
+        if state in HELD and held_until is not None:
+            pipe.zadd(keys.JOBS_HELD_UNTIL, {job.id: held_until})
+        else:
+            pipe.zrem(keys.JOBS_HELD_UNTIL, job.id)
+        if state != previous and state not in HELD and state != State.RECEIVED:
+            # Progress (not a hold, not a resume): the retry deadline and the
+            # stuck-job count start again.
+            pipe.hdel(self.job_key(job.id), "failing_since", "revivals")
         pipe.execute()
         if state in FINAL_STATES and previous not in FINAL_STATES:
             counters.incr(self.r, "jobs_finished", state=state, object=job.object)
@@ -179,13 +189,29 @@ class JobStore:
         job = self.get(job_id)
         return job if job is not None and self.finish(job, state, reason, **changes) else None
 
-    def note_error(self, job: Job, error: str) -> Job:
-        """Record a passing error without moving the job (it will be retried)."""
+    def note_error(self, job: Job, error: str) -> float:
+        """Record a passing error without moving the job (it will be
+        retried); answers how long the job has been failing since it last
+        made progress."""
         job.last_error = error
         job.updated_at = _now()
         job.steps.append({"state": job.state, "t": job.updated_at})
-        self.r.hset(self.job_key(job.id), mapping=self._to_hash(job))
-        return job
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
+        pipe.hsetnx(self.job_key(job.id), "failing_since", job.updated_at)
+        pipe.hget(self.job_key(job.id), "failing_since")
+        *_, since = pipe.execute()
+        return job.updated_at - float(since or job.updated_at)
+
+    def held_until(self, job_id: str) -> float | None:
+        """When a held job's hold ends, if it said."""
+        return self.r.zscore(keys.JOBS_HELD_UNTIL, job_id)
+
+    def touch(self, job_id: str) -> None:
+        self.r.hset(self.job_key(job_id), "updated_at", _now())
+
+    def count_revival(self, job_id: str) -> int:
+        return self.r.hincrby(self.job_key(job_id), "revivals", 1)
 
     def count_attempt(self, job: Job) -> int:
         job.attempts = self.r.hincrby(self.job_key(job.id), "attempts", 1)

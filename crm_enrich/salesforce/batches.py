@@ -257,7 +257,10 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
     for item in items:
         record = found.get(item["record_id"])
         svc.store.save_provider_data(item["job_id"], "record", record or {"_missing": True})
-    queue.done(batch, held)
+    # Jobs first, then the batch: a flusher dying in between leaves the batch
+    # to be read again (a job queued twice runs once, under its lock), never
+    # a read whose jobs nobody wakes.
     for item in items:
         svc.resume_job(item["job_id"])
+    queue.done(batch, held)
     log.info("salesforce.read_batch", records=len(items), objects=sorted(by_object))
