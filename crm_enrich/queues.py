@@ -3,8 +3,11 @@ and by the web app (which only sends tasks by name and never imports the
 worker's code), and the one way to queue a job: `enqueue_job`."""
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any, Protocol
 
+import redis
 from celery import Celery
 from kombu import Queue
 
@@ -64,8 +67,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
             "unacked_restore_throttle": 1,
+            "health_check_interval": 10,
+            "socket_keepalive": True,
+            "retry_on_timeout": True,
         },
         "broker_connection_retry_on_startup": True,
+        # Redis restarts: keep reconnecting for ever; cancel the tasks that
+        # were running when the connection went (their messages are
+        # redelivered, and the job lock and JobMemory make a replay safe)
+        # rather than let them ack into a connection that is gone; find a
+        # dead connection by health checks instead of waiting on it.
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        "broker_channel_error_retry": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A publish (a retry, a resumed job) outlives a Redis restart of
+        # up to about half a minute.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 12, "interval_start": 0.5, "interval_step": 1,
+                                      "interval_max": 4},
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_backend": None,
@@ -88,3 +108,45 @@ def create_celery(settings: Settings, name: str = "crm_enrich") -> Celery:
     app = Celery(name)
     app.conf.update(celery_config(settings))
     return app
+
+
+def redis_durability_problems(client: redis.Redis) -> list[str]:
+    """What makes this Redis unsafe as our broker and store: a restart
+    without AOF loses queued tasks and jobs; eviction drops them silently."""
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("maxmemory-policy")}
+    except redis.ResponseError as exc:
+        return [f"cannot read its configuration ({exc}); check appendonly and maxmemory-policy yourself"]
+    problems = []
+    if config.get("appendonly") != "yes":
+        problems.append("it does not persist (appendonly is not yes): a restart loses every queued task "
+                        "and job; set appendonly yes")
+    if config.get("maxmemory-policy") != "noeviction":
+        problems.append(f"it may evict keys when memory is full (maxmemory-policy "
+                        f"{config.get('maxmemory-policy')}): set maxmemory-policy noeviction")
+    return problems
+
+
+def exit_on_unsafe_redis(settings: Settings, wait_s: float = 30.0) -> None:
+    """For process start-up (web, worker, beat): refuse a Redis that does not
+    persist or may evict, unless REDIS_RISK_ACCEPTED says so. Redis may still
+    be starting: it is given `wait_s` to answer."""
+    if settings.redis_risk_accepted:
+        return
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_connect_timeout=2,
+                                  socket_timeout=5)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            problems = redis_durability_problems(client)
+            break
+        except redis.ConnectionError as exc:
+            if time.monotonic() > deadline:
+                problems = [f"it does not answer ({exc})"]
+                break
+            time.sleep(1)
+    if problems:
+        print("crm-enrich: Redis at REDIS_URL is not safe for our queues and jobs:\n  "
+              + "\n  ".join(problems)
+              + "\nFix it, or set REDIS_RISK_ACCEPTED=true to run anyway.", file=sys.stderr, flush=True)
+        raise SystemExit(3)

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
     redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    # At start-up every process refuses a Redis without AOF persistence or
+    # with a maxmemory-policy other than noeviction, unless this is true.
+    redis_risk_accepted: bool = False
     public_base_url: HttpUrl
 
     clodura_api_key: str = Field(min_length=1)

@@ -7,7 +7,7 @@ from flask import Flask
 
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import configure_logging
-from crm_enrich.queues import create_celery
+from crm_enrich.queues import create_celery, exit_on_unsafe_redis
 from crm_enrich.settings import Settings, exit_on_bad_settings
 
 from .context import EXTENSION, WebContext
@@ -16,6 +16,7 @@ from .context import EXTENSION, WebContext
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or exit_on_bad_settings()
     configure_logging(settings.log_level)
+    exit_on_unsafe_redis(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["SECRET_KEY"] = settings.secret_key

@@ -8,10 +8,12 @@ from __future__ import annotations
 import sys
 
 from celery.signals import worker_init
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import RedisError
 
 from crm_enrich.flow.account import component_warnings
 from crm_enrich.logs import configure_logging, log
-from crm_enrich.queues import create_celery
+from crm_enrich.queues import create_celery, exit_on_unsafe_redis
 from crm_enrich.salesforce.schema import check_field_map_at_start
 from crm_enrich.settings import exit_on_bad_settings
 
@@ -19,8 +21,33 @@ from . import heartbeat, operation_tasks, tasks
 from .schedule import beat_schedule
 from .services import services
 
+
+def _survive_restore_after_connection_loss() -> None:
+    """kombu's Redis channel, closed because the connection to Redis was
+    lost, tries to put its unacknowledged messages back and dies in
+    `_connparams` (AttributeError: 'NoneType' object has no attribute
+    'hostname'), taking the whole worker with it ("Unrecoverable error").
+    Those messages are still in the broker's `unacked` hash, which Redis
+    keeps (AOF), and come back by themselves after VISIBILITY_TIMEOUT_S: the
+    restore may be skipped safely, and the worker reconnects instead."""
+    original = kombu_redis.QoS.restore_unacked
+
+    def restore_unacked(self, client=None):
+        try:
+            return original(self, client)
+        except (AttributeError, RedisError) as exc:
+            self._delivered.clear()
+            log.warning("broker.restore_skipped", error=type(exc).__name__,
+                        note="unacked messages come back after the visibility timeout")
+            return None
+
+    kombu_redis.QoS.restore_unacked = restore_unacked
+
+
+_survive_restore_after_connection_loss()
 settings = exit_on_bad_settings()
 configure_logging(settings.log_level)
+exit_on_unsafe_redis(settings)  # the worker and beat alike
 app = create_celery(settings)
 app.conf.beat_schedule = beat_schedule(settings)
 

