@@ -137,6 +137,11 @@ def breaker_probe(provider: str) -> str:
     return f"breaker:{provider}:probe"
 
 
+def clodura_poll_limiter(api_key: str) -> str:
+    """The polls' own small share of one Clodura key's limit."""
+    return f"{clodura_limiter(api_key)}:polls"
+
+
 def catch_all_domain(domain: str) -> str:
     return f"catchall:{domain}"
 
