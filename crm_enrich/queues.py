@@ -49,6 +49,18 @@ def enqueue_job(sender: TaskSender, job_id: str, source: str, **options: Any) ->
     sender.send_task(ENRICH_RECORD, args=[job_id], queue=queue_for(source), **options)
 
 
+# No task runs longer (Celery kills it): locks that guard a call live longer.
+TASK_TIME_LIMIT_S = 240
+TASK_SOFT_TIME_LIMIT_S = 200
+
+# Delete a lock only if it is still ours (it may have expired and been
+# taken by someone else meanwhile).
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     annotations = {}
     if settings.clodura_limiter == "per_worker":
@@ -97,8 +109,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": URGENT_QUEUE,
         "task_queues": [Queue(URGENT_QUEUE), Queue(BULK_QUEUE)],
-        "task_time_limit": 240,
-        "task_soft_time_limit": 200,
+        "task_time_limit": TASK_TIME_LIMIT_S,
+        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_S,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }

@@ -19,6 +19,7 @@ from crm_enrich.providers.cache import AnswerPending
 from crm_enrich.providers.errors import CreditsExhausted, DailyQuotaExceeded, ProviderError
 from crm_enrich.providers.quota import QuotaExhausted, SpendingPaused
 from crm_enrich.providers.rate_limit import RateLimited
+from crm_enrich.queues import RELEASE_LOCK, TASK_TIME_LIMIT_S
 from crm_enrich.salesforce.gateway import SalesforceFailure
 from crm_enrich.salesforce.ids import PERSON_OBJECTS
 
@@ -26,7 +27,8 @@ from .account import advance_account
 from .person import advance_person
 from .services import Services
 
-JOB_LOCK_TTL_MS = 300_000
+# Longer than any task may run, so a slow task never loses its job's lock.
+JOB_LOCK_TTL_MS = (TASK_TIME_LIMIT_S + 60) * 1000
 
 # Take the job's lock if it is free or already ours: a redelivery of the
 # same task (its worker died holding the lock) carries the same runner id.
@@ -61,7 +63,7 @@ def process_job(svc: Services, job_id: str, runner_id: str) -> str:
     try:
         return _process_locked(svc, job_id, runner_id)
     finally:
-        store.r.delete(lock_key)
+        store.r.eval(RELEASE_LOCK, 1, lock_key, runner_id)  # only if still ours
 
 
 def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
