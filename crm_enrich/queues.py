@@ -24,6 +24,7 @@ SELECT_RERUN_RECORDS = "crm_enrich.select_rerun_records"
 # Large selections: a Bulk API 2.0 query job, polled, then read set by set.
 POLL_RERUN_QUERY_JOB = "crm_enrich.poll_rerun_query_job"
 READ_RERUN_QUERY_PAGE = "crm_enrich.read_rerun_query_page"
+RECONCILE = "crm_enrich.reconcile_unenriched"
 
 # New records' work and bulk work (re-runs, backfills) wait in separate
 # queues that every worker consumes in turn, so a backfill of 50,000

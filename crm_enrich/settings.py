@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     reverify_interval_s: float = Field(default=86_400, ge=1, le=7 * 86_400)
     reverify_budget_share: float = Field(default=0.5, gt=0, le=1)
     sweep_interval_s: float = Field(default=30, ge=0.5, le=3600)
+    # Reconciliation: every RECONCILE_INTERVAL_S (0: off) records created in
+    # the last RECONCILE_LOOKBACK_DAYS that we never enriched are queued.
+    reconcile_interval_s: float = Field(default=3600, ge=0, le=7 * 86_400)
+    reconcile_lookback_days: int = Field(default=2, ge=1, le=30)
     # Redis (the broker) hands an unacknowledged message back after this
     # long, so no task may count down more than half of it: longer waits are
     # parked in Redis with a due time the sweeper acts on.

@@ -12,10 +12,11 @@ from crm_enrich import keys
 from crm_enrich.backoff import backoff_s
 from crm_enrich.flow.services import Services
 from crm_enrich.logs import log
-from crm_enrich.operations import reverify, runs, selection
+from crm_enrich.operations import reconcile, reverify, runs, selection
 from crm_enrich.queues import (
     POLL_RERUN_QUERY_JOB,
     READ_RERUN_QUERY_PAGE,
+    RECONCILE,
     REVERIFY_OLD_EMAILS,
     SELECT_RERUN_RECORDS,
 )
@@ -163,4 +164,12 @@ def reverify_old_emails(self) -> str:
             lock.release()
     log.info("reverify.triggered", outcome=result["outcome"], allowance=result.get("allowance"),
              selected=result.get("selected"), runs=result.get("runs"))
+    return result["outcome"]
+
+
+@shared_task(name=RECONCILE)
+def reconcile_unenriched() -> str:
+    """Queue the records created lately that nothing enriched (their
+    Outbound Message lost, their job lost with a Redis)."""
+    result = reconcile.start_reconcile(services(), lambda name, args: _send(name, args))
     return result["outcome"]

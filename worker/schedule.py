@@ -9,6 +9,7 @@ from crm_enrich.queues import (
     FLUSH_READS,
     FLUSH_WRITES,
     HEARTBEAT,
+    RECONCILE,
     REVERIFY_OLD_EMAILS,
     SWEEP_PARKED,
 )
@@ -29,7 +30,18 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "worker-heartbeat": {"task": HEARTBEAT, "schedule": HEARTBEAT_EVERY_S,
                              "options": {"expires": HEARTBEAT_EVERY_S * 2}},
         **reverify_schedule(settings),
+        **reconcile_schedule(settings),
     }
+
+
+def reconcile_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The safety net (crm_enrich/operations/reconcile.py): bulk work, and a
+    trigger still waiting when the next is due expires."""
+    if not settings.reconcile_interval_s:
+        return {}
+    return {"reconcile-unenriched": {
+        "task": RECONCILE, "schedule": settings.reconcile_interval_s,
+        "options": {"queue": BULK_QUEUE, "expires": settings.reconcile_interval_s}}}
 
 
 def reverify_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

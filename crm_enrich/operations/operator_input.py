@@ -17,7 +17,10 @@ RUN_KINDS = ("rerun", "backfill")  # what an operator may start
 # Started by beat (crm_enrich/operations/reverify.py), never by an operator:
 # its jobs only verify the email.
 REVERIFY_KIND = "reverify"
-SOURCE_FOR_KIND = {"rerun": "rerun", "backfill": "backfill", REVERIFY_KIND: REVERIFY_SOURCE}
+# Started by beat (crm_enrich/operations/reconcile.py): records we never enriched.
+RECONCILE_KIND = "reconcile"
+SOURCE_FOR_KIND = {"rerun": "rerun", "backfill": "backfill", REVERIFY_KIND: REVERIFY_SOURCE,
+                   RECONCILE_KIND: RECONCILE_KIND}
 
 # An estimate assumes every record is matched and has an email: the most a
 # run can spend at the price table's enrich and standard-verify prices.
