@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -85,6 +86,16 @@ class BatchQueue:
     def add(self, item: dict) -> int:
         """Queue an item; answers how many are now waiting."""
         return self.r.rpush(self.pending, json.dumps(item))
+
+    def take_delayed(self, belongs: Callable[[dict], bool]) -> list[dict]:
+        """Remove and answer the delayed items `belongs` picks (each only if
+        no flusher took it meanwhile)."""
+        taken = []
+        for raw in self.r.zrange(self.delayed, 0, -1):
+            item = json.loads(raw)
+            if belongs(item) and self.r.zrem(self.delayed, raw):
+                taken.append(item)
+        return taken
 
     def claim_flush_slot(self, within_s: float) -> bool:
         """True for the one caller that should schedule the next flush."""

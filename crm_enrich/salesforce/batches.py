@@ -65,7 +65,21 @@ def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: st
                 changes: dict, tracked_fields: list[str], urgent: bool) -> None:
     item = {"job_id": job_id, "object": object_type, "record_id": record_id, "changes": changes,
             "tracked": tracked_fields, "urgent": urgent, "queued_at": time.time(), "attempt": 0}
+    # An older write of the same record waiting for its retry would land
+    # after this one, with older values: it is folded in instead (this
+    # item's values win) and its jobs finish with this write.
+    for older in svc.writes.take_delayed(lambda other: (other["object"], other["record_id"])
+                                         == (object_type, record_id)):
+        item["changes"] = {**older["changes"], **item["changes"]}
+        item["tracked"] = sorted(set(item["tracked"]) | set(older["tracked"]))
+        item["absorbed"] = [*item.get("absorbed", []), *jobs_of(older)]
+        item["urgent"] = item["urgent"] or older["urgent"]
     _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item))
+
+
+def jobs_of(item: dict) -> list[str]:
+    """The job an item was queued for, and those of older items it absorbed."""
+    return [item["job_id"], *item.get("absorbed", [])]
 
 
 # -- the flush loop ------------------------------------------------------------
@@ -207,7 +221,8 @@ def _whole_batch_failed(svc: BatchServices, queue: BatchQueue, batch: Batch, exc
         queue.done(batch, held + [_retry_later(item, exc.code) for item in items])
     else:
         for item in items:
-            svc.store.finish_by_id(item["job_id"], State.FAILED, f"Salesforce refused the call: {exc}")
+            for job_id in jobs_of(item):
+                svc.store.finish_by_id(job_id, State.FAILED, f"Salesforce refused the call: {exc}")
         queue.done(batch, held)
     log.warning("salesforce.batch_failed", queue=queue.name, items=len(items), code=exc.code)
 
@@ -216,19 +231,20 @@ def _write_done(svc: BatchServices, item: dict) -> None:
     store = svc.store
     tracked = {f: value_hash(v) for f, v in item["changes"].items() if f in item["tracked"]}
     save_tracked_hashes(store, item["object"], item["record_id"], tracked)
-    job = store.finish_by_id(item["job_id"], State.DONE, fields_written=sorted(item["changes"]))
-    if job is not None:
-        log.info("job.done", job_id=job.id, record_id=job.record_id, fields=sorted(item["changes"]))
+    for job_id in jobs_of(item):
+        job = store.finish_by_id(job_id, State.DONE, fields_written=sorted(item["changes"]))
+        if job is not None:
+            log.info("job.done", job_id=job.id, record_id=job.record_id, fields=sorted(item["changes"]))
 
 
 def _write_refused(svc: BatchServices, item: dict, code: str, message: str) -> None:
-    if code in RECORD_GONE:
-        job = svc.store.finish_by_id(item["job_id"], State.SKIPPED, f"record gone: {code}")
-    else:
-        job = svc.store.finish_by_id(item["job_id"], State.FAILED, f"{code}: {message}")
-    if job is None:
-        return
-    log.info("job.write_refused", job_id=job.id, record_id=job.record_id, code=code, state=job.state)
+    for job_id in jobs_of(item):
+        if code in RECORD_GONE:
+            job = svc.store.finish_by_id(job_id, State.SKIPPED, f"record gone: {code}")
+        else:
+            job = svc.store.finish_by_id(job_id, State.FAILED, f"{code}: {message}")
+        if job is not None:
+            log.info("job.write_refused", job_id=job.id, record_id=job.record_id, code=code, state=job.state)
 
 
 # -- reads -------------------------------------------------------------------
