@@ -25,8 +25,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="crm_enrich_admin",
                       PERMANENT_SESSION_LIFETIME=12 * 3600)
+    store = JobStore.from_url(settings.redis_url)
+    store.migrate_state_index()  # sets of an older version become sorted sets
     app.extensions[EXTENSION] = WebContext(
-        settings=settings, store=JobStore.from_url(settings.redis_url),
+        settings=settings, store=store,
         celery=create_celery(settings, name="crm_enrich_web"))
 
     from . import admin, clodura_callbacks, events, health, metrics, openapi, outbound_message

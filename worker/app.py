@@ -60,6 +60,7 @@ def _check_field_map(**_) -> None:
     refuse to start, naming the field. Mapped Account fields the settings
     keep empty (CLODURA_ORG_COMPONENTS) are only warned about."""
     svc = services()
+    svc.store.migrate_state_index()  # sets of an older version become sorted sets
     problems = check_field_map_at_start(svc.field_map, svc.schema)
     if problems:
         print("crm-enrich: the field map does not fit the org:\n  " + "\n  ".join(problems),

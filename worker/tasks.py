@@ -96,10 +96,12 @@ def flush_salesforce_writes() -> int:
 @shared_task(name=SWEEP_PARKED)
 def sweep_parked_jobs() -> int:
     svc = services()
-    return (parked.resume_parked(svc.store, svc.quota, svc.batches.resume_job)
-            + awaiting.sweep_awaiting(svc, svc.batches.resume_job)
-            + parked.revive_stuck(svc.store, svc.settings, svc.batches.resume_job,
-                                  lambda: parked.queues_idle(svc.store, svc.batches.reads)))
+    moved = (parked.resume_parked(svc.store, svc.quota, svc.batches.resume_job)
+             + awaiting.sweep_awaiting(svc, svc.batches.resume_job)
+             + parked.revive_stuck(svc.store, svc.settings, svc.batches.resume_job,
+                                   lambda: parked.queues_idle(svc.store, svc.batches.reads)))
+    svc.store.trim_state_index()  # entries older than the job hashes they point to
+    return moved
 
 
 @shared_task(name=CHECK_CREDITS)

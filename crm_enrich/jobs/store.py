@@ -117,7 +117,7 @@ class JobStore:
         pipe.set(self.dedupe_key(dedupe_key), job.id, nx=True, ex=dedupe_ttl_s)
         pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
         pipe.expire(self.job_key(job.id), JOB_META_TTL_S)
-        pipe.sadd(self.state_key(State.RECEIVED), job.id)
+        pipe.zadd(self.state_key(State.RECEIVED), {job.id: now})
         pipe.set(keys.record_last_job(object_type, record_id), job.id, ex=JOB_META_TTL_S)
         created, *_ = pipe.execute()
         if not created:  # another request for the same event won the race
@@ -138,7 +138,7 @@ class JobStore:
         pipe.delete(self.job_key(job_id), self.provider_key(job_id))
         pipe.zrem(keys.JOBS_HELD_UNTIL, job_id)
         for state in STATES:
-            pipe.srem(self.state_key(state), job_id)
+            pipe.zrem(self.state_key(state), job_id)
         pipe.execute()
 
     # reading and transitions
@@ -159,8 +159,10 @@ class JobStore:
             setattr(job, name, value)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.job_key(job.id), mapping=self._to_hash(job))
-        pipe.smove(self.state_key(previous), self.state_key(state), job.id)
-        pipe.sadd(self.state_key(state), job.id)  # in case it was in no set
+        # The state index: one sorted set per state, scored by the time the
+        # job entered it (counts per time window, trimmed by the sweeper).
+        pipe.zrem(self.state_key(previous), job.id)
+        pipe.zadd(self.state_key(state), {job.id: job.updated_at})
         if state in HELD and held_until is not None:
             pipe.zadd(keys.JOBS_HELD_UNTIL, {job.id: held_until})
         else:
@@ -217,14 +219,54 @@ class JobStore:
         job.attempts = self.r.hincrby(self.job_key(job.id), "attempts", 1)
         return job.attempts
 
-    def ids_in_state(self, state: State) -> set[str]:
-        return self.r.smembers(self.state_key(state))
+    def ids_in_state(self, state: State) -> list[str]:
+        return self.r.zrange(self.state_key(state), 0, -1)
 
-    def counts_by_state(self) -> dict[str, int]:
+    def counts_by_state(self, since: float | None = None) -> dict[str, int]:
+        """Jobs per state (kept JOB_META_TTL_S), or only those that entered
+        their state since `since`: one command per state either way."""
         pipe = self.r.pipeline()
         for state in STATES:
-            pipe.scard(self.state_key(state))
+            if since is None:
+                pipe.zcard(self.state_key(state))
+            else:
+                pipe.zcount(self.state_key(state), since, "+inf")
         return dict(zip(STATES, pipe.execute(), strict=True))
+
+    def counts_per_bucket(self, state: State, start: float, bucket_s: float, buckets: int) -> list[int]:
+        """Jobs that entered `state` in each of `buckets` windows from `start`."""
+        pipe = self.r.pipeline()
+        for i in range(buckets):
+            pipe.zcount(self.state_key(state), start + i * bucket_s, f"({start + (i + 1) * bucket_s}")
+        return pipe.execute()
+
+    def newest_in_state(self, state: State, count: int) -> list[str]:
+        return self.r.zrevrange(self.state_key(state), 0, count - 1)
+
+    def trim_state_index(self, now: float | None = None) -> int:
+        """Drop index entries older than the job hashes they point to."""
+        cutoff = (now or time.time()) - JOB_META_TTL_S
+        pipe = self.r.pipeline()
+        for state in STATES:
+            pipe.zremrangebyscore(self.state_key(state), "-inf", cutoff)
+        return sum(pipe.execute())
+
+    def migrate_state_index(self) -> int:
+        """Turn the index of an older version (plain sets) into sorted sets,
+        scored now; idempotent, run at start-up."""
+        moved = 0
+        for state in STATES:
+            key = self.state_key(state)
+            if self.r.type(key) != "set":
+                continue
+            members = self.r.smembers(key)
+            pipe = self.r.pipeline(transaction=True)
+            pipe.delete(key)
+            if members:
+                pipe.zadd(key, dict.fromkeys(members, _now()))
+            pipe.execute()
+            moved += len(members)
+        return moved
 
     # provider data (≤ 24 h)
     def save_provider_data(self, job_id: str, name: str, value: Any, fetched_at: float | None = None) -> None:

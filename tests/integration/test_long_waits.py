@@ -69,7 +69,7 @@ def test_a_used_up_window_parks_jobs_instead_of_piling_up_delayed_copies(wstack)
     # Two redelivery timeouts pass while the window is used up.
     wait_for(lambda: time.time() > parked_at + 2 * VISIBILITY_TIMEOUT_S + 2, 30, "two visibility timeouts",
              interval=0.5)
-    assert store.ids_in_state(State.FAILED) == set()
+    assert store.ids_in_state(State.FAILED) == []
     waiting = [j for j in jobs if not store.get(j).final]
     assert waiting, "the window should still hold some jobs back"
     copies = broker_messages_per_job(store.r)

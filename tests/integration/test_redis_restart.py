@@ -12,7 +12,7 @@ from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.conftest import final_job
 
-RECORDS, CONCURRENCY = 60, 3
+RECORDS, CONCURRENCY = 40, 3
 
 
 @pytest.fixture(scope="module")

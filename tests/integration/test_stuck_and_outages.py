@@ -113,3 +113,11 @@ def test_a_provider_outage_parks_jobs_and_every_one_finishes_after_it(scontrol, 
     # that time; with it: the failures that open it, the calls already in
     # flight, and one probe per open period.
     assert len(during) <= BREAKER_FAILURES + 2 * CONCURRENCY + OUTAGE_S // BREAKER_OPEN_S + 2, len(during)
+
+
+def test_the_state_index_is_trimmed_by_the_sweeper_and_counted_by_time(sstore):
+    done = sstore.state_key(State.DONE)
+    sstore.r.zadd(done, {"job-expired-long-ago": time.time() - 8 * 86_400})
+    wait_for(lambda: sstore.r.zscore(done, "job-expired-long-ago") is None, 30, "the sweeper to trim the index")
+    recent = sstore.counts_by_state(since=time.time() - 3600)
+    assert recent[State.DONE] >= 1 and recent[State.DONE] <= sstore.counts_by_state()[State.DONE]
