@@ -35,6 +35,11 @@ def jobs_in_state(state: str) -> str:
     return f"jobs:state:{state}"
 
 
+# Held jobs (deferred, paused) by the time their hold ends: the sweeper
+# queues each again when it is due. A job leaves it when it leaves the hold.
+JOBS_HELD_UNTIL = "jobs:held_until"
+
+
 def dedupe(event_key: str) -> str:
     return f"dedupe:{event_key}"
 
@@ -128,6 +133,21 @@ def clearout_blocked_until(limiter: str, family: str) -> str:
 def clodura_limiter(api_key: str) -> str:
     """The shared limiter's name for one Clodura key (its last six characters)."""
     return f"clodura:{api_key[-6:]}"
+
+
+def breaker(provider: str) -> str:
+    """A provider's circuit breaker: failures in a row, open_until."""
+    return f"breaker:{provider}"
+
+
+def breaker_probe(provider: str) -> str:
+    """Held by the one call that probes a provider whose breaker was open."""
+    return f"breaker:{provider}:probe"
+
+
+def clodura_poll_limiter(api_key: str) -> str:
+    """The polls' own small share of one Clodura key's limit."""
+    return f"{clodura_limiter(api_key)}:polls"
 
 
 def catch_all_domain(domain: str) -> str:

@@ -3,8 +3,11 @@ and by the web app (which only sends tasks by name and never imports the
 worker's code), and the one way to queue a job: `enqueue_job`."""
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any, Protocol
 
+import redis
 from celery import Celery
 from kombu import Queue
 
@@ -27,6 +30,7 @@ SELECT_RERUN_RECORDS = "crm_enrich.select_rerun_records"
 # Large selections: a Bulk API 2.0 query job, polled, then read set by set.
 POLL_RERUN_QUERY_JOB = "crm_enrich.poll_rerun_query_job"
 READ_RERUN_QUERY_PAGE = "crm_enrich.read_rerun_query_page"
+RECONCILE = "crm_enrich.reconcile_unenriched"
 
 # New records' work and bulk work (re-runs, backfills) wait in separate
 # queues that every worker consumes in turn, so a backfill of 50,000
@@ -63,10 +67,16 @@ def enqueue_jobs(sender: TaskSender, job_ids: list[str], source: str, **options:
                          queue=queue_for(source), **options)
 
 
-# Tasks are short (waits are parked in Redis, never slept), so an unacked
-# task whose worker machine died can be redelivered after minutes, not the
-# default hour. Must stay above the longest task run plus any countdown.
-VISIBILITY_TIMEOUT_S = 300
+# No task runs longer (Celery kills it): locks that guard a call live longer.
+TASK_TIME_LIMIT_S = 240
+TASK_SOFT_TIME_LIMIT_S = 200
+
+# Delete a lock only if it is still ours (it may have expired and been
+# taken by someone else meanwhile).
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -78,8 +88,34 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "task_annotations": annotations,
         "broker_url": settings.redis_url,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # Tasks are short (waits are parked in Redis, never slept), so an
+        # unacked task whose worker machine died is redelivered after
+        # VISIBILITY_TIMEOUT_S (minutes, not the default hour); no countdown
+        # is longer than half of it. Unacked messages are checked for
+        # redelivery at least every tenth of it.
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
+            "unacked_restore_throttle": 1,
+            "health_check_interval": 10,
+            "socket_keepalive": True,
+            "retry_on_timeout": True,
+        },
         "broker_connection_retry_on_startup": True,
+        # Redis restarts: keep reconnecting for ever; cancel the tasks that
+        # were running when the connection went (their messages are
+        # redelivered, and the job lock and JobMemory make a replay safe)
+        # rather than let them ack into a connection that is gone; find a
+        # dead connection by health checks instead of waiting on it.
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        "broker_channel_error_retry": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A publish (a retry, a resumed job) outlives a Redis restart of
+        # up to about half a minute.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 12, "interval_start": 0.5, "interval_step": 1,
+                                      "interval_max": 4},
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_backend": None,
@@ -91,8 +127,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": URGENT_QUEUE,
         "task_queues": [Queue(URGENT_QUEUE), Queue(BULK_QUEUE)],
-        "task_time_limit": 240,
-        "task_soft_time_limit": 200,
+        "task_time_limit": TASK_TIME_LIMIT_S,
+        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_S,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
@@ -102,3 +138,45 @@ def create_celery(settings: Settings, name: str = "crm_enrich") -> Celery:
     app = Celery(name)
     app.conf.update(celery_config(settings))
     return app
+
+
+def redis_durability_problems(client: redis.Redis) -> list[str]:
+    """What makes this Redis unsafe as our broker and store: a restart
+    without AOF loses queued tasks and jobs; eviction drops them silently."""
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("maxmemory-policy")}
+    except redis.ResponseError as exc:
+        return [f"cannot read its configuration ({exc}); check appendonly and maxmemory-policy yourself"]
+    problems = []
+    if config.get("appendonly") != "yes":
+        problems.append("it does not persist (appendonly is not yes): a restart loses every queued task "
+                        "and job; set appendonly yes")
+    if config.get("maxmemory-policy") != "noeviction":
+        problems.append(f"it may evict keys when memory is full (maxmemory-policy "
+                        f"{config.get('maxmemory-policy')}): set maxmemory-policy noeviction")
+    return problems
+
+
+def exit_on_unsafe_redis(settings: Settings, wait_s: float = 30.0) -> None:
+    """For process start-up (web, worker, beat): refuse a Redis that does not
+    persist or may evict, unless REDIS_RISK_ACCEPTED says so. Redis may still
+    be starting: it is given `wait_s` to answer."""
+    if settings.redis_risk_accepted:
+        return
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_connect_timeout=2,
+                                  socket_timeout=5)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            problems = redis_durability_problems(client)
+            break
+        except redis.ConnectionError as exc:
+            if time.monotonic() > deadline:
+                problems = [f"it does not answer ({exc})"]
+                break
+            time.sleep(1)
+    if problems:
+        print("crm-enrich: Redis at REDIS_URL is not safe for our queues and jobs:\n  "
+              + "\n  ".join(problems)
+              + "\nFix it, or set REDIS_RISK_ACCEPTED=true to run anyway.", file=sys.stderr, flush=True)
+        raise SystemExit(3)

@@ -26,6 +26,11 @@ def texts(reply: list[bytes | str]) -> list[str]:
     return cast("list[str]", reply)
 
 
+def members(reply: object) -> list[str]:
+    """A ZRANGE / ZREVRANGE answer without scores."""
+    return cast(list[str], reply)
+
+
 def text_set(reply: set[bytes | str]) -> set[str]:
     """A set's members (SMEMBERS)."""
     return cast("set[str]", reply)

@@ -37,13 +37,15 @@ _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 def parse_rate_limits(text: str) -> list[tuple[int, int]]:
-    """'10/second;100/minute;2000/day' -> [(10, 1), (100, 60), (2000, 86400)]"""
+    """'10/second;100/minute;2000/day' -> [(10, 1), (100, 60), (2000, 86400)];
+    a window may also be given in seconds: '30/40s' -> [(30, 40)]."""
     limits = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         count, _, unit = part.partition("/")
-        if unit not in _UNIT_SECONDS or not count.strip().isdigit() or int(count) < 1:
-            raise ValueError(f"'{part}' is not of the form N/second|minute|hour|day")
-        limits.append((int(count), _UNIT_SECONDS[unit]))
+        window = _UNIT_SECONDS.get(unit) or (int(unit[:-1]) if unit.endswith("s") and unit[:-1].isdigit() else 0)
+        if window < 1 or not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"'{part}' is not of the form N/second|minute|hour|day or N/<seconds>s")
+        limits.append((int(count), window))
     if not limits:
         raise ValueError("no limits given")
     return limits
@@ -85,6 +87,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
     redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    # At start-up every process refuses a Redis without AOF persistence or
+    # with a maxmemory-policy other than noeviction, unless this is true.
+    redis_risk_accepted: bool = False
     public_base_url: HttpUrl
 
     clodura_api_key: str = Field(min_length=1)
@@ -203,6 +208,25 @@ class Settings(BaseSettings):
     refresh_interval_s: float = Field(default=86_400, ge=1, le=7 * 86_400)
     refresh_budget_share: float = Field(default=0.3, gt=0, le=1)
     sweep_interval_s: float = Field(default=30, ge=0.5, le=3600)
+    # Reconciliation: every RECONCILE_INTERVAL_S (0: off) records created in
+    # the last RECONCILE_LOOKBACK_DAYS that we never enriched are queued.
+    reconcile_interval_s: float = Field(default=3600, ge=0, le=7 * 86_400)
+    reconcile_lookback_days: int = Field(default=2, ge=1, le=30)
+    # Redis (the broker) hands an unacknowledged message back after this
+    # long, so no task may count down more than half of it: longer waits are
+    # parked in Redis with a due time the sweeper acts on.
+    visibility_timeout_s: int = Field(default=300, ge=4, le=86_400)
+    # A passing error is retried (backoff, then parked) until this long after
+    # the job first met it; then the job fails with its reason.
+    retry_deadline_s: float = Field(default=6 * 3600, ge=1)
+    # A job not final, not parked and untouched this long (while the task
+    # queues are empty) is queued again, at most STUCK_MAX_REVIVALS times.
+    stuck_after_s: float = Field(default=600, ge=1)
+    stuck_max_revivals: int = Field(default=3, ge=1)
+    # A provider that failed BREAKER_FAILURES times in a row (5xx, timeouts)
+    # gets no calls for BREAKER_OPEN_S; then one probe call at a time.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_s: float = Field(default=60, ge=1, le=3600)
     credits_check_interval_s: float = Field(default=300, ge=0.5, le=86400)
 
     # Where a process keeps its own files (beat's schedule): one directory
@@ -265,6 +289,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _stuck_after_outlasts_countdowns(self) -> Settings:
+        if self.stuck_after_s <= self.max_countdown_s:
+            raise ValueError("STUCK_AFTER_S must be longer than half of VISIBILITY_TIMEOUT_S "
+                             "(the longest a task may wait in the broker)")
+        return self
+
+    @model_validator(mode="after")
     def _one_salesforce_auth(self) -> Settings:
         jwt = self.salesforce_username and self.salesforce_private_key_file
         if not (self.salesforce_client_secret or jwt):
@@ -280,6 +311,11 @@ class Settings(BaseSettings):
     def callback_token_max_age_s(self) -> int:
         # Long enough for Clodura's last redelivery after our give-up time.
         return self.verify_give_up_after_s + 900
+
+    @property
+    def max_countdown_s(self) -> float:
+        """The longest a task may be delayed in the broker."""
+        return self.visibility_timeout_s / 2
 
     @property
     def clodura_limits(self) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import configure_logging
-from crm_enrich.queues import create_celery
+from crm_enrich.queues import create_celery, exit_on_unsafe_redis
 from crm_enrich.settings import Settings, exit_on_bad_settings
 
 from .context import EXTENSION, WebContext
@@ -17,6 +17,7 @@ from .context import EXTENSION, WebContext
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or exit_on_bad_settings()
     configure_logging(settings.log_level)
+    exit_on_unsafe_redis(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["SECRET_KEY"] = settings.secret_key
@@ -25,13 +26,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="crm_enrich_admin",
                       PERMANENT_SESSION_LIFETIME=12 * 3600)
+    store = JobStore.from_url(settings.redis_url)
+    store.migrate_state_index()  # sets of an older version become sorted sets
     if settings.trusted_proxy_hops:
         # The client address (SALESFORCE_ALLOWED_NETWORKS) is the one the
         # nearest trusted proxies saw, not the proxy's own.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops,  # type: ignore[method-assign]
                                 x_proto=settings.trusted_proxy_hops)
     app.extensions[EXTENSION] = WebContext(
-        settings=settings, store=JobStore.from_url(settings.redis_url),
+        settings=settings, store=store,
         celery=create_celery(settings, name="crm_enrich_web"))
 
     from . import admin, clodura_callbacks, events, health, metrics, openapi, outbound_message

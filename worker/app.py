@@ -8,11 +8,13 @@ from __future__ import annotations
 import sys
 
 from celery.signals import worker_init
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import RedisError
 
 from crm_enrich.field_map import FieldMapError, load_field_map
 from crm_enrich.flow.account import component_warnings
 from crm_enrich.logs import configure_logging, log
-from crm_enrich.queues import create_celery
+from crm_enrich.queues import create_celery, exit_on_unsafe_redis
 from crm_enrich.salesforce.schema import check_field_map_at_start, save_field_map_check
 from crm_enrich.settings import exit_on_bad_settings
 
@@ -20,8 +22,33 @@ from . import heartbeat, operation_tasks, tasks
 from .schedule import beat_schedule
 from .services import services
 
+
+def _survive_restore_after_connection_loss() -> None:
+    """kombu's Redis channel, closed because the connection to Redis was
+    lost, tries to put its unacknowledged messages back and dies in
+    `_connparams` (AttributeError: 'NoneType' object has no attribute
+    'hostname'), taking the whole worker with it ("Unrecoverable error").
+    Those messages are still in the broker's `unacked` hash, which Redis
+    keeps (AOF), and come back by themselves after VISIBILITY_TIMEOUT_S: the
+    restore may be skipped safely, and the worker reconnects instead."""
+    original = kombu_redis.QoS.restore_unacked
+
+    def restore_unacked(self, client=None):
+        try:
+            return original(self, client)
+        except (AttributeError, RedisError) as exc:
+            self._delivered.clear()
+            log.warning("broker.restore_skipped", error=type(exc).__name__,
+                        note="unacked messages come back after the visibility timeout")
+            return None
+
+    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]  # a bug fix, see above
+
+
+_survive_restore_after_connection_loss()
 settings = exit_on_bad_settings()
 configure_logging(settings.log_level)
+exit_on_unsafe_redis(settings)  # the worker and beat alike
 app = create_celery(settings)
 app.conf.beat_schedule = beat_schedule(settings)
 # `celery beat` without --schedule keeps its schedule here (DATA_DIR), and
@@ -43,6 +70,7 @@ def _check_field_map(**_) -> None:
     only warned about."""
     try:
         svc = services()
+        svc.store.migrate_state_index()  # sets of an older version become sorted sets
         field_map = load_field_map(svc.settings.field_map)
     except FieldMapError as exc:  # a typo in our own file: never start
         print(f"crm-enrich: the field map is invalid: {exc}", file=sys.stderr, flush=True)

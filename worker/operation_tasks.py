@@ -14,10 +14,11 @@ from crm_enrich.backoff import backoff_s
 from crm_enrich.flow.record import fields_to_read
 from crm_enrich.flow.services import Services
 from crm_enrich.logs import log
-from crm_enrich.operations import estimate, refresh, reverify, runs, selection
+from crm_enrich.operations import estimate, reconcile, refresh, reverify, runs, selection
 from crm_enrich.queues import (
     POLL_RERUN_QUERY_JOB,
     READ_RERUN_QUERY_PAGE,
+    RECONCILE,
     REFRESH_OLD_RECORDS,
     REVERIFY_OLD_EMAILS,
     SELECT_RERUN_RECORDS,
@@ -30,7 +31,12 @@ from .services import enqueue_many, services
 
 
 def _send(name: str, args: list, countdown: float | None = None) -> None:
-    current_app.send_task(name, args=args, countdown=countdown)
+    current_app.send_task(name, args=args, countdown=_bounded(countdown))
+
+
+def _bounded(countdown: float | None) -> float | None:
+    """No delayed message outlives half the broker's visibility timeout."""
+    return None if countdown is None else min(countdown, services().settings.max_countdown_s)
 
 
 def _load_run(run_id: str) -> tuple[Services, dict]:
@@ -46,12 +52,12 @@ def _wait_for_allocation(task, svc: Services, run_id: str) -> None:
     retries are not used up)."""
     if not svc.batches.guard.may_call(urgent=False):
         log.info("run.waiting_for_allocation", run_id=run_id)
-        raise task.retry(countdown=selection.ALLOCATION_WAIT_S, max_retries=None)
+        raise task.retry(countdown=_bounded(selection.ALLOCATION_WAIT_S), max_retries=None)
 
 
 def _retry_or_fail(task, svc: Services, run_id: str, exc: SalesforceFailure) -> int:
     if exc.retryable and task.request.retries < task.max_retries:
-        raise task.retry(countdown=backoff_s(task.request.retries, cap=120, jitter=False))
+        raise task.retry(countdown=_bounded(backoff_s(task.request.retries, cap=120, jitter=False)))
     return selection.fail_run(svc.store, run_id, str(exc), exc.code)
 
 
@@ -206,7 +212,7 @@ def reverify_old_emails(self) -> str:
             result = reverify.start_reverify(svc, lambda name, args: _send(name, args))
         except SalesforceFailure as exc:
             if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=backoff_s(self.request.retries, cap=60, jitter=False)) from None
+                raise self.retry(countdown=_bounded(backoff_s(self.request.retries, cap=60, jitter=False))) from None
             result = {"outcome": "failed", "error": str(exc)[:300]}
         reverify.record_trigger(r, result)
     finally:
@@ -214,4 +220,12 @@ def reverify_old_emails(self) -> str:
             lock.release()
     log.info("reverify.triggered", outcome=result["outcome"], allowance=result.get("allowance"),
              selected=result.get("selected"), runs=result.get("runs"))
+    return result["outcome"]
+
+
+@shared_task(name=RECONCILE)
+def reconcile_unenriched() -> str:
+    """Queue the records created lately that nothing enriched (their
+    Outbound Message lost, their job lost with a Redis)."""
+    result = reconcile.start_reconcile(services(), lambda name, args: _send(name, args))
     return result["outcome"]

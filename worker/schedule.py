@@ -9,6 +9,7 @@ from crm_enrich.queues import (
     FLUSH_READS,
     FLUSH_WRITES,
     HEARTBEAT,
+    RECONCILE,
     REFRESH_OLD_RECORDS,
     REVERIFY_OLD_EMAILS,
     SWEEP_PARKED,
@@ -33,6 +34,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                              "options": {"expires": HEARTBEAT_EVERY_S * 2}},
         **reverify_schedule(settings),
         **refresh_schedule(settings),
+        **reconcile_schedule(settings),
     }
 
 
@@ -44,6 +46,16 @@ def refresh_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {"refresh-old-records": {
         "task": REFRESH_OLD_RECORDS, "schedule": settings.refresh_interval_s,
         "options": {"queue": BULK_QUEUE, "expires": settings.refresh_interval_s}}}
+
+
+def reconcile_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The safety net (crm_enrich/operations/reconcile.py): bulk work, and a
+    trigger still waiting when the next is due expires."""
+    if not settings.reconcile_interval_s:
+        return {}
+    return {"reconcile-unenriched": {
+        "task": RECONCILE, "schedule": settings.reconcile_interval_s,
+        "options": {"queue": BULK_QUEUE, "expires": settings.reconcile_interval_s}}}
 
 
 def reverify_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ from crm_enrich.field_map import load_field_map
 from crm_enrich.flow.services import Services
 from crm_enrich.jobs.changes import ChangeLog
 from crm_enrich.jobs.store import JobStore
+from crm_enrich.providers.breaker import CircuitBreaker
 from crm_enrich.providers.cache import ProviderCache
 from crm_enrich.providers.clearout import ClearoutClient, HeaderFedLimiter
 from crm_enrich.providers.clodura import CloduraClient
@@ -28,6 +29,10 @@ _services: tuple[int, Services] | None = None
 
 
 def send_task(name: str, countdown: float = 0, args: list | None = None, queue: str | None = None) -> None:
+    """A flusher's longer waits (a paused allocation, a lease) come back
+    sooner and look again: no delayed message outlives half the broker's
+    visibility timeout."""
+    countdown = min(countdown, get_settings().max_countdown_s)
     current_app.send_task(name, args=args or [], countdown=countdown or None, queue=queue)
 
 
@@ -87,6 +92,7 @@ def build_services() -> Services:
         clearout = ClearoutClient(
             str(settings.clearout_base_url), settings.clearout_api_token,
             HeaderFedLimiter(store.r, settings.clearout_api_token[-6:]),
+            breaker=CircuitBreaker(store.r, "clearout", settings.breaker_failures, settings.breaker_open_s),
             on_answer=lambda endpoint, status: counters.incr(
                 store.r, "provider_calls", provider="clearout", endpoint=endpoint, status=status))
     schema = OrgSchema(store.r, batches.salesforce)
@@ -94,6 +100,7 @@ def build_services() -> Services:
         settings=settings,
         clodura=CloduraClient(
             str(settings.clodura_base_url), settings.clodura_api_key, limiter,
+            breaker=CircuitBreaker(store.r, "clodura", settings.breaker_failures, settings.breaker_open_s),
             on_answer=lambda endpoint, status: counters.incr(
                 store.r, "provider_calls", provider="clodura", endpoint=endpoint, status=status)),
         # Without the mappings the org cannot take (worker/app.py warns of them).

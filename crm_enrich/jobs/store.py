@@ -26,9 +26,9 @@ from typing import Any
 import redis
 
 from crm_enrich import counters, keys
-from crm_enrich.jobs.state import FINAL, STATES, JobMoved, SkipReason, State, check_move
+from crm_enrich.jobs.state import FINAL, HELD, STATES, JobMoved, SkipReason, State, check_move
 from crm_enrich.logs import log, mask_text
-from crm_enrich.redis_typing import hash_fields, text_hash, text_set, texts
+from crm_enrich.redis_typing import hash_fields, members, text_hash, text_set, texts
 
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
@@ -94,17 +94,23 @@ class Job:
         )
 
 
-# Compare and set: write the job's new hash and move it between state sets
-# only if the stored state is still the one the caller read. Answers the
-# stored state as it was (nil if the job is gone).
+# Compare and set: write the job's new hash and move it in the state index
+# (sorted sets scored by the time the job entered each state) only if the
+# stored state is still the one the caller read. Answers the stored state as
+# it was (nil if the job is gone). KEYS: the job, the old state's set, the
+# new one's, the held-until index. ARGV: expected state, job id, now, the
+# hold's end or "", "1" when the move is progress (the retry deadline and
+# the stuck-job count start again), then the hash's fields and values.
 _MOVE = """
 local stored = redis.call('HGET', KEYS[1], 'state')
 if stored ~= ARGV[1] then return stored end
 local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('SMOVE', KEYS[2], KEYS[3], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2]) else redis.call('ZREM', KEYS[4], ARGV[2]) end
+if ARGV[5] == '1' then redis.call('HDEL', KEYS[1], 'failing_since', 'revivals') end
 return stored
 """
 
@@ -147,7 +153,7 @@ for i, spec in ipairs(jobs) do
   if claimed then
     redis.call('HSET', job, unpack(fields))
     redis.call('EXPIRE', job, meta_ttl)
-    redis.call('SADD', state_set, id)
+    redis.call('ZADD', state_set, ARGV[4], id)
     redis.call('SET', last, id, 'EX', meta_ttl)
     out[i] = id
   else
@@ -244,7 +250,8 @@ class JobStore:
                 fields = [part for name, value in self._to_hash(job).items()
                           for part in (name, value if isinstance(value, str) else repr(value))]
                 specs.append([job.id, stale.get(i, ""), fields])
-            answers = self._create(keys=script_keys, args=[dedupe_ttl_s, JOB_META_TTL_S, json.dumps(specs)])
+            answers = self._create(keys=script_keys,
+                                   args=[dedupe_ttl_s, JOB_META_TTL_S, json.dumps(specs), now])
             lost = {}
             for i, job, answer in zip(to_create, jobs, answers, strict=True):
                 if answer == job.id:
@@ -288,8 +295,9 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         pipe = self.r.pipeline()
         pipe.delete(self.job_key(job_id), self.provider_key(job_id))
+        pipe.zrem(keys.JOBS_HELD_UNTIL, job_id)
         for state in STATES:
-            pipe.srem(self.state_key(state), job_id)
+            pipe.zrem(self.state_key(state), job_id)
         pipe.execute()
 
     # reading and transitions
@@ -297,12 +305,14 @@ class JobStore:
         raw = text_hash(self.r.hgetall(self.job_key(job_id)))
         return Job.from_hash(raw) if raw else None
 
-    def transition(self, job: Job, state: str, **changes: Any) -> Job:
+    def transition(self, job: Job, state: str, held_until: float | None = None, **changes: Any) -> Job:
         """Move the job to `state`, recording the step and any other changes
         in one write. IllegalMove if the table forbids the move; JobMoved
         (and nothing written) if the stored job is no longer in the state
         this copy was read in: the flush, the sweeper and a task may each
-        hold a copy, and the last writer must not undo an earlier move."""
+        hold a copy, and the last writer must not undo an earlier move. A
+        held state may say when the hold ends (`held_until`); the sweeper
+        acts on it."""
         target = check_move(job.state, state)
         previous = job.state
         ending = target in FINAL_STATES and previous not in FINAL_STATES
@@ -314,8 +324,11 @@ class JobStore:
         moved = replace(job, state=target, updated_at=now, steps=[*job.steps, {"state": target, "t": now}],
                         **changes)
         fields = [str(x) for pair in self._to_hash(moved).items() for x in pair]
-        stored = self._move(keys=[self.job_key(job.id), self.state_key(previous), self.state_key(target)],
-                            args=[previous, job.id, *fields])
+        hold = held_until if target in HELD and held_until is not None else None
+        progress = target != previous and target not in HELD and target != State.RECEIVED
+        stored = self._move(
+            keys=[self.job_key(job.id), self.state_key(previous), self.state_key(target), keys.JOBS_HELD_UNTIL],
+            args=[previous, job.id, now, "" if hold is None else hold, "1" if progress else "0", *fields])
         if stored != previous:
             raise JobMoved(previous, stored, target)
         job.__dict__.update(moved.__dict__)
@@ -359,28 +372,85 @@ class JobStore:
         job = self.get(job_id)
         return job if job is not None and self.finish(job, state, reason, detail, **changes) else None
 
-    def note_error(self, job: Job, error: str) -> Job:
+    def note_error(self, job: Job, error: str) -> float:
         """Record a passing error without moving the job (it will be
-        retried). The state is left as the store holds it."""
+        retried; the state is left as the store holds it); answers how long
+        the job has been failing since it last made progress."""
         job.last_error = error
         job.updated_at = _now()
         job.steps.append({"state": job.state, "t": job.updated_at})
-        self.r.hset(self.job_key(job.id), mapping={"last_error": error, "updated_at": job.updated_at,
-                                                   "steps": json.dumps(job.steps)})
-        return job
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.job_key(job.id), mapping={"last_error": mask_text(error), "updated_at": job.updated_at,
+                                                 "steps": json.dumps(job.steps)})
+        pipe.hsetnx(self.job_key(job.id), "failing_since", job.updated_at)
+        pipe.hget(self.job_key(job.id), "failing_since")
+        *_, since = pipe.execute()
+        return job.updated_at - float(since or job.updated_at)
+
+    def held_until(self, job_id: str) -> float | None:
+        """When a held job's hold ends, if it said."""
+        score = self.r.zscore(keys.JOBS_HELD_UNTIL, job_id)
+        return float(score) if score is not None else None
+
+    def touch(self, job_id: str) -> None:
+        self.r.hset(self.job_key(job_id), "updated_at", _now())
+
+    def count_revival(self, job_id: str) -> int:
+        return int(self.r.hincrby(self.job_key(job_id), "revivals", 1))
 
     def count_attempt(self, job: Job) -> int:
         job.attempts = self.r.hincrby(self.job_key(job.id), "attempts", 1)
         return job.attempts
 
-    def ids_in_state(self, state: State) -> set[str]:
-        return text_set(self.r.smembers(self.state_key(state)))
+    def ids_in_state(self, state: State) -> list[str]:
+        """Oldest first (by the time each job entered the state)."""
+        return members(self.r.zrange(self.state_key(state), 0, -1))
 
-    def counts_by_state(self) -> dict[str, int]:
+    def counts_by_state(self, since: float | None = None) -> dict[str, int]:
+        """Jobs per state (kept JOB_META_TTL_S), or only those that entered
+        their state since `since`: one command per state either way."""
         pipe = self.r.pipeline()
         for state in STATES:
-            pipe.scard(self.state_key(state))
+            if since is None:
+                pipe.zcard(self.state_key(state))
+            else:
+                pipe.zcount(self.state_key(state), since, "+inf")
         return dict(zip(STATES, pipe.execute(), strict=True))
+
+    def counts_per_bucket(self, state: State, start: float, bucket_s: float, buckets: int) -> list[int]:
+        """Jobs that entered `state` in each of `buckets` windows from `start`."""
+        pipe = self.r.pipeline()
+        for i in range(buckets):
+            pipe.zcount(self.state_key(state), start + i * bucket_s, f"({start + (i + 1) * bucket_s}")
+        return pipe.execute()
+
+    def newest_in_state(self, state: State, count: int) -> list[str]:
+        return members(self.r.zrevrange(self.state_key(state), 0, count - 1))
+
+    def trim_state_index(self, now: float | None = None) -> int:
+        """Drop index entries older than the job hashes they point to."""
+        cutoff = (now or time.time()) - JOB_META_TTL_S
+        pipe = self.r.pipeline()
+        for state in STATES:
+            pipe.zremrangebyscore(self.state_key(state), "-inf", cutoff)
+        return sum(pipe.execute())
+
+    def migrate_state_index(self) -> int:
+        """Turn the index of an older version (plain sets) into sorted sets,
+        scored now; idempotent, run at start-up."""
+        moved = 0
+        for state in STATES:
+            key = self.state_key(state)
+            if self.r.type(key) != "set":
+                continue
+            old = text_set(self.r.smembers(key))
+            pipe = self.r.pipeline(transaction=True)
+            pipe.delete(key)
+            if old:
+                pipe.zadd(key, dict.fromkeys(old, _now()))
+            pipe.execute()
+            moved += len(old)
+        return moved
 
     # provider data (≤ 24 h)
     def save_provider_data(self, job_id: str, name: str, value: Any, fetched_at: float | None = None) -> None:

@@ -8,27 +8,33 @@ from crm_enrich import keys
 from crm_enrich.flow.intake import Enqueue, InboundRecord, accept_records
 from crm_enrich.jobs.state import State
 from crm_enrich.jobs.store import JobStore
+from crm_enrich.redis_typing import members
 
 FAILED_LIST_LIMIT = 200
 FAILED_SCAN_MAX = 20_000
 
 
 def failed_jobs(store: JobStore, limit: int = FAILED_LIST_LIMIT, include_replayed: bool = True) -> list[dict]:
-    ids = []
-    for job_id in store.r.sscan_iter(JobStore.state_key(State.FAILED), count=1000):
-        ids.append(job_id)
-        if len(ids) >= FAILED_SCAN_MAX:
+    """The newest failed jobs, read page by page from the state index (scored
+    by the time each failed) until `limit` are found."""
+    rows: list[dict] = []
+    key = JobStore.state_key(State.FAILED)
+    page = max(limit, 50)
+    for offset in range(0, FAILED_SCAN_MAX, page):
+        ids = members(store.r.zrevrange(key, offset, offset + page - 1))
+        if not ids:
             break
-    pipe = store.r.pipeline()
-    for job_id in ids:
-        pipe.hmget(JobStore.job_key(job_id), "object", "record_id", "last_error", "updated_at",
-                   "state", "replayed_by")
-    rows = []
-    for job_id, (obj, rid, err, updated, state, replayed_by) in zip(ids, pipe.execute() if ids else [], strict=True):
-        if state != "failed" or (replayed_by and not include_replayed):
-            continue
-        rows.append({"id": job_id, "object": obj, "recordId": rid, "lastError": err or None,
-                     "updatedAt": float(updated) if updated else None, "replayedBy": replayed_by or None})
+        pipe = store.r.pipeline()
+        for job_id in ids:
+            pipe.hmget(JobStore.job_key(job_id), "object", "record_id", "last_error", "updated_at",
+                       "state", "replayed_by")
+        for job_id, (obj, rid, err, updated, state, replayed_by) in zip(ids, pipe.execute(), strict=True):
+            if state != "failed" or (replayed_by and not include_replayed):
+                continue
+            rows.append({"id": job_id, "object": obj, "recordId": rid, "lastError": err or None,
+                         "updatedAt": float(updated) if updated else None, "replayedBy": replayed_by or None})
+        if len(rows) >= limit:
+            break
     rows.sort(key=lambda row: row["updatedAt"] or 0, reverse=True)
     return rows[:limit]
 

@@ -19,8 +19,10 @@ REVERIFY_KIND = "reverify"
 # Started by beat too (crm_enrich/operations/refresh.py): records enriched
 # long ago are enriched again.
 REFRESH_KIND = "refresh"
+# Started by beat (crm_enrich/operations/reconcile.py): records we never enriched.
+RECONCILE_KIND = "reconcile"
 SOURCE_FOR_KIND = {"rerun": "rerun", "backfill": "backfill", REVERIFY_KIND: REVERIFY_SOURCE,
-                   REFRESH_KIND: "refresh"}
+                   REFRESH_KIND: "refresh", RECONCILE_KIND: RECONCILE_KIND}
 
 
 class InvalidRequest(ValueError):

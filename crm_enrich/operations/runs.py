@@ -18,7 +18,7 @@ from crm_enrich.jobs.store import JobStore
 from crm_enrich.queues import SELECT_RERUN_RECORDS
 from crm_enrich.redis_typing import hash_fields
 
-from .operator_input import SOURCE_FOR_KIND, RerunRequest
+from .operator_input import RECONCILE_KIND, SOURCE_FOR_KIND, RerunRequest
 
 # What a dry run answers (crm_enrich/operations/estimate.py), kept on its run.
 ESTIMATE_FIELDS = ("records", "priced", "credits", "estimatedCredits", "needs")
@@ -48,6 +48,8 @@ def queue_run_records(store: JobStore, enqueue: Enqueue, run_id: str, kind: str,
     """Make (or find again) a job per record for this run; safe to repeat:
     the dedupe key is the run and the record. Answers how many are queued."""
     source = SOURCE_FOR_KIND.get(kind, "rerun")
+    if kind == RECONCILE_KIND:
+        record_ids = without_known_job(store, object_type, record_ids)
     force = store.r.hget(run_key(run_id), "force") == "1"
     result = accept_records(store, enqueue, [
         InboundRecord(dedupe_key=keys.run_record(run_id, rid), object_type=object_type,
@@ -62,6 +64,15 @@ def queue_run_records(store: JobStore, enqueue: Enqueue, run_id: str, kind: str,
     *_, queued = pipe.execute()
     store.r.hset(run_key(run_id), "queued", queued)
     return queued
+
+
+def without_known_job(store: JobStore, object_type: str, record_ids: list[str]) -> list[str]:
+    """The records we have no job for: none in flight, none finished in the
+    last days (a skipped or failed one is the operator's to re-run)."""
+    if not record_ids:
+        return []
+    known = store.r.mget([keys.record_last_job(object_type, rid) for rid in record_ids])
+    return [rid for rid, job_id in zip(record_ids, known, strict=True) if not job_id]
 
 
 def start_rerun(store: JobStore, enqueue: Enqueue,

@@ -16,9 +16,14 @@ from typing import Any
 import redis
 
 from crm_enrich import keys
+from crm_enrich.queues import RELEASE_LOCK, TASK_TIME_LIMIT_S
 
-COALESCE_LOCK_MS = 30_000
+# Held for the whole call: longer than any call can last (none outlives its
+# task), so a slow answer (a Clearout verify may take minutes) is never
+# asked for a second time by a job that thought the first caller gone.
+COALESCE_LOCK_MS = TASK_TIME_LIMIT_S * 1000
 COALESCE_WAIT_S = 2.0
+COALESCE_RECHECK_S = 5.0   # a job that found the request in flight looks again this soon
 
 
 class AnswerPending(Exception):
@@ -84,7 +89,7 @@ class ProviderCache:
                     return cached
                 if not self.r.exists(lock):
                     break  # the other caller failed; try ourselves next time
-            raise AnswerPending(endpoint, max(0.5, self.r.pttl(lock) / 1000))
+            raise AnswerPending(endpoint, min(COALESCE_RECHECK_S, max(0.5, self.r.pttl(lock) / 1000)))
         try:
             value = call()
             fetched_at = time.time()
@@ -92,4 +97,4 @@ class ProviderCache:
                 self.r.set(key, json.dumps({"value": value, "fetched_at": fetched_at}), ex=self.ttl_s)
             return Answer(value, fetched_at, False)
         finally:
-            self.r.delete(lock)
+            self.r.eval(RELEASE_LOCK, 1, lock, owner)

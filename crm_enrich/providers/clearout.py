@@ -23,6 +23,7 @@ import redis
 import requests
 
 from crm_enrich import keys
+from crm_enrich.providers.breaker import CircuitBreaker
 from crm_enrich.providers.errors import ProviderRejected, ProviderUnavailable
 from crm_enrich.providers.rate_limit import RateLimited
 
@@ -142,9 +143,11 @@ def _check_timeout(timeout_ms: int, maximum: int) -> None:
 class ClearoutClient:
     def __init__(self, base_url: str, token: str, limiter: HeaderFedLimiter | None = None,
                  session: requests.Session | None = None,
-                 on_answer: Callable[[str, int], None] | None = None):
+                 on_answer: Callable[[str, int], None] | None = None,
+                 breaker: CircuitBreaker | None = None):
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
+        self.breaker = breaker
         self.on_answer = on_answer
         self.session = session or requests.Session()
         self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
@@ -153,13 +156,23 @@ class ClearoutClient:
               **kwargs) -> tuple[requests.Response, dict]:
         """One request: the limiter is asked first and fed after; answers
         (status, body) for the caller to classify."""
+        if self.breaker:
+            self.breaker.before_call()
         if self.limiter:
             self.limiter.check(family)
         try:
             resp = self.session.request(method, f"{self.base_url}{path}",
                                         timeout=(CONNECT_TIMEOUT_S, read_timeout_s), **kwargs)
         except requests.RequestException as exc:
+            if self.breaker:
+                self.breaker.failed()
             raise ProviderUnavailable(f"clearout {path}: {type(exc).__name__}") from None
+        if self.breaker:
+            # 524 is a verdict slower than its timeout, not an outage.
+            if resp.status_code >= 500 and resp.status_code != 524:
+                self.breaker.failed()
+            else:
+                self.breaker.succeeded()
         if self.limiter:
             self.limiter.observe(family, resp.headers, limited=resp.status_code == 429)
         if self.on_answer:

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import requests
 
+from crm_enrich.providers.breaker import CircuitBreaker
 from crm_enrich.providers.errors import (
     CreditsExhausted,
     DailyQuotaExceeded,
@@ -46,9 +47,11 @@ class VerifyAnswer:
 class CloduraClient:
     def __init__(self, base_url: str, api_key: str, limiter: SharedRateLimiter | None = None,
                  session: requests.Session | None = None,
-                 on_answer: Callable[[str, int], None] | None = None):
+                 on_answer: Callable[[str, int], None] | None = None,
+                 breaker: CircuitBreaker | None = None):
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
+        self.breaker = breaker
         self.on_answer = on_answer
         self.session = session or requests.Session()
         self.session.headers.update({"X-API-KEY": api_key, "Accept": "application/json"})
@@ -61,13 +64,22 @@ class CloduraClient:
 
     def _request(self, method: str, path: str, endpoint: str | None = None, **kwargs) -> requests.Response:
         endpoint = endpoint or path
+        if self.breaker:
+            self.breaker.before_call()
         if self.limiter:
             self.limiter.acquire()
         try:
             resp = self.session.request(method, f"{self.base_url}{path}", timeout=TIMEOUT, **kwargs)
         except requests.RequestException as exc:
+            if self.breaker:
+                self.breaker.failed()
             raise ProviderUnavailable(f"{endpoint}: {type(exc).__name__}") from None
         status = resp.status_code
+        if self.breaker:
+            if status >= 500:
+                self.breaker.failed()
+            else:
+                self.breaker.succeeded()
         if self.on_answer:
             self.on_answer(endpoint, status)
         if status in (200, 202):

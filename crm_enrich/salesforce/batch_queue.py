@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
 
 from crm_enrich import keys
-from crm_enrich.redis_typing import scored
+from crm_enrich.redis_typing import members, scored
 
 # Move due delayed items to pending, then take up to N pending items into
 # this batch's in-flight list; all or nothing. With ARGV[3] = 1, only items
@@ -216,6 +216,16 @@ class BatchQueue:
         flusher's lease ends (should it have died): kept apart from the
         next flush's slot, which a live flusher claims for itself."""
         return bool(self.r.set(self.recovery, "1", nx=True, px=max(1, int(within_s * 1000))))
+
+    def take_delayed(self, belongs: Callable[[dict], bool]) -> list[dict]:
+        """Remove and answer the delayed items `belongs` picks (each only if
+        no flusher took it meanwhile)."""
+        taken = []
+        for raw in members(self.r.zrange(self.delayed, 0, -1)):
+            item = json.loads(raw)
+            if belongs(item) and self.r.zrem(self.delayed, raw):
+                taken.append(item)
+        return taken
 
     def claim_flush_slot(self, within_s: float) -> bool:
         """True for the one caller that should schedule the next flush."""

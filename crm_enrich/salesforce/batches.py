@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from crm_enrich.backoff import backoff_s
 from crm_enrich.field_map import is_blank, rule_allows, value_hash
@@ -116,12 +117,26 @@ def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: st
     was); never a value. `partner_job`: a job whose write should share this
     one's call (a Contact's and its Account's), still on its way; the queue
     waits for it WRITEBACK_MAX_DELAY_S at most."""
-    svc.store.save_provider_data(job_id, WRITE, {
-        "changes": changes, "rules": rules, "verified_email": verified_email,
-        "verification_fields": [f for f in verification_fields if f in changes], "why": why or {},
-        "read_at": read_at})
-    item = {"job_id": job_id, "object": object_type, "record_id": record_id, "fields": sorted(changes),
-            "urgent": urgent, "queued_at": time.time(), "attempt": 0}
+    plan: dict[str, Any] = {"changes": changes, "rules": rules, "verified_email": verified_email,
+            "verification_fields": [f for f in verification_fields if f in changes], "why": why or {},
+            "read_at": read_at}
+    item: dict[str, Any] = {"job_id": job_id, "object": object_type, "record_id": record_id,
+                            "fields": sorted(changes), "urgent": urgent, "queued_at": time.time(), "attempt": 0}
+    # An older write of the same record waiting for its retry would land
+    # after this one, with older values: it is folded in instead (this
+    # item's values win) and its jobs finish with this write.
+    for older in svc.writes.take_delayed(lambda other: (other["object"], other["record_id"])
+                                         == (object_type, record_id)):
+        older_plan = _plans(svc, [older])[older["job_id"]] or {}
+        for part in ("changes", "rules", "why"):
+            plan[part] = {**older_plan.get(part, {}), **plan[part]}
+        plan["verification_fields"] = sorted(set(plan["verification_fields"])
+                                             | set(older_plan.get("verification_fields", [])))
+        plan["read_at"] = min(filter(None, (plan["read_at"], older_plan.get("read_at"))), default=None)
+        item["fields"] = sorted(set(item["fields"]) | set(older["fields"]))
+        item["absorbed"] = [*item.get("absorbed", []), *jobs_of(older)]
+        item["urgent"] = item["urgent"] or older["urgent"]
+    svc.store.save_provider_data(job_id, WRITE, plan)
     _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item, hold_for=partner_job, hold_s=svc.max_delay_s))
 
 
@@ -129,6 +144,11 @@ def burst_coming(svc: BatchServices, queue: BatchQueue, urgent: bool) -> None:
     """Several jobs will soon queue items here: let the first wait for the
     others (in their lane only: a backfill's burst never holds a live record)."""
     queue.cork(BURST, svc.max_delay_s, URGENT if urgent else BULK)
+
+
+def jobs_of(item: dict) -> list[str]:
+    """The job an item was queued for, and those of older items it absorbed."""
+    return [item["job_id"], *item.get("absorbed", [])]
 
 
 # -- the flush loop ------------------------------------------------------------
@@ -255,8 +275,9 @@ def _send_writes(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
     for item in items:
         plan = plans[item["job_id"]]
         if plan is None:
-            svc.store.finish_by_id(item["job_id"], State.FAILED,
-                                   "the planned values expired (kept 24 h at most) before the write")
+            for job_id in jobs_of(item):
+                svc.store.finish_by_id(job_id, State.FAILED,
+                                       "the planned values expired (kept 24 h at most) before the write")
             continue
         # Tracked and always fields are remembered by hash once written: the
         # tracked rule needs it, and the change log tells ours from a person's.
@@ -388,7 +409,8 @@ def _whole_batch_failed(svc: BatchServices, queue: BatchQueue, batch: Batch, exc
         queue.done(batch, held + [_retry_later(item, exc.code) for item in items])
     else:
         for item in items:
-            svc.store.finish_by_id(item["job_id"], State.FAILED, f"Salesforce refused the call: {exc}")
+            for job_id in jobs_of(item):
+                svc.store.finish_by_id(job_id, State.FAILED, f"Salesforce refused the call: {exc}")
         queue.done(batch, held)
     log.warning("salesforce.batch_failed", queue=queue.name, items=len(items), code=exc.code)
 
@@ -397,28 +419,29 @@ def _write_done(svc: BatchServices, item: dict) -> None:
     store = svc.store
     tracked = {f: value_hash(v) for f, v in item["changes"].items() if f in item.get("tracked", ())}
     save_tracked_hashes(store, item["object"], item["record_id"], tracked)
-    # Logged before the job is done: a flush replayed after a crash here
-    # writes again and finds the log already has this job.
+    # Logged before the jobs are done: a flush replayed after a crash here
+    # writes again and finds the log already has the job.
     why = item.get("why") or {}
     (svc.change_log or ChangeLog(store.r)).record_write(
         item["job_id"], item["object"], item["record_id"],
         {name: why.get(name, {}) for name in item["changes"]})
-    job = store.get(item["job_id"])
-    if job is None or not store.finish(job, State.DONE, fields_written=sorted(item["changes"]),
-                                       fields_skipped={**job.fields_skipped, **item.get("skipped", {})}):
-        return
-    log.info("job.done", job_id=job.id, record_id=job.record_id, fields=sorted(item["changes"]),
-             skipped=sorted(item.get("skipped", {})))
+    for job_id in jobs_of(item):
+        job = store.get(job_id)
+        if job is None or not store.finish(job, State.DONE, fields_written=sorted(item["changes"]),
+                                           fields_skipped={**job.fields_skipped, **item.get("skipped", {})}):
+            continue
+        log.info("job.done", job_id=job.id, record_id=job.record_id, fields=sorted(item["changes"]),
+                 skipped=sorted(item.get("skipped", {})))
 
 
 def _write_refused(svc: BatchServices, item: dict, code: str, message: str) -> None:
-    if code in RECORD_GONE:
-        job = svc.store.finish_by_id(item["job_id"], State.SKIPPED, SkipReason.RECORD_GONE, detail=code)
-    else:
-        job = svc.store.finish_by_id(item["job_id"], State.FAILED, f"{code}: {message}")
-    if job is None:
-        return
-    log.info("job.write_refused", job_id=job.id, record_id=job.record_id, code=code, state=job.state)
+    for job_id in jobs_of(item):
+        if code in RECORD_GONE:
+            job = svc.store.finish_by_id(job_id, State.SKIPPED, SkipReason.RECORD_GONE, detail=code)
+        else:
+            job = svc.store.finish_by_id(job_id, State.FAILED, f"{code}: {message}")
+        if job is not None:
+            log.info("job.write_refused", job_id=job.id, record_id=job.record_id, code=code, state=job.state)
 
 
 # -- reads -------------------------------------------------------------------
@@ -448,13 +471,16 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         record = found.get(item["record_id"])
         svc.store.save_provider_data(item["job_id"], "record",
                                      {**(record or {"_missing": True}), READ_AT: time.time()})
-    queue.done(batch, held)
     if len(items) > 1:
         # A burst: their writes will come close together, and so will the
         # reads of the Accounts their Contacts' jobs queue.
         urgent = any(item.get("urgent") for item in items)
         burst_coming(svc, svc.writes, urgent)
         burst_coming(svc, svc.reads, urgent)
+    # Jobs first, then the batch: a flusher dying in between leaves the batch
+    # to be read again (a job queued twice runs once, under its lock), never
+    # a read whose jobs nobody wakes.
     for item in items:
         svc.resume_job(item["job_id"])
+    queue.done(batch, held)
     log.info("salesforce.read_batch", records=len(items), objects=sorted(by_object))

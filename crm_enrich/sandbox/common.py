@@ -22,7 +22,8 @@ class FaultRule:
     """One switch: requests whose path starts with `path` (and whose method
     matches, if given) are delayed by `delay` seconds and, if `status` is
     set, answered with that status and body instead of the real handler.
-    `times` counts down; -1 means until cleared."""
+    `times` counts down; -1 means until cleared. `for_s`, if set, ends the
+    rule that many seconds after it was added (an outage of known length)."""
 
     path: str = "/"
     method: str | None = None
@@ -31,10 +32,13 @@ class FaultRule:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     times: int = 1
+    for_s: float = 0.0
+    added_at: float = field(default_factory=time.time)
 
     def matches(self, method: str, path: str) -> bool:
         return (
             self.times != 0
+            and (not self.for_s or time.time() < self.added_at + self.for_s)
             and path.startswith(self.path)
             and (self.method is None or self.method.upper() == method)
         )

@@ -3,7 +3,11 @@ VERIFY_POLL_AFTER_S and gives up after VERIFY_GIVE_UP_AFTER_S, writing
 "unknown" with the reason. Runs on the provider stack (short deadlines)."""
 from __future__ import annotations
 
+from collections import Counter
+
 from crm_enrich import counters
+from crm_enrich.dev.devstack import wait_for
+from crm_enrich.keys import QUOTA_UNTIL
 from tests.integration.conftest import GIVE_UP_AFTER_S, final_job
 from tests.integration.test_async_results import create_contact, people, states
 
@@ -55,3 +59,40 @@ def test_verdict_that_never_comes_ends_unknown_with_the_reason(pcontrol, pstore)
     assert f"no result from Clodura within {GIVE_UP_AFTER_S} s" in record["Email_Verification_Detail__c"]
     outcomes = async_outcomes(pstore)
     assert outcomes.get(("verify", "gave_up"), 0) + outcomes.get(("verify_deep", "gave_up"), 0) >= 1
+
+
+def verify_polls(control, since: int) -> list[dict]:
+    return [e for e in control.log("clodura", since=since)
+            if e["method"] == "GET" and e["path"].startswith("/api/v1/verify/email/")]
+
+
+def last_seq(control) -> int:
+    return max([e["seq"] for e in control.log("clodura")] or [0])
+
+
+def test_an_overdue_verdict_is_polled_with_backoff_not_on_every_sweep(pcontrol, pstore):
+    ((person, company),) = people("catch_all", 1, skip=30)
+    pcontrol.clodura_webhook_fault("late", times=-1, late_s=600)
+    mark = last_seq(pcontrol)
+    contact_id = create_contact(pcontrol, person, company, with_email=True)
+    job = final_job(pstore, "Contact", contact_id, timeout=GIVE_UP_AFTER_S + 60)
+    assert job.state == "done", job.last_error
+    # The sweeper runs every second from POLL_AFTER_S to GIVE_UP_AFTER_S (6
+    # sweeps); each verification is polled at POLL_AFTER_S, 2x and 4x only.
+    per_verification = Counter(e["path"] for e in verify_polls(pcontrol, mark))
+    assert per_verification and max(per_verification.values()) <= 3, per_verification
+
+
+def test_a_409_answer_to_a_poll_stops_calls_until_the_reset(pcontrol, pstore):
+    ((person, company),) = people("catch_all", 1, skip=31)
+    pcontrol.clodura_webhook_fault("late", times=-1, late_s=600)
+    pcontrol.add_fault("clodura", path="/api/v1/verify/email/", method="GET", status=409,
+                       body={"message": "daily quota exceeded"}, headers={"Retry-After": "3"}, times=1)
+    try:
+        contact_id = create_contact(pcontrol, person, company, with_email=True)
+        wait_for(lambda: pstore.r.get(QUOTA_UNTIL), 30, "the 409 to be heeded: quota exhausted")
+        job = final_job(pstore, "Contact", contact_id, timeout=GIVE_UP_AFTER_S + 60)
+        assert job.state == "done", job.last_error
+    finally:
+        pcontrol.clear_faults("clodura")
+        pstore.r.delete(QUOTA_UNTIL)

@@ -32,7 +32,7 @@ def calls(control, path, since):
 
 
 def account_jobs(store, account_id):
-    ids = set().union(*(store.r.smembers(store.state_key(state)) for state in STATES))
+    ids = set().union(*(store.ids_in_state(state) for state in STATES))
     return [j for j in map(store.get, ids) if j and j.object == "Account" and j.record_id == account_id]
 
 

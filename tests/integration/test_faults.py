@@ -90,3 +90,23 @@ def test_a_message_redelivered_too_often_is_capped(stack):
     verdicts = [tasks.over_delivery_cap(store, "task-poison-1", 0) for _ in range(tasks.MAX_DELIVERIES + 1)]
     assert verdicts == [False] * tasks.MAX_DELIVERIES + [True]
     assert not tasks.over_delivery_cap(store, "task-poison-1", 1)  # a retry is a new attempt
+
+
+def test_a_lock_taken_over_by_another_caller_is_not_released_by_the_first(stack):
+    """Compare-and-delete: a caller whose coalescing lock was taken over
+    (it expired under a slow call) leaves the new owner's lock alone."""
+    from crm_enrich import keys
+    from crm_enrich.providers.cache import COALESCE_LOCK_MS, ProviderCache, canonical_key
+
+    r = stack.redis_client()
+    cache = ProviderCache(r, ttl_s=0)
+    lock = keys.response_in_flight(canonical_key("enrich", {"email": "lock-test@example.com"}))
+
+    def slow_call():
+        r.set(lock, "second-caller", px=60_000)  # as if ours had expired and another took it
+        return {"person": None}
+
+    cache.fetch("enrich", {"email": "lock-test@example.com"}, slow_call, owner="first-caller")
+    assert r.get(lock) == "second-caller"
+    assert COALESCE_LOCK_MS >= 200_000  # longer than any call (a Clearout verify may take minutes)
+    r.delete(lock)

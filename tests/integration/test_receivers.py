@@ -85,11 +85,15 @@ def test_oversized_body_is_refused(stack, store):
     assert nothing_queued(store, nid, rid)
 
 
+# What every process requires of Redis at start-up.
+DURABLE = {"appendonly": "yes", "maxmemory-policy": "noeviction"}
+
+
 def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
     """A web app whose Redis is gone answers 503 and remembers nothing, so
     Salesforce's retry (once Redis is back) is queued, not dropped as a duplicate."""
     port = free_port()
-    redis_server = ValkeyServer(port=port, data_dir=tmp_path / "valkey")
+    redis_server = ValkeyServer(port=port, data_dir=tmp_path / "valkey", config=DURABLE)
     redis_server.start()
     web_port = free_port()
     env = {**stack.env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
@@ -113,7 +117,7 @@ def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
         assert "<Ack>" not in down.text and "soapenv:Server" in down.text
         assert time.monotonic() - started < 10  # well inside Salesforce's 60 s
 
-        redis_server = ValkeyServer(port=port, data_dir=tmp_path / "valkey")
+        redis_server = ValkeyServer(port=port, data_dir=tmp_path / "valkey", config=DURABLE)
         redis_server.start()
         client = redis_server.client(decode_responses=True)
         assert client.get(f"dedupe:om:{nid}") is None

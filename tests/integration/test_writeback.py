@@ -244,3 +244,22 @@ def test_allocation_guard_holds_bulk_work_then_everything(stack, control, store,
         assert control.record("Contact", late_id)["record"]["Title"] == "Waits"
     finally:
         set_org_usage(control, 0)
+
+
+def test_a_newer_write_absorbs_an_older_one_waiting_for_its_retry(control, store, writes):
+    (rid,) = contacts(control, 1)
+    control.http.post(f"{control.sf}/_sandbox/salesforce/record-faults",
+                      json={"id": rid, "statusCode": "UNABLE_TO_LOCK_ROW", "times": 1,
+                            "message": "unable to obtain exclusive access to this record"}).raise_for_status()
+    older = writes(rid, {"Title": "Older title", "Department": "Older department"})
+    delayed = "batch:salesforce_writes:delayed"
+    wait_for(lambda: any(f'"{older}"' in raw for raw in store.r.zrange(delayed, 0, -1)), 30,
+             "the older write to wait for its retry")
+    newer = writes(rid, {"Title": "Newer title"})
+    jobs = wait_jobs_final(store, [older, newer])
+    assert [j.state for j in jobs] == ["done", "done"]
+    record = control.record("Contact", rid)
+    assert record["record"]["Title"] == "Newer title"            # the newer value is the last word
+    assert record["record"]["Department"] == "Older department"  # what only the older one said is kept
+    successful = [w for w in record["writes"] if w["fields"].get("Title")]
+    assert successful[-1]["fields"]["Title"] == "Newer title"

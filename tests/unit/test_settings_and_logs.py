@@ -119,3 +119,17 @@ def test_ids_times_and_numbers_are_not_mistaken_for_phones(text):
 @pytest.mark.parametrize("phone", ["+14155550123", "+1 415 555 0123", "(415) 555-0123", "415-555-0123"])
 def test_phone_forms_are_masked(phone):
     assert "555" not in mask_text(f"call {phone} now")
+
+
+def test_a_rate_limit_window_may_be_given_in_seconds():
+    assert parse_rate_limits("10/second;30/40s") == [(10, 1), (30, 40)]
+    with pytest.raises(ValueError):
+        parse_rate_limits("30/0s")
+
+
+def test_no_countdown_outlives_half_the_visibility_timeout(env):
+    env.setenv("VISIBILITY_TIMEOUT_S", "20")
+    assert load_settings().max_countdown_s == 10
+    env.setenv("STUCK_AFTER_S", "10")
+    with pytest.raises(SettingsError, match="STUCK_AFTER_S"):
+        load_settings()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from crm_enrich import keys
 from crm_enrich.flow.parked import check_credits, resume_parked
 from crm_enrich.jobs.state import State
 from crm_enrich.providers.errors import CreditsExhausted, DailyQuotaExceeded, ProviderUnavailable
@@ -32,6 +33,7 @@ def test_a_deferred_job_waits_for_the_quota_reset_then_goes_on_without_paying_tw
     assert resume(flow) == []
 
     flow.store.r.set(QUOTA_UNTIL, time.time() - 1)          # the provider's day has rolled over
+    flow.store.r.zadd(keys.JOBS_HELD_UNTIL, {job_id: time.time() - 1})   # and with it the job's own hold
     assert resume(flow) == [job_id]
     job = flow.job(job_id)
     assert (job.state, job.last_error) == (State.RECEIVED, None)

@@ -61,7 +61,7 @@ def test_a_contact_with_an_email_is_enriched_once_verified_and_queued_for_one_wr
     }
     job = flow.job(job_id)
     assert step_states(job) == [State.ENRICHING, State.VERIFYING, State.WRITING]
-    assert flow.store.ids_in_state(State.WRITING) == {job_id}
+    assert set(flow.store.ids_in_state(State.WRITING)) == {job_id}
     assert flow.spent() == pytest.approx(2.04)           # a person (2) and a standard check (0.04)
     assert flow.memory(job_id)["outcome"] == {"matched": True, "verdict": "valid", "email_revealed": False,
                                               "email_found_by": None, "phone_revealed": False}
