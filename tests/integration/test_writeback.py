@@ -93,7 +93,7 @@ def test_per_record_results_locked_deleted_invalid(control, store, writes):
     assert jobs["locked"].state == "done"
     assert control.record("Contact", locked)["record"]["Title"] == "Locked once"
     # The flush reads the batch's records again before writing: a deleted one is not found.
-    assert jobs["deleted"].state == "skipped" and "record gone" in jobs["deleted"].last_error
+    assert (jobs["deleted"].state, jobs["deleted"].skip_reason) == ("skipped", "record_gone")
     assert jobs["invalid"].state == "failed" and "INVALID_FIELD" in jobs["invalid"].last_error
     assert "No_Such_Field__c" in jobs["invalid"].last_error
 
