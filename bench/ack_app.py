@@ -11,8 +11,8 @@ from crm_enrich.salesforce.outbound_message import ACK
 def create_app() -> Flask:
     app = Flask(__name__)
 
-    @app.post("/salesforce/outbound-message")
-    def ack() -> Response:
+    @app.post("/salesforce/outbound-message/<token>")
+    def ack(token: str) -> Response:
         request.get_data(cache=False)
         return Response(ACK, status=200, content_type="text/xml; charset=utf-8")
 

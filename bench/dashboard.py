@@ -55,7 +55,7 @@ def main() -> None:
             salesforce_login_url="https://login.example.com", salesforce_client_id="bench",
             salesforce_client_secret="bench", salesforce_org_id="00D000000000001",
             salesforce_webhook_secret="whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=",
-            admin_token="x" * 16, secret_key="y" * 16)
+            admin_token="x" * 16, secret_key="y" * 16, salesforce_outbound_token="z" * 32)
         started = time.perf_counter()
         fill(store, args.jobs)
         print(f"filled {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")

@@ -65,9 +65,9 @@ def envelope_parts(org_id: str, out: Path) -> None:
     (out / "tail.xml").write_text("</notifications></soapenv:Body></soapenv:Envelope>")
 
 
-def wrk(url: str, parts: Path, seconds: float, connections: int, per_message: int) -> dict:
+def wrk(url: str, parts: Path, seconds: float, connections: int, per_message: int, token: str) -> dict:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "10s", "-s", str(LUA),
-           f"{url}/salesforce/outbound-message", "--", str(parts), str(per_message)]
+           f"{url}/salesforce/outbound-message/{token}", "--", str(parts), str(per_message)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     raw = json.loads(next(x for x in out.splitlines() if x.startswith("WRK_RESULT "))[len("WRK_RESULT "):])
     errors = {k: raw[k] for k in ("connect", "read", "write", "status", "timeout") if raw[k]}
@@ -76,7 +76,7 @@ def wrk(url: str, parts: Path, seconds: float, connections: int, per_message: in
             "errors": sum(errors.values()), "error_kinds": errors}
 
 
-def probe(url: str, parts: Path, per_message: int, r) -> dict:
+def probe(url: str, parts: Path, per_message: int, r, token: str) -> dict:
     """One message on a quiet receiver: the task messages it publishes and
     the Redis commands it costs (each pipeline counts all its commands)."""
     item = (parts / "item.xml").read_text()
@@ -94,7 +94,7 @@ def probe(url: str, parts: Path, per_message: int, r) -> dict:
 
     wait_for(quiet, 60, "the receiver to go quiet", interval=1.0)
     tasks, commands = r.llen(URGENT_QUEUE), r.info("stats")["total_commands_processed"]
-    resp = requests.post(f"{url}/salesforce/outbound-message", data=body, timeout=30,
+    resp = requests.post(f"{url}/salesforce/outbound-message/{token}", data=body, timeout=30,
                          headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
     resp.raise_for_status()
     return {"task_messages": r.llen(URGENT_QUEUE) - tasks,
@@ -137,10 +137,10 @@ def main() -> None:
                 for name, app in (("receiver", "web:create_app()"), ("bare ACK app", "ack_app:create_app()")):
                     proc, url = serve(stack, app, name.replace(" ", "_"))
                     try:
-                        wrk(url, parts, 2, args.connections, args.per_message)  # warm-up
-                        result = wrk(url, parts, args.seconds, args.connections, args.per_message)
+                        wrk(url, parts, 2, args.connections, args.per_message, stack.outbound_token)  # warm-up
+                        result = wrk(url, parts, args.seconds, args.connections, args.per_message, stack.outbound_token)
                         if name == "receiver":
-                            result |= probe(url, parts, args.per_message, r)
+                            result |= probe(url, parts, args.per_message, r, stack.outbound_token)
                         runs[name].append(result)
                         print(f"{name}: {json.dumps(result)}", flush=True)
                     finally:
