@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 
 from celery import current_app, shared_task
 from redis.exceptions import LockError
@@ -15,6 +16,7 @@ from crm_enrich.flow.record import fields_to_read
 from crm_enrich.flow.services import Services
 from crm_enrich.logs import log
 from crm_enrich.operations import estimate, reconcile, refresh, reverify, runs, selection
+from crm_enrich.operations.reverify import SendTask
 from crm_enrich.queues import (
     POLL_RERUN_QUERY_JOB,
     READ_RERUN_QUERY_PAGE,
@@ -170,57 +172,52 @@ def read_rerun_query_page(self, run_id: str, object_type: str, job_id: str, loca
     return len(ids)
 
 
-@shared_task(bind=True, name=REFRESH_OLD_RECORDS, max_retries=5)
-def refresh_old_records(self) -> str:
-    """The scheduled refresh (crm_enrich/operations/refresh.py), one trigger at a time."""
-    svc = services()
-    if svc.settings.refresh_after_days is None:
-        return "off"
-    r = svc.store.r
-    lock = r.lock(keys.REFRESH_LOCK, timeout=refresh.LOCK_TIMEOUT_S, blocking=False)
+def _scheduled_trigger(task, lock_key: str, lock_timeout_s: float, start: Callable[[SendTask], dict],
+                       record: Callable[[dict], None], event: str) -> str:
+    """One trigger of a scheduled capped run (re-verification, refresh), one
+    at a time: two at once (a redelivery meeting the next beat) would both
+    see no open run and select the same records. A retryable Salesforce
+    failure retries the task; any other ends the trigger as failed."""
+    lock = services().store.r.lock(lock_key, timeout=lock_timeout_s, blocking=False)
     if not lock.acquire():
         return "busy"
     try:
         try:
-            result = refresh.start_refresh(svc, lambda name, args: _send(name, args))
+            result = start(lambda name, args: _send(name, args))
         except SalesforceFailure as exc:
-            if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=backoff_s(self.request.retries, cap=60, jitter=False)) from None
+            if exc.retryable and task.request.retries < task.max_retries:
+                raise task.retry(countdown=_bounded(backoff_s(task.request.retries, cap=60, jitter=False))) from None
             result = {"outcome": "failed", "error": str(exc)[:300]}
-        reverify.record_trigger(r, result, refresh.LAST_KEY, "refresh_triggers")
+        record(result)
     finally:
-        with contextlib.suppress(LockError):
+        with contextlib.suppress(LockError):  # expired meanwhile: someone else's now
             lock.release()
-    log.info("refresh.triggered", outcome=result["outcome"], allowance=result.get("allowance"),
+    log.info(event, outcome=result["outcome"], allowance=result.get("allowance"),
              selected=result.get("selected"), runs=result.get("runs"))
     return result["outcome"]
+
+
+@shared_task(bind=True, name=REFRESH_OLD_RECORDS, max_retries=5)
+def refresh_old_records(self) -> str:
+    """The scheduled refresh (crm_enrich/operations/refresh.py)."""
+    svc = services()
+    if svc.settings.refresh_after_days is None:
+        return "off"
+    return _scheduled_trigger(
+        self, keys.REFRESH_LOCK, refresh.LOCK_TIMEOUT_S, lambda send: refresh.start_refresh(svc, send),
+        lambda result: reverify.record_trigger(svc.store.r, result, refresh.LAST_KEY, "refresh_triggers"),
+        "refresh.triggered")
 
 
 @shared_task(bind=True, name=REVERIFY_OLD_EMAILS, max_retries=5)
 def reverify_old_emails(self) -> str:
+    """The scheduled re-verification (crm_enrich/operations/reverify.py)."""
     svc = services()
     if svc.settings.reverify_after_days is None:
         return "off"
-    r = svc.store.r
-    # Two triggers at once (a redelivery meeting the next beat) would both
-    # see no open run and select the same records.
-    lock = r.lock(keys.REVERIFY_LOCK, timeout=reverify.LOCK_TIMEOUT_S, blocking=False)
-    if not lock.acquire():
-        return "busy"
-    try:
-        try:
-            result = reverify.start_reverify(svc, lambda name, args: _send(name, args))
-        except SalesforceFailure as exc:
-            if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=_bounded(backoff_s(self.request.retries, cap=60, jitter=False))) from None
-            result = {"outcome": "failed", "error": str(exc)[:300]}
-        reverify.record_trigger(r, result)
-    finally:
-        with contextlib.suppress(LockError):  # expired meanwhile: someone else's now
-            lock.release()
-    log.info("reverify.triggered", outcome=result["outcome"], allowance=result.get("allowance"),
-             selected=result.get("selected"), runs=result.get("runs"))
-    return result["outcome"]
+    return _scheduled_trigger(
+        self, keys.REVERIFY_LOCK, reverify.LOCK_TIMEOUT_S, lambda send: reverify.start_reverify(svc, send),
+        lambda result: reverify.record_trigger(svc.store.r, result), "reverify.triggered")
 
 
 @shared_task(name=RECONCILE)
