@@ -35,10 +35,12 @@ def found_domain(svc: Services, job: Job, memory: JobMemory, company_name: str |
     company, or None (off, no name, nothing confident enough, or Clearout
     refused for the day: that answer is not cached, so a later job asks
     again)."""
+    if COMPANY_DOMAIN in memory:
+        return memory[COMPANY_DOMAIN]
     query = lookup_query(company_name)
-    if query is None or svc.company_autocomplete is None or not svc.settings.company_domain_lookup:
-        return None
     client = svc.company_autocomplete
+    if query is None or client is None or not svc.settings.company_domain_lookup:
+        return None
 
     def ask() -> Learnt:
         answer = svc.cache.fetch(COMPANY_DOMAIN, {"query": query}, lambda: client.suggestions(query),
@@ -48,5 +50,6 @@ def found_domain(svc: Services, job: Job, memory: JobMemory, company_name: str |
         log.info("job.company_domain", job_id=job.id, record_id=job.record_id, found=best is not None,
                  best_confidence=top, refused=bool(answer.value.get("refused")))
         return Learnt(dict(best) if best else None, answer.fetched_at)
+
 
     return memory.remembered(COMPANY_DOMAIN, ask)

@@ -675,7 +675,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
             return failed(200, "email address not found", E_NOT_FOUND)
         return success({"query_status": "completed", **data})
 
-    install_autocomplete(app, dataset, success, failed, validation_failed)
+    autocomplete = install_autocomplete(app, dataset, success, failed, validation_failed)
 
     @app.errorhandler(404)
     def _not_found(_e):
@@ -751,6 +751,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
     @app.post("/_sandbox/clearout/reset")
     def control_reset():
         state.reset()
+        autocomplete.reset()
         recorder.reset()
         return "", 204
 

@@ -21,7 +21,7 @@ most five.
 
 Control: POST /_sandbox/clearout/autocomplete {"daily_limit": n | null}
 sets the limit (and starts a new day); GET answers {"requests", "today",
-"daily_limit"}.
+"daily_limit"}; POST /_sandbox/clearout/reset resets it with the rest.
 """
 from __future__ import annotations
 
@@ -93,6 +93,10 @@ class AutocompleteState:
         self.requests = 0
         self.today = 0
         self.day_start = time.monotonic()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.daily_limit, self.requests, self.today, self.day_start = None, 0, 0, time.monotonic()
 
     def admit_today(self) -> bool:
         with self.lock:
