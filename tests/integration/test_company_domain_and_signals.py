@@ -152,3 +152,29 @@ def test_signals_unmapped_cost_no_request(stack, control, job_for):
     assert len(calls(control, "clodura", ORG_ENRICH, since)) == 1
     assert calls(control, "clodura", JOB_POSTS, since) == [] and calls(control, "clodura", NEWS, since) == []
     assert "Open_Job_Posts__c" not in job.fields_written
+
+
+def test_a_dry_run_prices_the_signals_and_the_real_charge_lies_inside(sstack, scontrol, sstore):
+    companies = [c for c in plain_companies()[30:60] if c.total_funding][:4]
+    ids = scontrol.create_records("Account", [{"Name": c.name, "Website": f"https://{c.domain}"} for c in companies],
+                                  fire_outbound=False)
+    admin = {"Authorization": f"Bearer {sstack.admin_token}"}
+    dry = requests.post(f"{sstack.web_url}/admin/rerun", json={"object": "Account", "ids": ids, "dryRun": True},
+                        headers=admin, timeout=60)
+    assert dry.status_code == 200, dry.text
+    estimate = dry.json()
+    assert estimate["needs"]["job_posts"] == {"records": 4, "atLeast": 0.0, "atMost": 8.0}
+    assert estimate["needs"]["news"] == {"records": 4, "atLeast": 0.0, "atMost": 8.0}
+    low, high = estimate["credits"]["atLeast"], estimate["credits"]["atMost"]
+
+    before = scontrol.clodura_usage()["creditsSpent"]
+    run_id = requests.post(f"{sstack.web_url}/admin/rerun", json={"object": "Account", "ids": ids},
+                           headers=admin, timeout=60).json()["runId"]
+    wait_for(lambda: requests.get(f"{sstack.web_url}/admin/runs/{run_id}", headers=admin, timeout=30
+                                  ).json()["status"] == "finished", 120, "the run to finish", interval=0.5)
+    for account_id in ids:
+        assert final_job(sstore, "Account", account_id).state == "done"
+    real = round(scontrol.clodura_usage()["creditsSpent"] - before, 2)
+    print(f"estimate {low}..{high} credits, real charge {real}; needs {estimate['needs']}")
+    assert low <= real <= high
+    assert real > 4 * 2          # the organisation enrichments (base + technographics) and some signals
