@@ -51,5 +51,4 @@ def found_domain(svc: Services, job: Job, memory: JobMemory, company_name: str |
                  best_confidence=top, refused=bool(answer.value.get("refused")))
         return Learnt(dict(best) if best else None, answer.fetched_at)
 
-
     return memory.remembered(COMPANY_DOMAIN, ask)
