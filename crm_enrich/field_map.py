@@ -26,6 +26,12 @@ SOURCES = {
     "organisation.technologies": "text", "organisation.funding_rounds": "text",
     "organisation.acquisitions": "text",
     "meta.enriched_at": "datetime",
+    # Account only, each asked for only when mapped (docs/clodura.md#job-posts,
+    # docs/clodura.md#company-news): open roles posted in the last 30 days and
+    # the three latest titles; the latest article in the chosen categories in
+    # the last 90 days ("headline (url)", its url alone, its date).
+    "signals.open_job_posts": "int", "signals.latest_job_titles": "text",
+    "signals.latest_news": "text", "signals.latest_news_url": "text", "signals.latest_news_at": "datetime",
 }
 TEXT_TYPES = {"string", "textarea", "url", "email", "phone", "picklist", "multipicklist", "combobox"}
 # Which Salesforce field types (describe "type") can hold each kind of value.

@@ -154,6 +154,16 @@ def catch_all_domain(domain: str) -> str:
     return f"catchall:{domain}"
 
 
+# Account signals (Clodura job posts, company news): at most one request of
+# each kind per Account a day. The value is the job that asked (so its own
+# replay may ask again); no provider data.
+SIGNAL_ASKED_TTL_S = 86_400
+
+
+def signal_asked(kind: str, account_id15: str) -> str:
+    return f"signals:{kind}:Account:{account_id15}"
+
+
 QUOTA_UNTIL = "clodura:quota_exhausted_until"
 CREDITS_PAUSED = "clodura:credits_paused"      # value: reason
 BUDGET_PAUSED_UNTIL = "clodura:budget_paused_until"

@@ -67,6 +67,22 @@ def parse_org_components(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+# Clodura's company news categories (docs/clodura.md#company-news).
+NEWS_CATEGORIES = ("Acquisition", "Announcements", "Bankruptcy", "Expansion", "IPO", "Investment", "Issue",
+                   "Launch", "Layoff", "Partnership", "Patent", "Funding")
+
+
+def parse_news_categories(text: str) -> list[str]:
+    """'funding, launch' -> ['Funding', 'Launch'] (Clodura's spelling)."""
+    known = {c.lower(): c for c in NEWS_CATEGORIES}
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n.lower() not in known]
+    if unknown or not names:
+        raise ValueError(f"unknown news category {', '.join(unknown) or '(none given)'}; "
+                         f"use some of {', '.join(NEWS_CATEGORIES)}")
+    return list(dict.fromkeys(known[n.lower()] for n in names))
+
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -178,6 +194,15 @@ class Settings(BaseSettings):
     # comma-separated, or "none". Unset: all three. Even an allowed one is
     # only asked for when the field map uses its data.
     clodura_org_components: str | None = None
+    # A domain for a company name: Clearout's public company autocomplete
+    # (free, no token needed) gives a Lead with a Company and no Website, or
+    # an Account without a Website, its domain; only the best suggestion,
+    # and only when it is at least this confident (0-100).
+    company_domain_lookup: bool = True
+    company_domain_min_confidence: int = Field(default=80, ge=0, le=100)
+    # Account signals, asked for only when the field map uses them: Clodura
+    # company news in these categories (comma-separated).
+    clodura_news_categories: str = "Funding,Acquisition,Expansion,Launch"
     # "shared": one limiter in Redis for every worker (default). "per_worker":
     # Celery's own rate_limit per worker, which overshoots with several
     # workers; only for comparison (bench/quota.py).
@@ -274,6 +299,12 @@ class Settings(BaseSettings):
             parse_org_components(value)
         return value
 
+    @field_validator("clodura_news_categories")
+    @classmethod
+    def _known_news_categories(cls, value: str) -> str:
+        parse_news_categories(value)
+        return value
+
     @field_validator("clodura_rate_limits")
     @classmethod
     def _valid_limits(cls, value: str | None) -> str | None:
@@ -328,6 +359,10 @@ class Settings(BaseSettings):
         if self.clodura_org_components is None:
             return ORG_COMPONENTS
         return parse_org_components(self.clodura_org_components)
+
+    @property
+    def news_categories(self) -> list[str]:
+        return parse_news_categories(self.clodura_news_categories)
 
     @property
     def beat_schedule_file(self) -> Path:

@@ -15,6 +15,7 @@ from crm_enrich.providers.breaker import CircuitBreaker
 from crm_enrich.providers.cache import ProviderCache
 from crm_enrich.providers.clearout import ClearoutClient, HeaderFedLimiter
 from crm_enrich.providers.clodura import CloduraClient
+from crm_enrich.providers.company_autocomplete import CompanyAutocomplete, autocomplete_url
 from crm_enrich.providers.quota import Quota
 from crm_enrich.providers.rate_limit import SharedRateLimiter
 from crm_enrich.queues import enqueue_job, enqueue_jobs
@@ -110,4 +111,19 @@ def build_services() -> Services:
         cache=ProviderCache(store.r, settings.provider_cache_ttl_s),
         quota=Quota(store.r, settings.clodura_daily_credit_budget),
         clearout=clearout,
+        company_autocomplete=company_autocomplete(store, settings),
     )
+
+
+def company_autocomplete(store: JobStore, settings: Settings) -> CompanyAutocomplete | None:
+    """Clearout's public autocomplete beside CLEAROUT_BASE_URL; our token
+    goes with it when we have one (its window is then our account's)."""
+    if not settings.company_domain_lookup:
+        return None
+    token = settings.clearout_api_token
+    return CompanyAutocomplete(
+        autocomplete_url(str(settings.clearout_base_url)), token,
+        HeaderFedLimiter(store.r, (token or "public")[-6:]),
+        breaker=CircuitBreaker(store.r, "clearout_autocomplete", settings.breaker_failures, settings.breaker_open_s),
+        on_answer=lambda endpoint, status: counters.incr(
+            store.r, "provider_calls", provider="clearout", endpoint=endpoint, status=status))

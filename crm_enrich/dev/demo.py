@@ -17,9 +17,14 @@ from crm_enrich.dev.devstack import Stack
 from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import FINAL_STATES, Job, JobStore
 from crm_enrich.sandbox.control import SandboxControl
-from crm_enrich.sandbox.dataset import demo_contacts
+from crm_enrich.sandbox.dataset import VERDICT_DELIVERABLE, build_dataset, demo_contacts
 
 SHOWN_FIELDS = ("Email", "Title", "Email_Verification_Status__c")
+# Leads with a Company spelt their own way and no Website: Clearout's
+# autocomplete finds the domain, which finds the company and the email.
+DEMO_LEADS = 3
+LEAD_FIELDS = ("Website", "Email", "NumberOfEmployees")
+_LEGAL_FORMS = ("Inc", "Group", "Co", "LLC", "Corp")
 LABELS = {"Email_Verification_Status__c": "Verification"}
 
 
@@ -97,11 +102,15 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
               for c in contacts]
     ids = control.create_records("Contact", fields)
     before = {rid: control.record("Contact", rid)["record"] for rid in ids}
-    print(f"  created {len(companies)} Accounts and {len(ids)} Contacts; the org sends Outbound Messages …")
+    lead_ids = control.create_records("Lead", domain_leads(DEMO_LEADS, set(companies)))
+    leads_before = {rid: control.record("Lead", rid)["record"] for rid in lead_ids}
+    print(f"  created {len(companies)} Accounts, {len(ids)} Contacts and {len(lead_ids)} Leads; "
+          "the org sends Outbound Messages …")
 
     started = time.monotonic()
-    # The Contacts, then the Accounts their jobs enrich (one job per company).
-    watched = [("Contact", rid) for rid in ids] + [("Account", aid) for aid in account_ids.values()]
+    # The Contacts, then the Accounts their jobs enrich (one job per company), and the Leads.
+    watched = [("Contact", rid) for rid in ids] + [("Account", aid) for aid in account_ids.values()] \
+        + [("Lead", rid) for rid in lead_ids]
     all_jobs: dict[tuple[str, str], str] = {}
     with JobProgress(console, len(watched)) as progress:
         while True:
@@ -133,6 +142,7 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
                   contact_jobs[rid].state)
                  for rid, why in shown])
 
+    leads_ok = _show_domain_leads(console, control, store, all_jobs, leads_before)
     _show_change_log(stack, ids[0])
 
     counts = {state: 0 for state in ("done", "skipped", "failed")}
@@ -183,10 +193,13 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
     org_calls = sum(1 for e in control.log("clodura") if e["path"] == "/api/v1/organisation/enrich")
     accounts_written = sum(1 for j in account_jobs if j.state == State.DONE and j.fields_written)
     print(f"    Accounts           {accounts_written} of {len(account_ids)} enriched with firmographics "
-          f"({org_calls} organisation enrich calls for {len(ids)} Contacts)")
+          f"({org_calls} organisation enrich calls for {len(ids)} Contacts and {len(lead_ids)} Leads)")
     clearout = control.clearout_usage()["calls"]
     print(f"    Clearout           {clearout.get('email_verify/instant', 0)} verifications (second opinion), "
           f"{clearout.get('email_finder/instant', 0)} finder searches")
+    lookups = control.clearout_usage()["calls"].get("public/companies/autocomplete", 0)
+    print(f"    Leads              {leads_ok} of {len(lead_ids)} got their domain from Clearout's autocomplete "
+          f"({lookups} lookups, free), then company and email")
     print(f"    Salesforce API     {salesforce['api_used']} calls "
           f"({salesforce['api_used'] / max(1, len(ids)):.2f} per record)")
     print(f"    Outbound Messages  {_outbound_summary(outbound)}")
@@ -194,10 +207,49 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
         print(f"    failed {job.record_id}: {job.last_error}")
 
     ok = not unfinished and written == len(ids) and len(account_jobs) == len(account_ids) \
-        and all(j.final for j in account_jobs)
+        and all(j.final for j in account_jobs) and leads_ok == len(lead_ids)
     print(f"\n  {'OK' if ok else 'NOT OK'}: every record reached a final state and was written back"
           if ok else "\n  NOT OK: some records were not final or not written back")
     return 0 if ok else 1
+
+
+def domain_leads(count: int, avoid: set[str]) -> list[dict]:
+    """Leads as a person types them: a known person, no Email, no Website,
+    and a Company spelt "Northwind Analytics, Inc." where Clodura knows
+    "Northwind Analytics", so Clodura's name match misses the company and
+    Clearout's autocomplete (which ignores the legal form) does not."""
+    ds = build_dataset()
+    leads = []
+    for company in ds.companies:
+        if company.catch_all or company.name in avoid or company.name.split()[-1] in _LEGAL_FORMS:
+            continue
+        person = next((p for p in ds.people_at(company.organisation_id)
+                       if p.known and p.email_verdict == VERDICT_DELIVERABLE), None)
+        if person:
+            leads.append({"FirstName": person.first_name, "LastName": person.last_name,
+                          "Company": f"{company.name}, Inc."})
+        if len(leads) == count:
+            break
+    return leads
+
+
+def _show_domain_leads(console: Console, control: SandboxControl, store: JobStore,
+                       all_jobs: dict[tuple[str, str], str], before: dict[str, dict]) -> int:
+    """The Leads' Website (and what it brought) before → after; answers how
+    many got their domain and had it written."""
+    rows, found = [], 0
+    for rid, was in before.items():
+        now = control.record("Lead", rid)["record"]
+        job = store.get(all_jobs.get(("Lead", rid), ""))
+        got = bool(job and job.state == State.DONE and now.get("Website") and not was.get("Website")
+                   and (store.provider_data(job.id).get("outcome") or {}).get("company_domain_found"))
+        found += got
+        rows.append((_short(f"{was.get('FirstName')} {was.get('LastName')}", 20), _short(was.get("Company"), 30),
+                     *(_change(was.get(f), now.get(f)) for f in LEAD_FIELDS), job.state if job else "-"))
+    print()
+    print_table(console, "A domain found for a Lead (a Company, no Website)",
+                ("Lead", "Company", "Website", "Email", "Employees", "job"), rows)
+    return found
 
 
 def _show_change_log(stack: Stack, record_id: str) -> None:

@@ -8,6 +8,9 @@ verify       the email's verdict: Clodura standard or deep, Clearout
 write_back   the field map's changes, queued for a batched write
 person       the Contact/Lead sequence of those steps
 account      an Account's own job: the company at Clodura
+company_domain a domain for a company name (Clearout's autocomplete)
+lead_company a Lead's own company, when the person match does not name it
+signals      an Account's job posts and news, when mapped
 awaiting     results that come later (callbacks), and the sweeper over them
 callbacks    the signed callback URL, and storing a result once
 parked       resuming jobs held for quota or credits

@@ -27,6 +27,9 @@ from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job, JobStore, Learnt
 from crm_enrich.logs import log
 
+from . import signals
+from .company_domain import COMPANY_DOMAIN, found_domain
+from .company_domain import PROVIDER as DOMAIN_PROVIDER
 from .record import record_to_work_on
 from .reveal import domain_of
 from .services import Services
@@ -111,8 +114,8 @@ def pick_organisation(found: list[dict], account: dict, email_domain: str | None
                 None)
 
 
-def components_wanted(field_map: FieldMap, allowed: frozenset[str]) -> frozenset[str]:
-    needed = {SOURCE_COMPONENT[s] for s in field_map.sources_used("Account") if s in SOURCE_COMPONENT}
+def components_wanted(field_map: FieldMap, allowed: frozenset[str], object_type: str = "Account") -> frozenset[str]:
+    needed = {SOURCE_COMPONENT[s] for s in field_map.sources_used(object_type) if s in SOURCE_COMPONENT}
     return frozenset(needed & allowed)
 
 
@@ -231,41 +234,69 @@ def advance_account(svc: Services, job: Job, runner_id: str) -> str:
 
     if ORGANISATION not in memory:
         store.transition(job, State.ENRICHING)
-        found = memory.remembered(FOUND, lambda: Learnt(*_find_organisation(
-            svc, job, record, memory.get(HINT) or {}, runner_id)))
+        found = memory.remembered(FOUND, lambda: Learnt(*find_organisation(
+            svc, job, memory, record, memory.get(HINT) or {}, runner_id)))
         if not found:
-            store.finish(job, State.SKIPPED, SkipReason.NO_COMPANY_MATCH)
-            return job.state
-        components = components_wanted(svc.field_map, svc.settings.org_components_allowed)
-        request = enrich_request(found["organisationId"], components)
-        with svc.quota.spending("org_enrich", job.id):
-            answer = svc.cache.fetch("org_enrich", request, lambda: svc.clodura.enrich_organisation(request),
-                                     owner=runner_id, refresh=job.force)
-        svc.quota.settle("org_enrich", job.id, 0 if answer.from_cache else answer.value["credits"])
-        memory.keep(ORGANISATION, answer.value["organisation"], answer.fetched_at)
+            return _no_company(svc, job, record, memory)
+        org, fetched_at = enriched_organisation(svc, job, found["organisationId"], "Account", runner_id)
+        memory.keep(ORGANISATION, org, fetched_at)
     org = memory[ORGANISATION]
     if not org:
         store.finish(job, State.SKIPPED, SkipReason.ORGANISATION_GONE)
         return job.state
 
-    return write_back(svc, job, record, organisation_sources(org, iso_now()), partner_job=job.input.get(SPAWNED_BY))
+    sources = organisation_sources(org, iso_now())
+    sources.update(signals.signal_sources(svc, job, memory, org.get("organisationId") or "", runner_id))
+    return write_back(svc, job, record, sources, partner_job=job.input.get(SPAWNED_BY))
 
 
-def _find_organisation(svc: Services, job: Job, record: dict, hint: dict,
-                       runner_id: str) -> tuple[dict | None, float | None]:
-    """The person's organisation if it agrees with the Account, else the
-    first search match that does (or None), and when Clodura said so."""
-    email_domain = hint.get("email_domain")
-    if hint.get("organisation") and agrees(hint["organisation"], record, email_domain):
+def _no_company(svc: Services, job: Job, record: dict, memory) -> str:
+    """Clodura knows no company that agrees with the Account. A domain
+    Clearout was sure of still fills a blank Website; anything else would
+    be a guess."""
+    domain = (memory.get(COMPANY_DOMAIN) or {}).get("domain")
+    if domain and is_blank(record.get("Website")):
+        return write_back(svc, job, record, {"organisation.website": f"https://{domain}"},
+                          {"organisation.website": DOMAIN_PROVIDER}, partner_job=job.input.get(SPAWNED_BY))
+    svc.store.finish(job, State.SKIPPED, SkipReason.NO_COMPANY_MATCH)
+    return job.state
+
+
+def enriched_organisation(svc: Services, job: Job, organisation_id: str, object_type: str,
+                          runner_id: str) -> tuple[dict | None, float]:
+    """Clodura's Organisation Enrich of one company (None: unknown id), with
+    the paid components the object's mapped fields need, through the
+    24-hour cache; and when Clodura answered."""
+    components = components_wanted(svc.field_map, svc.settings.org_components_allowed, object_type)
+    request = enrich_request(organisation_id, components)
+    with svc.quota.spending("org_enrich", job.id):
+        answer = svc.cache.fetch("org_enrich", request, lambda: svc.clodura.enrich_organisation(request),
+                                 owner=runner_id, refresh=job.force)
+    svc.quota.settle("org_enrich", job.id, 0 if answer.from_cache else answer.value["credits"])
+    return answer.value["organisation"], answer.fetched_at
+
+
+def find_organisation(svc: Services, job: Job, memory, record: dict, hint: dict,
+                      runner_id: str) -> tuple[dict | None, float | None]:
+    """The person's organisation if it agrees with the record (an Account,
+    or a Lead's company as {"Name", "Website"}), else the first search
+    match that does (or None), and when Clodura said so. Without a Website
+    or a contact's business email, the domain Clearout's autocomplete is
+    sure of for the name stands in for the Website."""
+    known_domain = hint.get("email_domain")
+    if hint.get("organisation") and agrees(hint["organisation"], record, known_domain):
         return hint["organisation"], None
-    filters = search_filters(record, email_domain)
+    if not known_domain and domain_of(record.get("Website")) is None:
+        found = found_domain(svc, job, memory, record.get("Name"), runner_id)
+        known_domain = found["domain"] if found else None
+    filters = search_filters(record, known_domain)
     if filters is None:
         return None, None
     with svc.quota.spending("org_search", job.id):
         answer = svc.cache.fetch("org_search", filters, lambda: svc.clodura.search_organisations(filters),
                                  owner=runner_id, refresh=job.force)
     svc.quota.settle("org_search", job.id, 0 if answer.from_cache else answer.value["credits"])
-    found = pick_organisation(answer.value["organisations"], record, email_domain)
+    found = pick_organisation(answer.value["organisations"], record, known_domain)
     if found:
         found = {k: found.get(k) for k in ("organisationId", "organisationName", "domain")}
     return found, answer.fetched_at

@@ -16,6 +16,7 @@ from crm_enrich.queues import REVERIFY_SOURCE
 
 from . import account, verify
 from .enrich import field_sources, find_person
+from .lead_company import company_sources, lead_company, with_company_domain
 from .record import record_to_work_on
 from .reveal import REVEAL_EMAIL, REVEAL_PHONE, found_by_clearout, revealed, wants_phone
 from .services import Services
@@ -35,12 +36,15 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
     person = None if reverify_only else find_person(svc, job, memory, record, runner_id)
     if not reverify_only:
         account.queue_account_job(svc, job, record, person)
+    # A Lead's company when the person match did not name it (its domain may come from Clearout).
+    company = {} if reverify_only else lead_company(svc, job, memory, record, person, runner_id)
+    asking = with_company_domain(record, company)   # the record as the reveal steps see it
 
     email, found_email = record.get("Email"), None
     if is_blank(email) and not reverify_only:
-        found_email = revealed(svc, job, memory, REVEAL_EMAIL, record, person)
+        found_email = revealed(svc, job, memory, REVEAL_EMAIL, asking, person)
         if found_email is not None and not found_email["email"] and svc.settings.clearout_finder:
-            found_email = found_by_clearout(svc, job, memory, record, person, runner_id)
+            found_email = found_by_clearout(svc, job, memory, asking, person, runner_id)
         if found_email is None:
             return _park(svc, job, State.AWAITING_EMAIL)
         email = found_email["email"]
@@ -60,11 +64,14 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         memory.keep(VERIFICATION, verified)
 
     found_phone = bool(phone and phone["phone"])
-    if not person and not verified and not found_phone:
+    company_found = bool(company.get("organisation") or company.get("found_by"))
+    if not person and not verified and not found_phone and not company_found:
         store.finish(job, State.SKIPPED, SkipReason.NO_MATCH)
         return job.state
 
     sources = field_sources(person, verified, verify.iso_now(), found_email, phone)
+    from_company, company_providers = company_sources(company, verify.iso_now())
+    sources.update({k: v for k, v in from_company.items() if sources.get(k) is None})
     if reverify_only:
         del sources["meta.enriched_at"]  # a new verdict is not a new enrichment
     memory.keep(OUTCOME, {
@@ -72,9 +79,10 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "verdict": verified["status"] if verified else None,
         "email_revealed": bool(found_email and found_email["email"]),
         "email_found_by": "clearout" if found_email and found_email.get("provider") == "clearout" else None,
-        "phone_revealed": found_phone})
+        "phone_revealed": found_phone,
+        **({"company_domain_found": True} if company.get("found_by") else {})})
     partner = account.account_job_of(svc, record) if job.object == "Contact" else None
-    return write_back(svc, job, record, sources, source_providers(found_email, verified, phone),
+    return write_back(svc, job, record, sources, source_providers(found_email, verified, phone) | company_providers,
                       verified_email=email if verified else None, partner_job=partner)
 
 

@@ -9,6 +9,7 @@ from crm_enrich.jobs.store import JobStore
 from crm_enrich.providers.cache import ProviderCache
 from crm_enrich.providers.clearout import ClearoutClient
 from crm_enrich.providers.clodura import CloduraClient
+from crm_enrich.providers.company_autocomplete import CompanyAutocomplete
 from crm_enrich.providers.quota import Quota
 from crm_enrich.salesforce.batches import BatchServices
 from crm_enrich.salesforce.schema import OrgSchema
@@ -25,6 +26,8 @@ class Services:
     cache: ProviderCache
     quota: Quota
     clearout: ClearoutClient | None = None
+    # Clearout's public company autocomplete (needs no token); None when off.
+    company_autocomplete: CompanyAutocomplete | None = None
 
     def clearout_client(self) -> ClearoutClient:
         """Clearout, for the steps that use it: settings require its token

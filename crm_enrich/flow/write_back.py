@@ -17,7 +17,7 @@ from .services import Services
 # Who a source's value comes from, unless the job says otherwise (a
 # revealed email's finder, the verdict's verifier).
 DEFAULT_PROVIDERS = {"person": "clodura", "organisation": "clodura", "email": "clodura", "phone": "clodura",
-                     "verification": "clodura", "meta": "crm-enrich"}
+                     "verification": "clodura", "signals": "clodura", "meta": "crm-enrich"}
 NOT_OFFERED = "the restricted picklist does not offer the value"
 # A partner job still this far from its write is worth waiting for.
 ON_ITS_WAY = frozenset({State.RECEIVED, State.ENRICHING, State.VERIFYING})

@@ -15,7 +15,13 @@ from what the record already has:
   domain the deep re-check may follow (up to 0.14);
 - a phone reveal (0 to 20) when allowed and a mapped phone field is blank;
 - for Contacts, each distinct Account not enriched today: Organisation
-  Enrich (0 to 1 + the components the map asks for);
+  Enrich (0 to 1 + the components the map asks for), and each signal the
+  Account map uses that was not asked for that Account today (job posts,
+  news: 0 to 2 each, nothing when nothing is found);
+- for Leads whose map uses organisation data, an Organisation Enrich (0 to
+  1 + components): the person match may name the company (then it costs
+  nothing more), else the Lead's Website or the domain Clearout's free
+  autocomplete finds for its Company leads to one;
 - a re-verification run only verifies.
 
 `atLeast` counts only what is charged whatever Clodura finds; `atMost`
@@ -34,8 +40,10 @@ from crm_enrich import keys
 from crm_enrich.field_map import is_blank
 from crm_enrich.flow.account import company_dedupe_key, components_wanted
 from crm_enrich.flow.enrich import enrich_identifiers
+from crm_enrich.flow.lead_company import wants_organisation
 from crm_enrich.flow.reveal import REVEAL_EMAIL, reveal_identifiers, wants_phone
 from crm_enrich.flow.services import Services
+from crm_enrich.flow.signals import signals_wanted
 from crm_enrich.providers.cache import canonical_key
 from crm_enrich.providers.quota import COSTS
 from crm_enrich.salesforce.ids import PERSON_OBJECTS
@@ -98,10 +106,27 @@ def _verification(svc: Services, force: bool, email: str | None) -> tuple[float,
     return standard, standard + deep
 
 
-def org_enrich_cost(svc: Services) -> float:
+def org_enrich_cost(svc: Services, object_type: str = "Account") -> float:
     """The most one Organisation Enrich costs with the components the map asks for."""
-    wanted = components_wanted(svc.field_map, svc.settings.org_components_allowed)
+    wanted = components_wanted(svc.field_map, svc.settings.org_components_allowed, object_type)
     return min(COSTS["org_enrich"], 1.0 + len(wanted))
+
+
+def price_signals(svc: Services, estimate: Estimate, account_id: str | None) -> None:
+    """The Account signals the map uses, unless already asked for this Account today."""
+    for kind in sorted(signals_wanted(svc.field_map)):
+        asked = account_id and svc.store.r.exists(keys.signal_asked(kind, account_id[:15]))
+        if not asked:
+            estimate.charge(kind, 0.0, COSTS[kind])
+
+
+def signals_worst_case(svc: Services) -> float:
+    return sum(COSTS[kind] for kind in signals_wanted(svc.field_map))
+
+
+def lead_company_cost(svc: Services, object_type: str) -> float:
+    """The most a Lead's own company costs (flow/lead_company.py)."""
+    return org_enrich_cost(svc, "Lead") if object_type == "Lead" and wants_organisation(svc) else 0.0
 
 
 def price_person(svc: Services, estimate: Estimate, object_type: str, record: dict, force: bool,
@@ -125,6 +150,9 @@ def price_person(svc: Services, estimate: Estimate, object_type: str, record: di
         estimate.charge("verify", *_verification(svc, force, None))
     if wants_phone(svc, object_type, record):
         estimate.charge("reveal_phone", 0.0, COSTS["reveal_phone"])
+    has_company = not (is_blank(record.get("Company")) and is_blank(record.get("Website")))
+    if lead_company_cost(svc, object_type) and has_company:
+        estimate.charge("org_enrich", 0.0, lead_company_cost(svc, object_type))
 
 
 def price_accounts(svc: Services, estimate: Estimate, account_ids: Iterable[str]) -> None:
@@ -135,6 +163,7 @@ def price_accounts(svc: Services, estimate: Estimate, account_ids: Iterable[str]
     for account_id in sorted(set(account_ids)):
         if not svc.store.r.exists(keys.dedupe(company_dedupe_key(account_id))):
             estimate.charge("org_enrich", 0.0, cost)
+            price_signals(svc, estimate, account_id)
 
 
 def worst_case(svc: Services, object_type: str, verify_only: bool) -> float:
@@ -143,12 +172,12 @@ def worst_case(svc: Services, object_type: str, verify_only: bool) -> float:
     if verify_only:
         return max(verify, COSTS["verify_deep"])
     if object_type not in PERSON_OBJECTS:
-        return org_enrich_cost(svc)
-    most = COSTS["enrich"] + COSTS["reveal_email"] + verify
+        return org_enrich_cost(svc) + signals_worst_case(svc)
+    most = COSTS["enrich"] + COSTS["reveal_email"] + verify + lead_company_cost(svc, object_type)
     if svc.settings.reveal_phone:
         most += COSTS["reveal_phone"]
     if object_type == "Contact" and svc.field_map.rules_for("Account"):
-        most += org_enrich_cost(svc)
+        most += org_enrich_cost(svc) + signals_worst_case(svc)
     return most
 
 
@@ -168,8 +197,9 @@ def price_selection(svc: Services, object_type: str, kind: str, force: bool, tot
                                            if not is_blank(r.get("AccountId"))))
     else:
         cost = org_enrich_cost(svc)
-        for _record in records:
+        for record in records:
             estimate.charge("org_enrich", 0.0, cost)
+            price_signals(svc, estimate, str(record.get("Id") or "") or None)
     unread = max(0, total - looked_up)
     if unread:
         most = worst_case(svc, object_type, verify_only)

@@ -131,6 +131,31 @@ class CloduraClient:
             credits = 1 + sum(1 for key, value in request.items() if key.startswith("include") and value)
         return {"organisation": body, "credits": credits}
 
+    # -- Account signals (docs/clodura.md#job-posts, docs/clodura.md#company-news) --
+
+    def job_posts(self, request: dict) -> dict:
+        """{"body": the first page of job posts, or None (unknown
+        organisation), "credits": what it cost}."""
+        return self._signal("/api/v1/organisation/jobpost", request, "jobPosts")
+
+    def company_news(self, request: dict) -> dict:
+        """{"body": the first page of articles, or None, "credits"}: 2 a request with articles."""
+        return self._signal("/api/v1/organisation/news", request, "news")
+
+    def _signal(self, path: str, request: dict, items: str) -> dict:
+        try:
+            body = self._post(path, request).json()
+        except ProviderRejected as exc:
+            if exc.status == 404:  # unknown organisation: nothing to charge or retry
+                return {"body": None, "credits": 0}
+            raise
+        body = body if isinstance(body, dict) else {}
+        credits = body.get("creditsUsed")
+        if not isinstance(credits, (int, float)):
+            # 2 a request that returns anything; nothing found costs nothing (docs/clodura.md#credits).
+            credits = 2 if body.get(items) else 0
+        return {"body": body, "credits": credits}
+
     def credits(self) -> float:
         """Credits left: the single pool, or contact views left on Prospect plans."""
         body = self._get("/api/v1/credits", "/api/v1/credits")

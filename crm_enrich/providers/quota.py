@@ -70,7 +70,9 @@ return 1
 # Credits per step (docs/clodura.md#credits), the most a step can cost.
 # Organisation search's cost is not documented (docs/clodura.md#credits); it spends what it says.
 COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1, "reveal_email": 6.0, "reveal_phone": 20.0,
-         "org_enrich": 4.0, "org_search": 0.0}
+         "org_enrich": 4.0, "org_search": 0.0,
+         # Account signals: news is 2 a request; job posts' price is not documented (2 assumed).
+         "job_posts": 2.0, "news": 2.0}
 
 
 def today() -> str:

@@ -9,7 +9,8 @@ docs/clearout.md#rate-limits, docs/clearout.md#error-codes):
     `reasons`, no code) -> credits (402 / 1002 verify, 1099 finder) -> work.
 
 Endpoints: POST /v2/email_verify/instant, GET /v2/email_verify/getcredits,
-POST /v2/email_finder/instant, GET /v2/email_finder/instant/queue_status?qid=.
+POST /v2/email_finder/instant, GET /v2/email_finder/instant/queue_status?qid=,
+and the public company autocomplete (clearout_autocomplete.py).
 `?response=flat` flattens nested objects inside `data` (INFERRED rule,
 docs/clearout.md#flat-responses).
 
@@ -51,6 +52,8 @@ from typing import Any
 
 from flask import Flask, g, jsonify, request
 
+from .clearout_autocomplete import PATHS as PUBLIC_PATHS
+from .clearout_autocomplete import install_autocomplete
 from .common import SandboxRecorder, install_recorder
 from .dataset import (
     VERDICT_CATCH_ALL,
@@ -458,18 +461,21 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
         if request.path.startswith("/_sandbox"):
             return None
         rule = request.url_rule.rule if request.url_rule is not None else request.path
-        endpoint = rule.removeprefix(PREFIX + "/")
+        endpoint = rule.removeprefix(PREFIX + "/").removeprefix("/")
         g.sandbox_extra["endpoint"] = endpoint
         g.sandbox_extra["credits"] = 0
         token = parse_token(request.headers.get("Authorization"))
         with state.lock:
             known = token in state.config.api_tokens
-        if not token or not known:
+        # The public endpoints (company autocomplete) take a token but need none.
+        public = request.path in PUBLIC_PATHS
+        if (not token or not known) and not public:
             state.bump("rejected_401")
             return failed(401, "API token is not valid; create a new one", E_TOKEN)
-        g.clearout_token = token
+        caller = token if token and known else f"public:{request.remote_addr}"
+        g.clearout_token = caller
         family = _family(request.path)
-        ok, limit, remaining, reset = state.admit(token, family)
+        ok, limit, remaining, reset = state.admit(caller, family)
         g.clearout_rate = (limit, remaining, reset)
         if not ok:
             retry_at = datetime.now(UTC) + timedelta(seconds=reset)
@@ -669,6 +675,8 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
             return failed(200, "email address not found", E_NOT_FOUND)
         return success({"query_status": "completed", **data})
 
+    autocomplete = install_autocomplete(app, dataset, success, failed, validation_failed)
+
     @app.errorhandler(404)
     def _not_found(_e):
         return failed(404, "resource not found")
@@ -743,6 +751,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
     @app.post("/_sandbox/clearout/reset")
     def control_reset():
         state.reset()
+        autocomplete.reset()
         recorder.reset()
         return "", 204
 

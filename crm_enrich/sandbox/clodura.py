@@ -70,6 +70,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from flask import Flask, g, jsonify, request
 
+from .clodura_signals import install_signal_routes
 from .common import SandboxRecorder, install_recorder
 from .dataset import (
     VERDICT_CATCH_ALL,
@@ -1247,6 +1248,10 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
         return jsonify(organisation_enrich_payload(
             company, flags["includeTechnographics"], flags["includeAcquisitions"], flags["includeFunding"],
             dataset, cost))
+
+    # -- POST /organisation/jobpost, /organisation/news (docs/clodura.md#job-posts, #company-news)
+    install_signal_routes(app, dataset, json_body, refuse, _error,
+                          lambda cost: state.try_charge(g.clodura_key, cost))
 
     @app.errorhandler(404)
     def _not_found(_e):

@@ -33,15 +33,19 @@ def test_demo_exits_zero_with_every_record_written_back():
     out = result.stdout
     assert "\x1b[" not in out and "\r" not in out
     elapsed = float(re.search(r"records +20 in ([\d.]+)s", out)[1])
-    progress = re.findall(r"^  \d+/40 jobs final", out, re.M)
+    progress = re.findall(r"^  \d+/43 jobs final", out, re.M)   # 20 Contacts, their 20 Accounts, 3 Leads
     assert 1 <= len(progress) <= elapsed / PLAIN_PROGRESS_EVERY_S + 2, out
-    assert len(out.splitlines()) < 45, out
+    assert len(out.splitlines()) < 52, out
     table = out[out.index("Before → after"):out.index("Summary")]
     for kind in ("email revealed", "invalid address", "catch-all, settled by callback", "unknown person"):
         assert kind in table, table
     assert re.search(r"email revealed +- → \S+@", table), table          # the revealed address, written back
     assert re.search(r"invalid address .* - → invalid", table), table
     assert re.search(r"catch-all, settled by callback .* - → catch_all", table), table
+    # A domain found for a Lead: Website (and what the domain brought) before → after.
+    leads = out[out.index("A domain found for a Lead"):out.index("Change log of")]
+    assert len(re.findall(r", Inc\. +- → https://\S+ +- → \S+@\S+ +- → \d+ +done", leads)) == 3, leads
+    assert re.search(r"Leads +3 of 3 got their domain from Clearout's autocomplete", out), out
 
 
 def test_the_demo_installs_no_system_package():

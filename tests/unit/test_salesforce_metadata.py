@@ -21,7 +21,8 @@ OBJECTS = ("Contact", "Lead", "Account")
 NS = org_metadata.NS
 # How the README's field table names each metadata type.
 README_TYPE = {"Text": "Text({length})", "LongTextArea": "Long Text Area({length})", "Url": "URL",
-               "Picklist": "Picklist", "DateTime": "Date/Time", "Currency": "Currency"}
+               "Picklist": "Picklist", "DateTime": "Date/Time", "Currency": "Currency", "Number": "Number",
+               "Date": "Date"}
 
 
 def readme_field_table() -> dict[tuple[str, str], str]:
@@ -58,6 +59,29 @@ def test_every_mapped_custom_field_is_deployed_with_a_type_that_holds_its_value(
             assert (obj, rule.field) in fields, f"{obj}.{rule.field} is mapped but not in salesforce/"
             assert fields[(obj, rule.field)].describe_type in FITS[SOURCES[rule.source]], f"{obj}.{rule.field}"
     assert mapped == 17
+
+
+def commented_out_mappings() -> str:
+    """The default map's commented-out mappings (the signals), uncommented."""
+    text = (ROOT / "crm_enrich" / "default_field_map.toml").read_text()
+    return "\n".join(line.removeprefix("# ") if re.match(r"^# \w+ = \{ from = ", line) else line
+                     for line in text.splitlines())
+
+
+def test_commented_out_mappings_are_deployed_and_fit_once_uncommented(tmp_path):
+    # Off by default (not loaded), but an admin who uncomments them finds
+    # the fields deployed by salesforce/ and listed in the README.
+    path = tmp_path / "map.toml"
+    path.write_text(commented_out_mappings())
+    default, uncommented = load_field_map(), load_field_map(path)
+    added = [(obj, r) for obj in OBJECTS for r in uncommented.rules_for(obj) if r not in default.rules_for(obj)]
+    assert sorted(r.field for _, r in added) == ["Latest_Job_Titles__c", "Latest_News_At__c", "Latest_News__c",
+                                                 "Open_Job_Posts__c"]
+    fields, table = metadata_fields(), readme_field_table()
+    for obj, rule in added:
+        assert rule.source.startswith("signals.")
+        assert (obj, rule.field) in fields and (obj, rule.field) in table
+        assert fields[(obj, rule.field)].describe_type in FITS[SOURCES[rule.source]], f"{obj}.{rule.field}"
 
 
 def test_readme_table_lists_exactly_the_deployed_fields_with_their_types():
@@ -136,6 +160,6 @@ def test_every_placeholder_is_replaced_at_deploy_from_the_environment():
 
 def test_every_metadata_file_is_well_formed_xml():
     files = sorted(org_metadata.PROJECT_DIR.rglob("*-meta.xml"))
-    assert len(files) == 17 + 1 + 3 + 3
+    assert len(files) == 21 + 1 + 3 + 3
     for path in files:
         assert parse(path).tag.startswith("{http://soap.sforce.com/2006/04/metadata}"), path
