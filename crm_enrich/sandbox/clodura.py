@@ -1248,6 +1248,10 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
             company, flags["includeTechnographics"], flags["includeAcquisitions"], flags["includeFunding"],
             dataset, cost))
 
+    # People search (docs/clodura.md#people-search) lives in its own module.
+    from .clodura_search import install_people_search
+    install_people_search(app, state, dataset, refuse, _error)
+
     @app.errorhandler(404)
     def _not_found(_e):
         return _error(404, "Not found")
