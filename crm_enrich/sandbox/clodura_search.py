@@ -118,10 +118,10 @@ def install_people_search(app: Flask, state, dataset: Dataset,
             found = [p for p in found if p.organisation_id in set(lists["organisationId"])]
         if "organisationName" in lists:
             names = {loose_name(n) for n in lists["organisationName"]}
-            found = [p for p in found if loose_name(dataset.company(p.organisation_id).name) in names]  # type: ignore[union-attr]
+            found = [p for p in found if loose_name(dataset.company(p.organisation_id).name) in names]
         if "companyDomain" in lists:
             domains = {_bare_domain(d) for d in lists["companyDomain"]}
-            found = [p for p in found if dataset.company(p.organisation_id).domain in domains]  # type: ignore[union-attr]
+            found = [p for p in found if dataset.company(p.organisation_id).domain in domains]
 
         rows = found[(page - 1) * per_page:page * per_page]
         if not rows:
