@@ -14,7 +14,7 @@ from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.queues import REVERIFY_SOURCE
 
-from . import account, verify
+from . import account, verify, waterfall
 from .enrich import field_sources, find_person
 from .record import record_to_work_on
 from .reveal import REVEAL_EMAIL, REVEAL_PHONE, found_by_clearout, revealed, wants_phone
@@ -34,6 +34,8 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
     reverify_only = job.source == REVERIFY_SOURCE
     person = None if reverify_only else find_person(svc, job, memory, record, runner_id)
     if not reverify_only:
+        # Nobody at Clodura: the waterfall's other sources, if any are on.
+        person = waterfall.found_person(svc, job, memory, record, runner_id, person) or person
         account.queue_account_job(svc, job, record, person)
 
     email, found_email = record.get("Email"), None
@@ -72,9 +74,12 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "verdict": verified["status"] if verified else None,
         "email_revealed": bool(found_email and found_email["email"]),
         "email_found_by": "clearout" if found_email and found_email.get("provider") == "clearout" else None,
-        "phone_revealed": found_phone})
+        "phone_revealed": found_phone,
+        # Which waterfall step found the person Clodura did not match (only when one did).
+        **({"person_found_by": person["found_by"]} if person and person.get("found_by") else {})})
     partner = account.account_job_of(svc, record) if job.object == "Contact" else None
-    return write_back(svc, job, record, sources, source_providers(found_email, verified, phone),
+    return write_back(svc, job, record, sources,
+                      {**waterfall.providers_of(person), **source_providers(found_email, verified, phone)},
                       verified_email=email if verified else None, partner_job=partner)
 
 

@@ -71,6 +71,13 @@ return 1
 # Organisation search's cost is not documented (docs/clodura.md#credits); it spends what it says.
 COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1, "reveal_email": 6.0, "reveal_phone": 20.0,
          "org_enrich": 4.0, "org_search": 0.0}
+# The waterfall for people enrich does not match, and the email-type checks
+# (docs/clodura.md#people-search, docs/clearout.md#credits). The clearout_*
+# prices are in Clearout's credits, which are its own: they never count
+# against Clodura's balance or our budget (the attribute check's is
+# Inferred, and CLEAROUT_ATTRIBUTE_CHECK_CREDITS overrides it).
+COSTS.update({"people_search": 1.0, "clearout_reverse_email": 4.0, "clearout_reverse_linkedin": 4.0,
+              "clearout_attribute_check": 1.0})
 
 
 def today() -> str:
