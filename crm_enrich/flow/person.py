@@ -14,7 +14,7 @@ from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.queues import REVERIFY_SOURCE
 
-from . import account, verify, waterfall
+from . import account, email_type, verify, waterfall
 from .enrich import field_sources, find_person
 from .record import record_to_work_on
 from .reveal import REVEAL_EMAIL, REVEAL_PHONE, found_by_clearout, revealed, wants_phone
@@ -67,6 +67,10 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         return job.state
 
     sources = field_sources(person, verified, verify.iso_now(), found_email, phone)
+    kind = email_type.email_type(svc, job, memory, None if is_blank(email) else str(email), verified,
+                                 found_email, runner_id)
+    if kind:
+        sources[email_type.SOURCE] = kind   # only Clearout's answers carry it
     if reverify_only:
         del sources["meta.enriched_at"]  # a new verdict is not a new enrichment
     memory.keep(OUTCOME, {
@@ -79,7 +83,8 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         **({"person_found_by": person["found_by"]} if person and person.get("found_by") else {})})
     partner = account.account_job_of(svc, record) if job.object == "Contact" else None
     return write_back(svc, job, record, sources,
-                      {**waterfall.providers_of(person), **source_providers(found_email, verified, phone)},
+                      {**waterfall.providers_of(person), **source_providers(found_email, verified, phone),
+                       email_type.SOURCE: "clearout"},
                       verified_email=email if verified else None, partner_job=partner)
 
 
