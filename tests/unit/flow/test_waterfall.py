@@ -115,8 +115,9 @@ def test_the_dry_run_prices_the_steps_that_are_on(redis_client):
     contact = {"FirstName": "Sam", "LastName": "Okafor", "Email": "sam@riverbend.test",
                "Account.Name": "Riverbend"}
     off = price_selection(build_flow(redis_client).svc, "Contact", "rerun", False, 1, [contact])
-    on = price_selection(build_flow(redis_client, waterfall_steps="clearout_email,clearout_linkedin,clodura_search", **CLEAROUT)
-                         .svc, "Contact", "rerun", False, 1, [contact])
+    every_step = build_flow(redis_client, waterfall_steps="clearout_email,clearout_linkedin,clodura_search",
+                            **CLEAROUT)
+    on = price_selection(every_step.svc, "Contact", "rerun", False, 1, [contact])
     # No LinkedIn URL: the profile lookup cannot be asked.
     assert set(on["needs"]) - set(off["needs"]) == {"clearout_reverse_email", "people_search"}
     assert on["needs"]["people_search"] == {"records": 1, "atLeast": 0.0, "atMost": 1.0}
