@@ -206,7 +206,8 @@ def _step(svc: Services, job: Job, memory: JobMemory, record: dict, runner_id: s
             result = _ask_clodura(svc, job, record, runner_id)
         else:
             result = _ask_clearout(svc, job, record, runner_id, step)
-        svc.store.note_step(job, step, result["outcome"])
+        if result["outcome"] != NOT_ASKED:   # nothing to ask with: no step to show
+            svc.store.note_step(job, step, result["outcome"])
         if result.get("clearout_credits"):
             svc.store.r.hincrbyfloat(svc.store.job_key(job.id), "clearout_credits", result["clearout_credits"])
             counters.incr(svc.store.r, "provider_credits", result["clearout_credits"], provider="clearout")
