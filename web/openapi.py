@@ -291,7 +291,12 @@ def spec() -> dict:
                                       "items": {"type": "object", "properties": {
                                           "field": {"type": "string"}, "reason": {"type": "string"}}}},
                     "steps": {"type": "array", "items": {"type": "object", "properties": {
-                        "state": {"type": "string"}, "at": {"type": "number"}}}},
+                        "state": {"type": "string"}, "at": {"type": "number"},
+                        "step": {"type": "string", "description": "a step within the state: a waterfall "
+                                 "source asked (clearout_email, clearout_linkedin, clodura_search) or "
+                                 "the email-type checks"},
+                        "outcome": {"type": "string", "description": "what it answered: agrees, weak, "
+                                    "not_found; for the checks, the email type"}}}},
                     "providerCalls": {"type": "array", "items": {"type": "string"}},
                     "asyncSteps": {"type": "array", "items": {"type": "object", "properties": {
                         "step": {"type": "string"}, "askedAt": {"type": "number"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from crm_enrich.flow import waterfall
 from crm_enrich.flow.waterfall import (
     AGREES,
     NOT_FOUND,
@@ -18,7 +19,7 @@ from crm_enrich.flow.waterfall import (
 from crm_enrich.operations.estimate import price_selection
 from crm_enrich.providers.clearout import email_type_of
 from crm_enrich.settings import SettingsError, parse_waterfall_steps
-from tests.unit.flow.harness import build_flow
+from tests.unit.flow.harness import CONTACT_ID, build_flow
 
 RECORD = {"FirstName": "Sam", "LastName": "Okafor", "Email": "sam.okafor@riverbend.test",
           "Account.Name": "Riverbend Analytics"}
@@ -129,3 +130,30 @@ def test_the_dry_run_prices_the_steps_that_are_on(redis_client):
     unread = price_selection(build_flow(redis_client, waterfall_steps="clearout_email,clodura_search", **CLEAROUT).svc,
                              "Contact", "rerun", False, 1, [], looked_up=0)
     assert unread["needs"]["clearout_not_read"]["atMost"] == 4.0
+
+
+def test_a_replayed_job_asks_each_step_once(redis_client, monkeypatch):
+    # The response cache is off: only the job's memory keeps a replay from paying again.
+    flow = build_flow(redis_client, cache_ttl_s=0, waterfall_steps="clearout_email,clodura_search", **CLEAROUT)
+    asked: list[str] = []
+
+    def lookup(client, email):   # the edge: what Clearout would answer
+        asked.append(email)
+        return {"lead": {"type": "person", "name": "Someone Else", "title": "CTO", "linkedin_url": None,
+                         "company_name": "Riverbend", "company_domain": "riverbend.test"}, "credits": 4}
+
+    def search(client, filters):
+        asked.append("search")
+        return {"people": [], "credits": 0}
+
+    monkeypatch.setattr(waterfall, "reverse_lookup_email", lookup)
+    monkeypatch.setattr(waterfall, "search_people", search)
+    job_id = flow.new_job("Contact", CONTACT_ID)
+    for _replay in range(2):
+        job = flow.store.get(job_id)
+        assert waterfall.found_person(flow.svc, job, flow.store.memory(job), RECORD, "task-1", None) is None
+    assert asked == [RECORD["Email"], "search"]
+    job = flow.store.get(job_id)
+    assert [(s["step"], s["outcome"]) for s in job.steps if "step" in s] == [("clearout_email", "weak"),
+                                                                           ("clodura_search", "not_found")]
+    assert float(redis_client.hget(flow.store.job_key(job_id), "clearout_credits")) == 4
