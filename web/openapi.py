@@ -260,6 +260,10 @@ def spec() -> dict:
                                 "Clodura credits the run will cost: at least (charged whatever is found), "
                                 "at most (if everything is found)",
                                 "properties": {"atLeast": {"type": "number"}, "atMost": {"type": "number"}}},
+                    "clearoutCredits": {"type": "object", "description":
+                                        "Clearout credits (its own) the waterfall's and the email-type checks' "
+                                        "steps that are on may cost: at least, at most",
+                                        "properties": {"atLeast": {"type": "number"}, "atMost": {"type": "number"}}},
                     "estimatedCredits": {"type": "number", "description": "the same as credits.atMost"},
                     "needs": {"type": "object", "description": "per step: records that may need it, and their range",
                               "additionalProperties": {"type": "object", "properties": {
