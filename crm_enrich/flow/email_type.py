@@ -40,14 +40,17 @@ def check_credits(svc: Services) -> float:
 
 
 def email_type(svc: Services, job: Job, memory: JobMemory, email: str | None,
-               verified: dict | None, found_email: dict | None, runner_id: str) -> str | None:
-    """The address's type, or None (not mapped, not known, not allowed to ask)."""
+               verified: dict | None, found_email: dict | None, runner_id: str,
+               may_check: bool = True) -> str | None:
+    """The address's type, or None (not mapped, not known, not allowed to
+    ask). `may_check`: false for a re-verification, which is about whether
+    the address still works, not what kind it is (so it pays for no check)."""
     if not email or not wanted(svc, job.object):
         return None
     for answer in (verified, found_email):
         if answer and answer.get("email_type") in TYPES:
             return answer["email_type"]
-    if not svc.settings.email_type_checks or (verified and verified.get("status") == "invalid"):
+    if not (may_check and svc.settings.email_type_checks) or (verified and verified.get("status") == "invalid"):
         return None
 
     def ask() -> str:

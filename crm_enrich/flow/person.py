@@ -68,7 +68,7 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
 
     sources = field_sources(person, verified, verify.iso_now(), found_email, phone)
     kind = email_type.email_type(svc, job, memory, None if is_blank(email) else str(email), verified,
-                                 found_email, runner_id)
+                                 found_email, runner_id, may_check=not reverify_only)
     if kind:
         sources[email_type.SOURCE] = kind   # only Clearout's answers carry it
     if reverify_only:
