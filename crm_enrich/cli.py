@@ -135,7 +135,9 @@ def _render_job(console, job: dict, title: str | None = None) -> None:
         "provider calls": ", ".join(job["providerCalls"]), "credits spent": job["creditsSpent"],
         "replayed by": job["replayedBy"], "replay of": job["replayOf"]})
     if job["steps"]:
-        print_table(console, "Steps", ("at", "state"), [(_when(s["at"]), s["state"]) for s in job["steps"]])
+        print_table(console, "Steps", ("at", "state"),
+                    [(_when(s["at"]), f"{s['state']} ({s['step']}: {s['outcome']})" if s.get("step") else s["state"])
+                     for s in job["steps"]])
 
 
 def _render_run(console, run: dict) -> None:

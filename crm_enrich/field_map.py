@@ -17,6 +17,8 @@ SOURCES = {
     "person.id": "text", "person.title": "text", "person.department": "text",
     "person.linkedin_url": "text", "email.revealed": "text", "phone.mobile": "text",
     "verification.status": "text", "verification.detail": "text", "verification.verified_at": "datetime",
+    # business / free / role / disposable (crm_enrich/flow/email_type.py)
+    "email.type": "text",
     "organisation.id": "text", "organisation.industry": "text", "organisation.employee_count": "int",
     # Clodura states revenue only as a band, never turned into a number
     # (so nothing feeds AnnualRevenue).

@@ -81,6 +81,19 @@ def parse_news_categories(text: str) -> list[str]:
         raise ValueError(f"unknown news category {', '.join(unknown) or '(none given)'}; "
                          f"use some of {', '.join(NEWS_CATEGORIES)}")
     return list(dict.fromkeys(known[n.lower()] for n in names))
+# The waterfall's steps (crm_enrich/flow/waterfall.py), in their default order.
+WATERFALL_STEPS = ("clearout_email", "clearout_linkedin", "clodura_search")
+
+
+def parse_waterfall_steps(text: str) -> tuple[str, ...]:
+    """'clearout_email, clodura_search' -> those steps in that order; 'none' or '' -> ()."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if names == ["none"]:
+        return ()
+    unknown = [name for name in names if name not in WATERFALL_STEPS]
+    if unknown:
+        raise ValueError(f"unknown step {', '.join(unknown)}; use {', '.join(WATERFALL_STEPS)} or none")
+    return tuple(dict.fromkeys(names))
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -164,6 +177,18 @@ class Settings(BaseSettings):
     # field map has a blank field for them.
     reveal_phone: bool = False
     reveal_phone_via_partners: bool = False
+    # The waterfall for people Clodura's enrich does not match: the steps to
+    # try, in order, comma-separated (unset or "none": off). clearout_email
+    # (reverse lookup by the record's email: 4 Clearout credits a person, 2
+    # a role address), clearout_linkedin (by its LinkedIn profile, the
+    # same), clodura_search (people search by name and company, 1 credit).
+    waterfall_steps: str | None = None
+    # Fields mapped from email.type (business / free / role / disposable)
+    # take the flags a verdict carries; with this on, Clearout's
+    # single-attribute checks answer when the verdict carries none, at
+    # CLEAROUT_ATTRIBUTE_CHECK_CREDITS each (unset: the price table's 1).
+    email_type_checks: bool = False
+    clearout_attribute_check_credits: float | None = Field(default=None, ge=0)
     writeback_max_delay_s: float = Field(default=2.0, gt=0, le=60)
     # The write flush reads a record again before writing, so that a value a
     # person typed meanwhile survives, unless the job read the record less
@@ -319,6 +344,21 @@ class Settings(BaseSettings):
                              "or CLEAROUT_FINDER is on")
         return self
 
+    @field_validator("waterfall_steps")
+    @classmethod
+    def _known_waterfall_steps(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_waterfall_steps(value)
+        return value
+
+    @model_validator(mode="after")
+    def _clearout_token_for_lookups(self) -> Settings:
+        uses_clearout = any(step.startswith("clearout_") for step in self.waterfall) or self.email_type_checks
+        if uses_clearout and not self.clearout_api_token:
+            raise ValueError("CLEAROUT_API_TOKEN is required when WATERFALL_STEPS names a Clearout step "
+                             "or EMAIL_TYPE_CHECKS is on")
+        return self
+
     @model_validator(mode="after")
     def _stuck_after_outlasts_countdowns(self) -> Settings:
         if self.stuck_after_s <= self.max_countdown_s:
@@ -353,6 +393,11 @@ class Settings(BaseSettings):
         if self.clodura_rate_limits:
             return parse_rate_limits(self.clodura_rate_limits)
         return CLODURA_PLAN_LIMITS[self.clodura_plan]
+
+    @property
+    def waterfall(self) -> tuple[str, ...]:
+        """The waterfall's steps in the order they are tried (empty: off)."""
+        return parse_waterfall_steps(self.waterfall_steps) if self.waterfall_steps else ()
 
     @property
     def org_components_allowed(self) -> frozenset[str]:

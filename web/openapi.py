@@ -260,6 +260,10 @@ def spec() -> dict:
                                 "Clodura credits the run will cost: at least (charged whatever is found), "
                                 "at most (if everything is found)",
                                 "properties": {"atLeast": {"type": "number"}, "atMost": {"type": "number"}}},
+                    "clearoutCredits": {"type": "object", "description":
+                                        "Clearout credits (its own) the waterfall's and the email-type checks' "
+                                        "steps that are on may cost: at least, at most",
+                                        "properties": {"atLeast": {"type": "number"}, "atMost": {"type": "number"}}},
                     "estimatedCredits": {"type": "number", "description": "the same as credits.atMost"},
                     "needs": {"type": "object", "description": "per step: records that may need it, and their range",
                               "additionalProperties": {"type": "object", "properties": {
@@ -291,7 +295,12 @@ def spec() -> dict:
                                       "items": {"type": "object", "properties": {
                                           "field": {"type": "string"}, "reason": {"type": "string"}}}},
                     "steps": {"type": "array", "items": {"type": "object", "properties": {
-                        "state": {"type": "string"}, "at": {"type": "number"}}}},
+                        "state": {"type": "string"}, "at": {"type": "number"},
+                        "step": {"type": "string", "description": "a step within the state: a waterfall "
+                                 "source asked (clearout_email, clearout_linkedin, clodura_search) or "
+                                 "the email-type checks"},
+                        "outcome": {"type": "string", "description": "what it answered: agrees, weak, "
+                                    "not_found; for the checks, the email type"}}}},
                     "providerCalls": {"type": "array", "items": {"type": "string"}},
                     "asyncSteps": {"type": "array", "items": {"type": "object", "properties": {
                         "step": {"type": "string"}, "askedAt": {"type": "number"},

@@ -62,8 +62,12 @@ def interesting_records(ids: list[str], jobs: dict[str, Job], provider: dict[str
         ("invalid address", lambda rid: outcome(rid).get("verdict") == "invalid"),
         ("catch-all, settled by callback",
          lambda rid: outcome(rid).get("verdict") == "catch_all" and settled_later(rid)),
+        # Nobody at Clodura, but the waterfall found them (title and LinkedIn written).
+        ("found by the waterfall",
+         lambda rid: str(outcome(rid).get("person_found_by") or "").startswith("clearout_")),
         ("unknown person", lambda rid: jobs[rid].skip_reason == SkipReason.NO_MATCH
-         or (jobs[rid].state == State.DONE and not outcome(rid).get("matched"))),
+         or (jobs[rid].state == State.DONE and not outcome(rid).get("matched")
+             and not outcome(rid).get("person_found_by"))),
     ]
     shown: list[tuple[str, str]] = []
     for why, test in kinds:
@@ -78,10 +82,12 @@ def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int
     console = make_console()
     console.print(f"crm-enrich demo: {records} Contacts through the sandbox (logs in {state_dir / 'logs'})",
                   markup=False)
-    # Clearout as the second opinion on risky and catch-all addresses, and
-    # its finder for people Clodura cannot reveal: the whole waterfall.
+    # Clearout as the second opinion on risky and catch-all addresses, its
+    # finder for people Clodura cannot reveal, and the waterfall for people
+    # Clodura does not match at all.
     stack = Stack(state_dir, worker_concurrency=workers,
-                  extra_env={"VERIFY_PROVIDER": "clodura_then_clearout", "CLEAROUT_FINDER": "true"})
+                  extra_env={"VERIFY_PROVIDER": "clodura_then_clearout", "CLEAROUT_FINDER": "true",
+                             "WATERFALL_STEPS": "clearout_email,clearout_linkedin,clodura_search"})
     try:
         print("  starting Redis, the sandbox, the web app (gunicorn) and a Celery worker …")
         stack.start()
@@ -147,6 +153,7 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
 
     counts = {state: 0 for state in ("done", "skipped", "failed")}
     enriched = verified = written = revealed = verified_later = found_by_clearout = 0
+    found_by_waterfall: dict[str, int] = {}
     verdicts: dict[str, int] = {}
     skip_reasons: dict[str, int] = {}
     unfinished = []
@@ -159,7 +166,10 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
         if job.skip_reason:
             skip_reasons[job.skip_reason] = skip_reasons.get(job.skip_reason, 0) + 1
         outcome = store.provider_data(job.id).get("outcome") or {}
-        enriched += bool(outcome.get("matched"))
+        enriched += bool(outcome.get("matched")) and not outcome.get("person_found_by")
+        if outcome.get("person_found_by"):
+            step = outcome["person_found_by"]
+            found_by_waterfall[step] = found_by_waterfall.get(step, 0) + 1
         verified += bool(outcome.get("verdict"))
         revealed += bool(outcome.get("email_revealed"))
         found_by_clearout += outcome.get("email_found_by") == "clearout"
@@ -176,7 +186,10 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
 
     print("\n  Summary")
     print(f"    records            {len(ids)} in {elapsed:.1f}s")
-    print(f"    enriched           {enriched} (matched by Clodura)")
+    print(f"    enriched           {enriched} (matched by Clodura); {sum(found_by_waterfall.values())} more "
+          "found by the waterfall" + (" (" + ", ".join(f"{n} by {step}" for step, n in
+                                                      sorted(found_by_waterfall.items())) + ")"
+                                      if found_by_waterfall else ""))
     print(f"    verified           {verified} (email verdict written: "
           + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) + ")")
     print(f"    emails revealed    {revealed} ({revealed - found_by_clearout} by Clodura's reveal, result by "
@@ -196,7 +209,8 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
           f"({org_calls} organisation enrich calls for {len(ids)} Contacts and {len(lead_ids)} Leads)")
     clearout = control.clearout_usage()["calls"]
     print(f"    Clearout           {clearout.get('email_verify/instant', 0)} verifications (second opinion), "
-          f"{clearout.get('email_finder/instant', 0)} finder searches")
+          f"{clearout.get('email_finder/instant', 0)} finder searches, "
+          f"{clearout.get('reverse_lookup/email', 0) + clearout.get('reverse_lookup/linkedin', 0)} reverse lookups")
     lookups = control.clearout_usage()["calls"].get("public/companies/autocomplete", 0)
     print(f"    Leads              {leads_ok} of {len(lead_ids)} got their domain from Clearout's autocomplete "
           f"({lookups} lookups, free), then company and email")

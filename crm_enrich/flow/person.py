@@ -14,7 +14,7 @@ from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.queues import REVERIFY_SOURCE
 
-from . import account, verify
+from . import account, email_type, verify, waterfall
 from .enrich import field_sources, find_person
 from .lead_company import company_sources, lead_company, with_company_domain
 from .record import record_to_work_on
@@ -35,6 +35,8 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
     reverify_only = job.source == REVERIFY_SOURCE
     person = None if reverify_only else find_person(svc, job, memory, record, runner_id)
     if not reverify_only:
+        # Nobody at Clodura: the waterfall's other sources, if any are on.
+        person = waterfall.found_person(svc, job, memory, record, runner_id, person) or person
         account.queue_account_job(svc, job, record, person)
     # A Lead's company when the person match did not name it (its domain may come from Clearout).
     company = {} if reverify_only else lead_company(svc, job, memory, record, person, runner_id)
@@ -72,6 +74,10 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
     sources = field_sources(person, verified, verify.iso_now(), found_email, phone)
     from_company, company_providers = company_sources(company, verify.iso_now())
     sources.update({k: v for k, v in from_company.items() if sources.get(k) is None})
+    kind = email_type.email_type(svc, job, memory, None if is_blank(email) else str(email), verified,
+                                 found_email, runner_id, may_check=not reverify_only)
+    if kind:
+        sources[email_type.SOURCE] = kind   # only Clearout's answers carry it
     if reverify_only:
         del sources["meta.enriched_at"]  # a new verdict is not a new enrichment
     memory.keep(OUTCOME, {
@@ -80,9 +86,13 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         "email_revealed": bool(found_email and found_email["email"]),
         "email_found_by": "clearout" if found_email and found_email.get("provider") == "clearout" else None,
         "phone_revealed": found_phone,
-        **({"company_domain_found": True} if company.get("found_by") else {})})
+        **({"company_domain_found": True} if company.get("found_by") else {}),
+        # Which waterfall step found the person Clodura did not match (only when one did).
+        **({"person_found_by": person["found_by"]} if person and person.get("found_by") else {})})
     partner = account.account_job_of(svc, record) if job.object == "Contact" else None
-    return write_back(svc, job, record, sources, source_providers(found_email, verified, phone) | company_providers,
+    return write_back(svc, job, record, sources,
+                      {**waterfall.providers_of(person), **source_providers(found_email, verified, phone),
+                       **company_providers, email_type.SOURCE: "clearout"},
                       verified_email=email if verified else None, partner_job=partner)
 
 

@@ -181,7 +181,9 @@ def found_by_clearout(svc: Services, job: Job, memory: JobMemory, record: dict, 
                 return NOT_YET
             found = {"status": "not_found", "email": None}
         log.info("job.found_by_clearout", job_id=job.id, record_id=job.record_id, found=bool(found["email"]))
-        return {"email": found["email"], "email_status": None, "credits": 0,
+        # The finder says whether the address is a role's or a business's (email.type).
+        kind = "role" if found.get("role") else "business" if found.get("business") else None
+        return {"email": found["email"], "email_status": None, "credits": 0, "email_type": kind,
                 "provider": "clearout" if found["email"] else None,
                 "reason": None if found["email"] else "not found by Clodura or Clearout"}
 

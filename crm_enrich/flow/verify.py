@@ -69,7 +69,8 @@ def _clearout(svc: Services, job: Job, email: str, runner_id: str) -> dict:
         owner=runner_id, refresh=job.force)
     found = answer.value
     return {"status": found["verdict"], "detail": f"clearout: {found['provider_status']} ({found['detail']})",
-            "provider": "clearout", "verified_at": found["verified_at"] or iso_now()}
+            "provider": "clearout", "verified_at": found["verified_at"] or iso_now(),
+            "email_type": found.get("email_type")}
 
 
 def _clodura(svc: Services, job: Job, data: JobMemory, email: str, hint: str | None,

@@ -387,6 +387,13 @@ class JobStore:
         *_, since = pipe.execute()
         return job.updated_at - float(since or job.updated_at)
 
+    def note_step(self, job: Job, step: str, outcome: str) -> None:
+        """Record a step within the job's state (a waterfall source asked,
+        and what it answered) in the job's steps, for the job view."""
+        job.updated_at = _now()
+        job.steps.append({"state": job.state, "t": job.updated_at, "step": step, "outcome": outcome})
+        self.r.hset(self.job_key(job.id), mapping={"updated_at": job.updated_at, "steps": json.dumps(job.steps)})
+
     def held_until(self, job_id: str) -> float | None:
         """When a held job's hold ends, if it said."""
         score = self.r.zscore(keys.JOBS_HELD_UNTIL, job_id)

@@ -25,8 +25,12 @@ from what the record already has:
 - a re-verification run only verifies.
 
 `atLeast` counts only what is charged whatever Clodura finds; `atMost`
-everything that could be. Clearout's credits are its own and not in the
-figure. A selection larger than ESTIMATE_READ_MAX is priced record by
+everything that could be. With WATERFALL_STEPS on, a record Clodura may
+not match may also need each step it has what to ask with (0 to the
+step's price: nothing is charged when nobody is found): Clodura's people
+search counts in `credits`, Clearout's reverse lookups (and, with
+EMAIL_TYPE_CHECKS, up to three attribute checks per address) in
+`clearoutCredits`, since Clearout's credits are its own. A selection larger than ESTIMATE_READ_MAX is priced record by
 record up to it, and the rest at the worst case (`atMost`) and 0
 (`atLeast`), so the range still holds.
 """
@@ -39,11 +43,15 @@ from dataclasses import dataclass, field
 from crm_enrich import keys
 from crm_enrich.field_map import is_blank
 from crm_enrich.flow.account import company_dedupe_key, components_wanted
+from crm_enrich.flow.email_type import CHECKS as EMAIL_TYPE_CHECKS
+from crm_enrich.flow.email_type import SOURCE as EMAIL_TYPE_SOURCE
+from crm_enrich.flow.email_type import check_credits as email_type_check_credits
 from crm_enrich.flow.enrich import enrich_identifiers
 from crm_enrich.flow.lead_company import wants_organisation
 from crm_enrich.flow.reveal import REVEAL_EMAIL, reveal_identifiers, wants_phone
 from crm_enrich.flow.services import Services
 from crm_enrich.flow.signals import signals_wanted
+from crm_enrich.flow.waterfall import STEP_PRICES
 from crm_enrich.providers.cache import canonical_key
 from crm_enrich.providers.quota import COSTS
 from crm_enrich.salesforce.ids import PERSON_OBJECTS
@@ -72,13 +80,25 @@ class Estimate:
         self.lines.setdefault(step, Line()).add(at_least, at_most)
 
     def as_dict(self) -> dict:
-        at_least = math.floor(sum(line.at_least for line in self.lines.values()) * 100 + 1e-6) / 100
-        at_most = math.ceil(sum(line.at_most for line in self.lines.values()) * 100 - 1e-6) / 100
+        clodura = [line for step, line in self.lines.items() if not step.startswith(CLEAROUT)]
+        clearout = [line for step, line in self.lines.items() if step.startswith(CLEAROUT)]
+        at_least, at_most = _range(clodura)
         return {"records": self.records, "priced": self.priced,
                 "credits": {"atLeast": at_least, "atMost": at_most}, "estimatedCredits": at_most,
+                "clearoutCredits": dict(zip(("atLeast", "atMost"), _range(clearout), strict=True)),
                 "needs": {step: {"records": line.records, "atLeast": round(line.at_least, 2),
                                  "atMost": round(line.at_most, 2)}
                           for step, line in sorted(self.lines.items())}}
+
+
+# Lines priced in Clearout's credits (the price table's clearout_* entries).
+CLEAROUT = "clearout_"
+
+
+def _range(lines: list[Line]) -> tuple[float, float]:
+    at_least = math.floor(sum(line.at_least for line in lines) * 100 + 1e-6) / 100
+    at_most = math.ceil(sum(line.at_most for line in lines) * 100 - 1e-6) / 100
+    return at_least, at_most
 
 
 def _cached(svc: Services, force: bool, endpoint: str, request: dict) -> bool:
@@ -140,9 +160,13 @@ def price_person(svc: Services, estimate: Estimate, object_type: str, record: di
     ids = enrich_identifiers(record, company)
     if ids:
         estimate.charge("enrich", 0.0, 0.0 if _cached(svc, force, "enrich", ids) else COSTS["enrich"])
+    if not _matched_today(svc, force, ids):
+        price_waterfall(svc, estimate, record)
     if email:
         estimate.charge("verify", *_verification(svc, force, email))
+        price_email_type(svc, estimate, object_type)
     elif ids or reveal_identifiers(record, None, with_names=True):
+        price_email_type(svc, estimate, object_type)
         # Enrich may find the person (their id is enough to reveal by).
         reveal_ids = reveal_identifiers(record, None, with_names=True)
         free = _cached(svc, force, REVEAL_EMAIL, reveal_ids)
@@ -153,6 +177,41 @@ def price_person(svc: Services, estimate: Estimate, object_type: str, record: di
     has_company = not (is_blank(record.get("Company")) and is_blank(record.get("Website")))
     if lead_company_cost(svc, object_type) and has_company:
         estimate.charge("org_enrich", 0.0, lead_company_cost(svc, object_type))
+
+
+def _matched_today(svc: Services, force: bool, ids: dict) -> bool:
+    """Whether enrich's cached answer has the person (then no waterfall runs)."""
+    if force or not ids:
+        return False
+    cached = svc.cache.get(canonical_key("enrich", ids))
+    return bool(cached and (cached.value.get("person") or {}).get("personId"))
+
+
+def price_waterfall(svc: Services, estimate: Estimate, record: dict) -> None:
+    """Each step that is on and that the record gives something to ask with:
+    0 (nobody found, or enrich matched after all) to the step's price."""
+    for step in svc.settings.waterfall:
+        entry, asks = STEP_PRICES[step]
+        if asks(record):
+            estimate.charge(entry, 0.0, COSTS[entry])
+
+
+def price_email_type(svc: Services, estimate: Estimate, object_type: str) -> None:
+    """Up to three attribute checks for an address whose verdict may carry no flags."""
+    if svc.settings.email_type_checks and svc.settings.verify_provider != "clearout" \
+            and EMAIL_TYPE_SOURCE in svc.field_map.sources_used(object_type):
+        estimate.charge("clearout_attribute_check", 0.0, len(EMAIL_TYPE_CHECKS) * email_type_check_credits(svc))
+
+
+def waterfall_worst_case(svc: Services, object_type: str, provider: str) -> float:
+    """The most the waterfall (and the email-type checks) may cost one
+    record we did not read, in `provider`'s credits."""
+    entries = [STEP_PRICES[step][0] for step in svc.settings.waterfall]
+    most = sum(COSTS[e] for e in entries if e.startswith(CLEAROUT) == (provider == "clearout"))
+    if provider == "clearout" and svc.settings.email_type_checks \
+            and EMAIL_TYPE_SOURCE in svc.field_map.sources_used(object_type):
+        most += len(EMAIL_TYPE_CHECKS) * email_type_check_credits(svc)
+    return most
 
 
 def price_accounts(svc: Services, estimate: Estimate, account_ids: Iterable[str]) -> None:
@@ -173,7 +232,8 @@ def worst_case(svc: Services, object_type: str, verify_only: bool) -> float:
         return max(verify, COSTS["verify_deep"])
     if object_type not in PERSON_OBJECTS:
         return org_enrich_cost(svc) + signals_worst_case(svc)
-    most = COSTS["enrich"] + COSTS["reveal_email"] + verify + lead_company_cost(svc, object_type)
+    most = (COSTS["enrich"] + COSTS["reveal_email"] + verify + lead_company_cost(svc, object_type)
+            + waterfall_worst_case(svc, object_type, "clodura"))
     if svc.settings.reveal_phone:
         most += COSTS["reveal_phone"]
     if object_type == "Contact" and svc.field_map.rules_for("Account"):
@@ -205,6 +265,11 @@ def price_selection(svc: Services, object_type: str, kind: str, force: bool, tot
         most = worst_case(svc, object_type, verify_only)
         line = estimate.lines.setdefault("not_read", Line())
         line.records, line.at_most = unread, unread * most
+        clearout_most = 0.0 if verify_only or object_type not in PERSON_OBJECTS else \
+            waterfall_worst_case(svc, object_type, "clearout")
+        if clearout_most:
+            line = estimate.lines.setdefault("clearout_not_read", Line())
+            line.records, line.at_most = unread, unread * clearout_most
     return estimate.as_dict()
 
 

@@ -21,7 +21,7 @@ from crm_enrich.redis_typing import hash_fields
 from .operator_input import RECONCILE_KIND, SOURCE_FOR_KIND, RerunRequest
 
 # What a dry run answers (crm_enrich/operations/estimate.py), kept on its run.
-ESTIMATE_FIELDS = ("records", "priced", "credits", "estimatedCredits", "needs")
+ESTIMATE_FIELDS = ("records", "priced", "credits", "clearoutCredits", "estimatedCredits", "needs")
 
 RUN_TTL_S = keys.RUN_TTL_S
 run_key = keys.run

@@ -43,7 +43,10 @@ def job_view(store: JobStore, job: Job) -> dict:
         "skipReason": job.skip_reason,
         "fieldsWritten": job.fields_written,
         "fieldsSkipped": [{"field": name, "reason": reason} for name, reason in sorted(job.fields_skipped.items())],
-        "steps": [{"state": s.get("state"), "at": s.get("t")} for s in job.steps],
+        # A step within a state (a waterfall source asked) also says which, and what it answered.
+        "steps": [{"state": s.get("state"), "at": s.get("t"),
+                   **({"step": s["step"], "outcome": s.get("outcome")} if s.get("step") else {})}
+                  for s in job.steps],
         "providerCalls": [k for k in sorted(slots) if k not in ("record", "outcome", "write")
                           and not k.startswith(("pending:", "result:"))],
         "asyncSteps": waits,

@@ -86,6 +86,7 @@ class ClearoutVerdict:
     sub_status: int | None
     safe_to_send: str | None     # yes / no / risky / unknown
     verified_at: str | None      # ISO-8601, as Clearout gave it
+    email_type: str | None = None  # business / free / role / disposable, from the answer's flags
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class FinderResult:
     queue_id: str | None = None   # set when queued: pass it to finder_status()
     confidence: int | None = None  # 0-100
     role: bool = False            # a role address (info@, sales@...)
+    business: bool | None = None  # a business address (None: Clearout did not say)
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,8 @@ class ClearoutClient:
         best = emails[0]
         return FinderResult(status="found", email=best["email_address"],
                             confidence=_int_or_none(data.get("confidence_score")),
-                            role=str(best.get("role", "")).lower() == "yes")
+                            role=str(best.get("role", "")).lower() == "yes",
+                            business=_yes_no(best.get("business")))
 
 
 def parse_verdict(data: dict) -> ClearoutVerdict:
@@ -289,7 +292,24 @@ def parse_verdict(data: dict) -> ClearoutVerdict:
         sub_status=code,
         safe_to_send=safe,
         verified_at=data.get("verified_on"),
+        email_type=email_type_of(data),
     )
+
+
+def _yes_no(value) -> bool | None:
+    text = str(value or "").strip().lower()
+    return True if text == "yes" else False if text == "no" else None
+
+
+def email_type_of(data: dict) -> str | None:
+    """What kind of address a verify answer's flags say it is, the worst
+    first: disposable, role, free (webmail), else business; None when the
+    answer carries no flags."""
+    flags = {name: _yes_no(data.get(name)) for name in ("disposable", "role", "free")}
+    for name, flag in flags.items():
+        if flag:
+            return name
+    return "business" if all(flag is False for flag in flags.values()) else None
 
 
 def _int_or_none(value) -> int | None:

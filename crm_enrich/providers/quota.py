@@ -73,6 +73,13 @@ COSTS = {"enrich": 2.0, "verify": 0.04, "verify_deep": 0.1, "reveal_email": 6.0,
          "org_enrich": 4.0, "org_search": 0.0,
          # Account signals: news is 2 a request; job posts' price is not documented (2 assumed).
          "job_posts": 2.0, "news": 2.0}
+# The waterfall for people enrich does not match, and the email-type checks
+# (docs/clodura.md#people-search, docs/clearout.md#credits). The clearout_*
+# prices are in Clearout's credits, which are its own: they never count
+# against Clodura's balance or our budget (the attribute check's is
+# Inferred, and CLEAROUT_ATTRIBUTE_CHECK_CREDITS overrides it).
+COSTS.update({"people_search": 1.0, "clearout_reverse_email": 4.0, "clearout_reverse_linkedin": 4.0,
+              "clearout_attribute_check": 1.0})
 
 
 def today() -> str:

@@ -9,8 +9,10 @@ docs/clearout.md#rate-limits, docs/clearout.md#error-codes):
     `reasons`, no code) -> credits (402 / 1002 verify, 1099 finder) -> work.
 
 Endpoints: POST /v2/email_verify/instant, GET /v2/email_verify/getcredits,
-POST /v2/email_finder/instant, GET /v2/email_finder/instant/queue_status?qid=,
-and the public company autocomplete (clearout_autocomplete.py).
+POST /v2/email_finder/instant, GET /v2/email_finder/instant/queue_status?qid=;
+the public company autocomplete (clearout_autocomplete.py); and in
+clearout_lookup.py GET /v2/reverse_lookup/{email,linkedin} and
+POST /v2/email/verify/{catchall,disposable,business,free,role,gibberish}.
 `?response=flat` flattens nested objects inside `data` (INFERRED rule,
 docs/clearout.md#flat-responses).
 
@@ -438,7 +440,7 @@ def dataset_result(dataset: Dataset, email: str, time_taken: int) -> dict:
 # -- the app ---------------------------------------------------------------------------
 
 def _family(path: str) -> str:
-    if path.startswith(PREFIX + "/email_verify/"):
+    if path.startswith((PREFIX + "/email_verify/", PREFIX + "/email/verify/")):
         return "verify"
     if path.startswith(PREFIX + "/email_finder/"):
         return "finder"
@@ -676,6 +678,10 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
         return success({"query_status": "completed", **data})
 
     autocomplete = install_autocomplete(app, dataset, success, failed, validation_failed)
+    # Reverse lookups and single-attribute checks (docs/clearout.md#reverse-lookup,
+    # docs/clearout.md#attribute-checks) live in their own module.
+    from .clearout_lookup import install_lookups
+    install_lookups(app, state, dataset)
 
     @app.errorhandler(404)
     def _not_found(_e):

@@ -1252,6 +1252,9 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
     # -- POST /organisation/jobpost, /organisation/news (docs/clodura.md#job-posts, #company-news)
     install_signal_routes(app, dataset, json_body, refuse, _error,
                           lambda cost: state.try_charge(g.clodura_key, cost))
+    # People search (docs/clodura.md#people-search) lives in its own module.
+    from .clodura_search import install_people_search
+    install_people_search(app, state, dataset, refuse, _error)
 
     @app.errorhandler(404)
     def _not_found(_e):

@@ -343,6 +343,16 @@ class Dataset:
             return VERDICT_CATCH_ALL
         return VERDICT_UNDELIVERABLE
 
+    # -- what other providers know (the waterfall) --------------------------
+    def anyone_by_email(self, email: str | None) -> Person | None:
+        """The person behind an address, known to Clodura or not (Clearout's
+        reverse lookup knows everyone in the dataset)."""
+        return self._person_by_email.get((email or "").strip().lower())
+
+    def anyone_by_linkedin(self, url: str | None) -> Person | None:
+        u = normalize_linkedin(url)
+        return self._person_by_linkedin.get(u) if u else None
+
     # -- demo ------------------------------------------------------------
     def demo_contacts(self, n: int, seed: int = 7) -> list[dict]:
         return _demo_contacts(self, n, seed)

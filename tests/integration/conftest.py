@@ -3,6 +3,9 @@ embedded Valkey), the sandbox over HTTPS, the web app under gunicorn and a
 real Celery worker."""
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 import pytest
 
 from crm_enrich.dev.devstack import Stack, wait_for
@@ -23,16 +26,29 @@ def stack(tmp_path_factory):
 
 
 # A second system for the provider tests: short callback deadlines, a
-# sweeper every second, and Clearout as the second opinion and finder.
+# sweeper every second, Clearout as the second opinion and finder, the
+# whole waterfall for people Clodura does not match, and Email_Type__c
+# mapped with Clearout's attribute checks allowed.
 POLL_AFTER_S, GIVE_UP_AFTER_S = 2, 8
+WATERFALL = "clearout_email,clearout_linkedin,clodura_search"
+
+
+def map_with_email_type(directory: Path) -> Path:
+    """The default field map with its commented-out Email_Type__c lines on."""
+    text = resources.files("crm_enrich").joinpath("default_field_map.toml").read_text()
+    path = directory / "field_map.toml"
+    path.write_text(text.replace("# Email_Type__c = ", "Email_Type__c = "))
+    return path
 
 
 @pytest.fixture(scope="session")
 def provider_stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("providers"), worker_concurrency=2, extra_env={
+    state_dir = tmp_path_factory.mktemp("providers")
+    with Stack(state_dir, worker_concurrency=2, extra_env={
             "VERIFY_POLL_AFTER_S": str(POLL_AFTER_S), "VERIFY_GIVE_UP_AFTER_S": str(GIVE_UP_AFTER_S),
             "SWEEP_INTERVAL_S": "1", "VERIFY_PROVIDER": "clodura_then_clearout",
-            "CLEAROUT_FINDER": "true"}) as running:
+            "CLEAROUT_FINDER": "true", "WATERFALL_STEPS": WATERFALL, "EMAIL_TYPE_CHECKS": "true",
+            "FIELD_MAP": str(map_with_email_type(state_dir))}) as running:
         yield running
 
 

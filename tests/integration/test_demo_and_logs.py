@@ -37,8 +37,12 @@ def test_demo_exits_zero_with_every_record_written_back():
     assert 1 <= len(progress) <= elapsed / PLAIN_PROGRESS_EVERY_S + 2, out
     assert len(out.splitlines()) < 52, out
     table = out[out.index("Before → after"):out.index("Summary")]
-    for kind in ("email revealed", "invalid address", "catch-all, settled by callback", "unknown person"):
+    for kind in ("email revealed", "invalid address", "catch-all, settled by callback",
+                 "found by the waterfall"):
         assert kind in table, table
+    # The waterfall's find: nobody at Clodura, a title written from Clearout's reverse lookup.
+    assert re.search(r"found by the waterfall +\S+@\S+ +- → \S", table), table
+    assert re.search(r"more found by the waterfall \(\d+ by clearout_email\)", out), out
     assert re.search(r"email revealed +- → \S+@", table), table          # the revealed address, written back
     assert re.search(r"invalid address .* - → invalid", table), table
     assert re.search(r"catch-all, settled by callback .* - → catch_all", table), table

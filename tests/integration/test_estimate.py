@@ -19,7 +19,8 @@ from .conftest import final_job
 @pytest.fixture(scope="module")
 def estack(tmp_path_factory):
     with Stack(tmp_path_factory.mktemp("estimate"), worker_concurrency=2,
-               extra_env={"SWEEP_INTERVAL_S": "1"}) as stack:
+               extra_env={"SWEEP_INTERVAL_S": "1",
+                          "WATERFALL_STEPS": "clearout_email,clearout_linkedin,clodura_search"}) as stack:
         yield stack
 
 
@@ -52,13 +53,22 @@ def test_the_real_charge_lies_inside_the_estimate(estack):
     assert needs["org_enrich"]["records"] == len(accounts)
     low, high = estimate["credits"]["atLeast"], estimate["credits"]["atMost"]
     assert 0 < low < high
+    # The waterfall may ask Clearout about every address (its credits are its own).
+    assert needs["clearout_reverse_email"]["records"] == sum("Email" in p for p in people)
+    clearout_low, clearout_high = estimate["clearoutCredits"]["atLeast"], estimate["clearoutCredits"]["atMost"]
+    assert clearout_low == 0 < clearout_high
 
     spent_before = control.clodura_usage()["creditsSpent"]
+    clearout_before = control.clearout_usage()["credits_spent"]
     run_id = api(estack, "POST", "/admin/rerun", json={"object": "Contact", "ids": ids}).json()["runId"]
     wait_for(lambda: api(estack, "GET", f"/admin/runs/{run_id}").json()["status"] == "finished", 180,
              "the run to finish", interval=0.5)
     for account_id in accounts.values():
         final_job(store, "Account", account_id, timeout=60)
     real = round(control.clodura_usage()["creditsSpent"] - spent_before, 2)
-    print(f"estimate {low}..{high} credits, real charge {real} credits; needs {needs}")
+    clearout_real = control.clearout_usage()["credits_spent"] - clearout_before
+    print(f"estimate {low}..{high} credits, real charge {real} credits; Clearout: estimate "
+          f"{clearout_low}..{clearout_high}, real {clearout_real}; needs {needs}")
     assert low <= real <= high
+    assert clearout_low <= clearout_real <= clearout_high
+    assert clearout_real > 0   # the people Clodura does not know were looked up

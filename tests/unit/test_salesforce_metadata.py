@@ -62,7 +62,7 @@ def test_every_mapped_custom_field_is_deployed_with_a_type_that_holds_its_value(
 
 
 def commented_out_mappings() -> str:
-    """The default map's commented-out mappings (the signals), uncommented."""
+    """The default map's commented-out mappings (the signals, the email type), uncommented."""
     text = (ROOT / "crm_enrich" / "default_field_map.toml").read_text()
     return "\n".join(line.removeprefix("# ") if re.match(r"^# \w+ = \{ from = ", line) else line
                      for line in text.splitlines())
@@ -75,11 +75,11 @@ def test_commented_out_mappings_are_deployed_and_fit_once_uncommented(tmp_path):
     path.write_text(commented_out_mappings())
     default, uncommented = load_field_map(), load_field_map(path)
     added = [(obj, r) for obj in OBJECTS for r in uncommented.rules_for(obj) if r not in default.rules_for(obj)]
-    assert sorted(r.field for _, r in added) == ["Latest_Job_Titles__c", "Latest_News_At__c", "Latest_News__c",
-                                                 "Open_Job_Posts__c"]
+    assert sorted(r.field for _, r in added) == ["Email_Type__c", "Email_Type__c", "Latest_Job_Titles__c",
+                                                 "Latest_News_At__c", "Latest_News__c", "Open_Job_Posts__c"]
     fields, table = metadata_fields(), readme_field_table()
     for obj, rule in added:
-        assert rule.source.startswith("signals.")
+        assert rule.source.startswith("signals.") or rule.source == "email.type"
         assert (obj, rule.field) in fields and (obj, rule.field) in table
         assert fields[(obj, rule.field)].describe_type in FITS[SOURCES[rule.source]], f"{obj}.{rule.field}"
 
@@ -160,6 +160,6 @@ def test_every_placeholder_is_replaced_at_deploy_from_the_environment():
 
 def test_every_metadata_file_is_well_formed_xml():
     files = sorted(org_metadata.PROJECT_DIR.rglob("*-meta.xml"))
-    assert len(files) == 21 + 1 + 3 + 3
+    assert len(files) == len(metadata_fields()) + 1 + 3 + 3   # fields, the permission set, flows, workflows
     for path in files:
         assert parse(path).tag.startswith("{http://soap.sforce.com/2006/04/metadata}"), path
