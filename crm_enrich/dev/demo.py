@@ -84,10 +84,12 @@ def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int
                   markup=False)
     # Clearout as the second opinion on risky and catch-all addresses, its
     # finder for people Clodura cannot reveal, and the waterfall for people
-    # Clodura does not match at all.
+    # Clodura does not match at all (its Clearout steps: Clodura's people
+    # search would place the demo's Leads by name, and the demo shows a
+    # Lead's domain found by the autocomplete).
     stack = Stack(state_dir, worker_concurrency=workers,
                   extra_env={"VERIFY_PROVIDER": "clodura_then_clearout", "CLEAROUT_FINDER": "true",
-                             "WATERFALL_STEPS": "clearout_email,clearout_linkedin,clodura_search"})
+                             "WATERFALL_STEPS": "clearout_email,clearout_linkedin"})
     try:
         print("  starting Redis, the sandbox, the web app (gunicorn) and a Celery worker …")
         stack.start()

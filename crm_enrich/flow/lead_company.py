@@ -34,9 +34,13 @@ def lead_company(svc: Services, job: Job, memory: JobMemory, record: dict, perso
     """{"domain": the company's domain or None, "found_by": "clearout" when
     the autocomplete gave it, "organisation": Clodura's or None}; {} when the
     person match already named the company (or this is not a Lead)."""
-    if job.object != "Lead" or ((person or {}).get("organisation") or {}).get("domain"):
+    placed = ((person or {}).get("organisation") or {}).get("domain")
+    # Clodura's own match names the company with its firmographics; a person
+    # found by the waterfall names only its domain, so the organisation is
+    # still looked up by that domain.
+    if job.object != "Lead" or (placed and not (person or {}).get("found_by")):
         return {}
-    domain, found_by = domain_of(record.get("Website")), None
+    domain, found_by = domain_of(record.get("Website")) or placed, None
     if domain is None:
         found = found_domain(svc, job, memory, record.get("Company"), runner_id)
         if found is None:
