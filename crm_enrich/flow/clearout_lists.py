@@ -40,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import redis
+
 from crm_enrich import counters, keys
 from crm_enrich.field_map import is_blank
 from crm_enrich.jobs.state import State
@@ -437,12 +439,15 @@ def _wake_orphans(svc: Services, resume_many: ResumeMany, now: float) -> None:
         resume_many(stale, "rerun")
 
 
-def list_view(svc: Services, run_id: str) -> list[dict[str, Any]]:
-    """A run's lists, for operators: no addresses, only counts and times."""
+def list_view(r: redis.Redis, run_id: str) -> list[dict[str, Any]]:
+    """A run's lists, for operators: their state, counts and times."""
     out = []
-    for list_key in sorted(text_set(svc.store.r.smembers(keys.clearout_run_lists(run_id)))):
-        info = text_hash(svc.store.r.hgetall(keys.clearout_list(list_key)))
+    for list_key in sorted(text_set(r.smembers(keys.clearout_run_lists(run_id)))):
+        info = text_hash(r.hgetall(keys.clearout_list(list_key)))
         if info:
-            out.append({"list": list_key, **info,
-                        "jobs": svc.store.r.scard(keys.clearout_list_members(list_key))})
+            out.append({"list": list_key, "kind": info.get("kind"), "status": info.get("status"),
+                        "jobs": r.scard(keys.clearout_list_members(list_key)),
+                        **{name: int(float(info[name])) for name in ("percent", "rows", "answered", "fell_back")
+                           if info.get(name) not in (None, "")},
+                        **({"reason": info["reason"]} if info.get("reason") else {})})
     return out

@@ -66,7 +66,7 @@ VERIFY_LABELS = {"valid": "Valid", "invalid": "Invalid", "catch_all": "Catch All
 
 @dataclass
 class BulkConfig:
-    rows_per_s: float = 500.0
+    rows_per_s: float = 50.0   # Inferred: Clearout publishes no speed
     start_delay_s: float = 1.0
     concurrency: int = 5
     url_ttl_s: float = 300.0
