@@ -19,6 +19,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from crm_enrich import keys
 from crm_enrich.dev.devstack import Stack, wait_for
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.operations import reverify, runs
@@ -67,12 +68,18 @@ def measure(mode: str, n: int, rpm: int) -> dict:
             run = wait_for(finished, 7200, "the run to finish", interval=1.0)
             took = time.time() - run["createdAt"]
             log = control.log("clearout")
+            # Where a list's time went: collecting until uploaded, at Clearout until read.
+            phases = {}
+            for lst in store.r.smembers(keys.clearout_run_lists(run_id)):
+                info = store.r.hgetall(keys.clearout_list(lst))
+                phases = {"uploaded": float(info["uploaded_at"]) - run["createdAt"],
+                          "read": float(info["finished_at"]) - run["createdAt"]}
             credits = control.clearout_usage()["credits_spent"]
         finally:
             stack.stop()
     by_path = Counter("result file" if e["path"].startswith("/results/") else e["path"].removeprefix("/v2/")
                       for e in log)
-    return {"mode": mode, "seconds": took, "requests": len(log), "by_path": by_path,
+    return {"mode": mode, "seconds": took, "phases": phases, "requests": len(log), "by_path": by_path,
             "rate_limited": sum(1 for e in log if e["status"] == 429), "credits": credits, "jobs": run["jobs"]}
 
 
@@ -91,6 +98,11 @@ def main() -> None:
         print(f"  {res['mode']:>7}: {res['seconds']:7.0f} s to finish, {res['requests']:,} Clearout requests "
               f"({paths}; {res['rate_limited']:,} answered 429), {res['credits']:,} credits; jobs "
               + ", ".join(f"{k} {v:,}" for k, v in sorted(res["jobs"].items())))
+        if res["phases"]:
+            print(f"           the list: uploaded after {res['phases']['uploaded']:.0f} s (every job had come to "
+                  f"it), its result read after {res['phases']['read']:.0f} s")
+        else:
+            print(f"           the floor Clearout's limit sets: {args.records / args.rpm * 60:.0f} s")
     if len(results) == 2:
         bulk, instant = results
         print(f"  bulk vs instant: {instant['seconds'] / max(bulk['seconds'], 1):.1f}x faster, "

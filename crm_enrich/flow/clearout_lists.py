@@ -225,6 +225,9 @@ def sweep_lists(svc: Services, resume_many: ResumeMany, now: float | None = None
         try:
             _tend(svc, list_key, resume_many, now)
             acted += 1
+        except Exception as exc:  # noqa: BLE001  one list's trouble must not hold back the others
+            log.exception("clearout_list.sweep_failed", list=list_key, error=type(exc).__name__)
+            _due(svc, list_key, now + svc.settings.clearout_bulk_poll_s)
         finally:
             if r.get(lease) == holder:
                 r.delete(lease)
@@ -239,6 +242,10 @@ def _tend(svc: Services, list_key: str, resume_many: ResumeMany, now: float) -> 
         r.zrem(keys.CLEAROUT_LISTS_DUE, list_key)
         return
     status = info["status"]
+    if status != COLLECTING and now - float(info["closed_at"]) > svc.settings.clearout_bulk_give_up_s + ORPHAN_GRACE_S:
+        # Past every deadline (an error met at each sweep, say): the jobs go on alone.
+        _finish(svc, list_key, info, {}, resume_many, "past its deadline")
+        return
     if status == COLLECTING:
         if not _ready_to_close(svc, list_key, info, now):
             _due(svc, list_key, now)  # looked at again at the next sweep
