@@ -78,6 +78,13 @@ def run_record(run_id: str, record_id: str) -> str:
     return f"rerun:{run_id}:{record_id}"
 
 
+def run_of_record_key(event_key: str | None) -> str | None:
+    """The run id in a run's dedupe key (see run_record), else None."""
+    kind, _, rest = (event_key or "").partition(":")
+    run_id, sep, _ = rest.partition(":")
+    return run_id if kind == "rerun" and sep and run_id else None
+
+
 def replay(job_id: str, nonce: str) -> str:
     return f"replay:{job_id}:{nonce}"
 
@@ -181,6 +188,37 @@ def credits_reserved(provider: str) -> str:
 
 def credits_remaining(provider: str) -> str:
     return f"credits:{provider}:remaining"
+
+
+# Clearout bulk lists (crm_enrich/flow/clearout_lists.py): bookkeeping and
+# job ids only; the addresses stay on the jobs (≤ 24 h) and in the file.
+CLEAROUT_LIST_TTL_S = 7 * 86_400
+CLEAROUT_LISTS_DUE = "clearout:lists:due"    # open lists by when the sweeper next acts on them
+
+
+def clearout_list(list_key: str) -> str:
+    """One list: run, kind, status, Clearout's list id, times, counts."""
+    return f"clearout:list:{list_key}"
+
+
+def clearout_list_members(list_key: str) -> str:
+    """The job ids on one list."""
+    return f"clearout:list:{list_key}:jobs"
+
+
+def clearout_list_lease(list_key: str) -> str:
+    """Held by the one sweeper acting on a list."""
+    return f"clearout:list:{list_key}:lease"
+
+
+def clearout_run_list(run_id: str, kind: str) -> str:
+    """The list a run's jobs of one kind (verify, finder) join now."""
+    return f"clearout:run:{run_id}:{kind}:list"
+
+
+def clearout_run_lists(run_id: str) -> str:
+    """Every list of a run, for operators and for the sweeper's checks."""
+    return f"clearout:run:{run_id}:lists"
 
 
 # -- Salesforce -------------------------------------------------------------------

@@ -20,6 +20,7 @@ ENRICH_RECORD = "crm_enrich.enrich_record"
 ENRICH_RECORDS = "crm_enrich.enrich_records"
 FAN_OUT_MAX = 500   # job ids per fan-out message
 SWEEP_PARKED = "crm_enrich.sweep_parked_jobs"
+SWEEP_CLEAROUT_LISTS = "crm_enrich.sweep_clearout_lists"
 CHECK_CREDITS = "crm_enrich.check_clodura_credits"
 REVERIFY_OLD_EMAILS = "crm_enrich.reverify_old_emails"
 REFRESH_OLD_RECORDS = "crm_enrich.refresh_old_records"

@@ -136,6 +136,19 @@ class Settings(BaseSettings):
     # Clearout's instant verify waits this long for a verdict, then answers
     # 524 and the job retries later (Clearout's own default is 130 s).
     clearout_verify_timeout_ms: int = Field(default=30_000, ge=1_000, le=180_000)
+    # Clearout bulk lists: a run (re-run, backfill, re-verification,
+    # refresh) selecting more records than this sends the Clearout
+    # verifications (and, with CLEAROUT_FINDER, the finder searches) of its
+    # jobs as one bulk list instead of one instant call each (0: never). A
+    # list takes addresses until every job of the run has come to it, or
+    # for at most CLEAROUT_BULK_COLLECT_S; its progress is asked every
+    # CLEAROUT_BULK_POLL_S; a list not done CLEAROUT_BULK_GIVE_UP_S after
+    # its upload is cancelled and its jobs verified one by one. Together
+    # they stay well inside the 24 h a job may keep its data.
+    clearout_bulk_threshold: int = Field(default=1000, ge=0)
+    clearout_bulk_collect_s: float = Field(default=1800, ge=1, le=6 * 3600)
+    clearout_bulk_poll_s: float = Field(default=60, ge=0.5, le=3600)
+    clearout_bulk_give_up_s: float = Field(default=6 * 3600, ge=10, le=12 * 3600)
 
     salesforce_login_url: HttpUrl
     salesforce_client_id: str = Field(min_length=1)

@@ -282,7 +282,14 @@ def spec() -> dict:
                     "finished": {"type": "integer"}, "force": {"type": "boolean"}, "dryRun": {"type": "boolean"},
                     "createdAt": {"type": "number", "nullable": True}, "error": {"type": "string"},
                     "jobs": {"type": "object", "additionalProperties": {"type": "integer"},
-                             "description": "the run's jobs by state"}}},
+                             "description": "the run's jobs by state"},
+                    "clearoutLists": {"type": "array", "description": "a large run's Clearout bulk lists",
+                                      "items": {"type": "object", "properties": {
+                                          "list": {"type": "string"}, "kind": {"type": "string"},
+                                          "status": {"type": "string"}, "jobs": {"type": "integer"},
+                                          "percent": {"type": "integer"}, "rows": {"type": "integer"},
+                                          "answered": {"type": "integer"}, "fell_back": {"type": "integer"},
+                                          "reason": {"type": "string"}}}}}},
                 "Job": {"type": "object", "required": ["id", "state", "steps"], "properties": {
                     "id": JOB_ID, "state": {"type": "string"}, "object": OBJECT, "recordId": SF_ID,
                     "source": {"type": "string"}, "createdAt": {"type": "number"},

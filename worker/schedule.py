@@ -12,6 +12,7 @@ from crm_enrich.queues import (
     RECONCILE,
     REFRESH_OLD_RECORDS,
     REVERIFY_OLD_EMAILS,
+    SWEEP_CLEAROUT_LISTS,
     SWEEP_PARKED,
 )
 from crm_enrich.settings import Settings
@@ -32,10 +33,20 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         # Proves a pool process takes tasks (/readyz reads the heartbeat).
         "worker-heartbeat": {"task": HEARTBEAT, "schedule": HEARTBEAT_EVERY_S,
                              "options": {"expires": HEARTBEAT_EVERY_S * 2}},
+        **clearout_lists_schedule(settings),
         **reverify_schedule(settings),
         **refresh_schedule(settings),
         **reconcile_schedule(settings),
     }
+
+
+def clearout_lists_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Large runs' Clearout bulk lists, when Clearout is configured: each
+    list is acted on when it is due (crm_enrich/flow/clearout_lists.py)."""
+    if not settings.clearout_api_token or not settings.clearout_bulk_threshold:
+        return {}
+    return {"sweep-clearout-lists": {"task": SWEEP_CLEAROUT_LISTS, "schedule": settings.sweep_interval_s,
+                                     "options": {"expires": settings.sweep_interval_s * 4}}}
 
 
 def refresh_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from crm_enrich import keys
 from crm_enrich.backoff import backoff_s
-from crm_enrich.flow import awaiting, parked, run
+from crm_enrich.flow import awaiting, clearout_lists, parked, run
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import log
 from crm_enrich.queues import (
@@ -19,13 +19,14 @@ from crm_enrich.queues import (
     ENRICH_RECORDS,
     FLUSH_READS,
     FLUSH_WRITES,
+    SWEEP_CLEAROUT_LISTS,
     SWEEP_PARKED,
     URGENT_QUEUE,
     queue_for,
 )
 from crm_enrich.salesforce import batches
 
-from .services import services
+from .services import enqueue_many, services
 
 # A message whose worker dies every time it runs it (acks_late +
 # reject_on_worker_lost would replay it forever) is failed after this many
@@ -127,6 +128,15 @@ def sweep_parked_jobs() -> int:
                                    lambda: parked.queues_idle(svc.store, svc.batches.reads)))
     svc.store.trim_state_index()  # entries older than the job hashes they point to
     return moved
+
+
+@shared_task(name=SWEEP_CLEAROUT_LISTS)
+def sweep_clearout_lists() -> int:
+    """Follow large runs' Clearout bulk lists (crm_enrich/flow/clearout_lists.py)."""
+    svc = services()
+    if svc.clearout is None:
+        return 0
+    return clearout_lists.sweep_lists(svc, lambda job_ids, source: enqueue_many(job_ids, source))
 
 
 @shared_task(name=CHECK_CREDITS)

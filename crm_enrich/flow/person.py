@@ -14,7 +14,7 @@ from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.queues import REVERIFY_SOURCE
 
-from . import account, email_type, verify, waterfall
+from . import account, clearout_lists, email_type, verify, waterfall
 from .enrich import field_sources, find_person
 from .lead_company import company_sources, lead_company, with_company_domain
 from .record import record_to_work_on
@@ -46,7 +46,10 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
     if is_blank(email) and not reverify_only:
         found_email = revealed(svc, job, memory, REVEAL_EMAIL, asking, person)
         if found_email is not None and not found_email["email"] and svc.settings.clearout_finder:
-            found_email = found_by_clearout(svc, job, memory, asking, person, runner_id)
+            listed = clearout_lists.found_on_list(svc, job, memory, asking, person)  # a large run's list
+            if isinstance(listed, clearout_lists.OnList):
+                return _park(svc, job, State.AWAITING_LIST)
+            found_email = listed or found_by_clearout(svc, job, memory, asking, person, runner_id)
         if found_email is None:
             return _park(svc, job, State.AWAITING_EMAIL)
         email = found_email["email"]
@@ -61,6 +64,8 @@ def advance_person(svc: Services, job: Job, runner_id: str) -> str:
         if job.state != State.AWAITING_VERIFICATION:
             store.transition(job, State.VERIFYING)
         verified = verify.verify(svc, job, memory, email, (found_email or {}).get("email_status"), runner_id)
+        if isinstance(verified, clearout_lists.OnList):
+            return _park(svc, job, State.AWAITING_LIST)
         if verified is None:
             return _park(svc, job, State.AWAITING_VERIFICATION)
         memory.keep(VERIFICATION, verified)

@@ -153,6 +153,14 @@ def revealed(svc: Services, job: Job, memory: JobMemory, step: str, record: dict
     return None if outcome is NOT_YET else outcome
 
 
+def finder_query(record: dict, person: dict | None) -> tuple[str, str | None]:
+    """What Clearout's finder is asked with: the full name, and the company
+    domain or else its name (Clearout takes either)."""
+    name = " ".join(part for part in (record.get("FirstName"), record.get("LastName"))
+                    if part is not None and not is_blank(part))
+    return name, company_domain(record, person) or record.get("Account.Name") or record.get("Company")
+
+
 def found_by_clearout(svc: Services, job: Job, memory: JobMemory, record: dict, person: dict | None,
                       runner_id: str) -> dict | None:
     """Clearout's email finder, for an address Clodura did not reveal; None
@@ -160,10 +168,7 @@ def found_by_clearout(svc: Services, job: Job, memory: JobMemory, record: dict, 
     job back to ask for it)."""
 
     def find():
-        name = " ".join(part for part in (record.get("FirstName"), record.get("LastName"))
-                        if part is not None and not is_blank(part))
-        # Clearout takes a domain or a company name.
-        company = company_domain(record, person) or record.get("Account.Name") or record.get("Company")
+        name, company = finder_query(record, person)
         queued = memory.get(CLEAROUT_FINDER_QUEUE)
         if not name or company is None or is_blank(company):
             found = {"status": "not_found", "email": None}

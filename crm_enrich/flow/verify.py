@@ -20,6 +20,7 @@ from crm_enrich.providers.quota import COSTS
 
 from . import callbacks
 from .awaiting import Ticket, await_result
+from .clearout_lists import OnList, verdict_on_list
 from .services import Services
 
 VERDICTS = ("valid", "invalid", "risky", "catch_all", "unknown")
@@ -49,25 +50,30 @@ def _catch_all_key(email: str) -> str:
 
 
 def verify(svc: Services, job: Job, data: JobMemory, email: str, hint: str | None,
-           runner_id: str) -> dict | None:
-    """The verification to write, or None while a 202 verdict is on its way.
+           runner_id: str) -> dict | None | OnList:
+    """The verification to write, None while a 202 verdict is on its way,
+    or ON_LIST while a large run's Clearout bulk list has the address.
     `hint` is what a reveal said of the address (e.g. "catch_all")."""
     provider = svc.settings.verify_provider
     if provider == "clearout":
-        return _clearout(svc, job, email, runner_id)
+        return _clearout(svc, job, data, email, runner_id)
     verified = _clodura(svc, job, data, email, hint, runner_id)
     if verified and provider == "clodura_then_clearout" and verified["status"] in SECOND_OPINION:
-        second = _clearout(svc, job, email, runner_id)
+        second = _clearout(svc, job, data, email, runner_id)
+        if isinstance(second, OnList):
+            return second
         return {**second, "detail": f"{verified['detail']}; then {second['detail']}"}
     return verified
 
 
-def _clearout(svc: Services, job: Job, email: str, runner_id: str) -> dict:
-    answer = svc.cache.fetch(
+def _clearout(svc: Services, job: Job, data: JobMemory, email: str, runner_id: str) -> dict | OnList:
+    listed = verdict_on_list(svc, job, data, email)  # a large run's bulk list, if it is one
+    if isinstance(listed, OnList):
+        return listed
+    found = listed or svc.cache.fetch(
         "clearout_verify", {"email": email},
         lambda: asdict(svc.clearout_client().verify_email(email, svc.settings.clearout_verify_timeout_ms)),
-        owner=runner_id, refresh=job.force)
-    found = answer.value
+        owner=runner_id, refresh=job.force).value
     return {"status": found["verdict"], "detail": f"clearout: {found['provider_status']} ({found['detail']})",
             "provider": "clearout", "verified_at": found["verified_at"] or iso_now(),
             "email_type": found.get("email_type")}

@@ -3,7 +3,8 @@
     received → enriching → awaiting_email → awaiting_phone → verifying →
     awaiting_verification → writing → done
 
-with `skipped` and `failed` as the other ends, and two holds for quota:
+(or `awaiting_list`, a large run's job on a Clearout bulk list), with
+`skipped` and `failed` as the other ends, and two holds for quota:
 `deferred` (Clodura's daily quota or our budget; resumed at the reset) and
 `paused` (no credits; resumed when credits return). The awaiting states
 wait for a result that Clodura sends later; no worker waits with them.
@@ -26,6 +27,9 @@ class State(StrEnum):
     AWAITING_PHONE = "awaiting_phone"
     VERIFYING = "verifying"
     AWAITING_VERIFICATION = "awaiting_verification"
+    # On a Clearout bulk list (a large run's verifications or finder
+    # searches): the sweeper follows the list and brings the job back.
+    AWAITING_LIST = "awaiting_list"
     WRITING = "writing"
     DONE = "done"
     SKIPPED = "skipped"
@@ -64,7 +68,8 @@ SKIP_TEXT: dict[SkipReason, str] = {
 STATES: tuple[State, ...] = tuple(State)
 FINAL = frozenset({State.DONE, State.SKIPPED, State.FAILED})
 # Parked: waiting for a result that comes later (callback or poll) ...
-AWAITING = frozenset({State.AWAITING_EMAIL, State.AWAITING_PHONE, State.AWAITING_VERIFICATION})
+AWAITING = frozenset({State.AWAITING_EMAIL, State.AWAITING_PHONE, State.AWAITING_VERIFICATION,
+                      State.AWAITING_LIST})
 # ... or for the provider to let us spend again.
 HELD = frozenset({State.DEFERRED, State.PAUSED})
 PARKED = AWAITING | HELD
@@ -82,6 +87,7 @@ MOVES: dict[State, frozenset[State]] = {
     State.AWAITING_PHONE: _TO_WORK,
     State.VERIFYING: _TO_WORK,
     State.AWAITING_VERIFICATION: _TO_WORK,
+    State.AWAITING_LIST: _TO_WORK,
     State.DEFERRED: _TO_WORK | {State.RECEIVED},
     State.PAUSED: _TO_WORK | {State.RECEIVED},
     # Queued for the batched write: only the flush ends it.

@@ -8,10 +8,12 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from crm_enrich import keys
+from crm_enrich.flow import clearout_lists
 from crm_enrich.flow.intake import Enqueue, InboundRecord, accept_records
 from crm_enrich.jobs.state import FINAL
 from crm_enrich.jobs.store import JobStore
@@ -115,7 +117,8 @@ def get_run(store: JobStore, run_id: str) -> dict | None:
     finished = sum(n for s, n in by_state.items() if s in FINAL or s == "expired")
     if status == "queued" and job_ids and finished == len(job_ids):
         status = "finished"
-    out = {"runId": run_id, "object": raw.get("object"), "kind": raw.get("kind"),
+    out: dict[str, Any] = {
+           "runId": run_id, "object": raw.get("object"), "kind": raw.get("kind"),
            "status": status, "total": total, "queued": int(raw.get("queued") or 0),
            "createdAt": float(raw["created_at"]) if raw.get("created_at") else None,
            "force": raw.get("force") == "1", "dryRun": raw.get("dry_run") == "1",
@@ -126,6 +129,9 @@ def get_run(store: JobStore, run_id: str) -> dict | None:
         out["limit"] = int(raw["limit"])
     if raw.get("estimate"):
         out.update(json.loads(raw["estimate"]))
+    lists = clearout_lists.list_view(store.r, run_id)
+    if lists:
+        out["clearoutLists"] = lists
     return out
 
 

@@ -437,6 +437,40 @@ def dataset_result(dataset: Dataset, email: str, time_taken: int) -> dict:
     return _verify_data(addr, sub, safe, time_taken, **flags, **mx)
 
 
+def finder_result(dataset: Dataset, name: str, domain: str) -> tuple[dict | None, int]:
+    """(data, cost) or (None, 0) when nothing is found.  Clearout knows
+    everyone in the dataset (also people Clodura does not), but never
+    returns an address known to bounce."""
+    company = dataset.company_by_domain(domain) or dataset.company_by_name(domain)
+    if company is None:
+        return None, 0
+    parts = name.split()
+    first, last = parts[0], (parts[-1] if len(parts) > 1 else None)
+    person: Person | None = None
+    for p in dataset.people_at(company.organisation_id):
+        if p.first_name.lower() == first.lower() and (last is None or p.last_name.lower() == last.lower()):
+            person = p
+            break
+    if person is None or person.email_verdict == VERDICT_UNDELIVERABLE:
+        return None, 0
+    score = (85 + _h("score", person.person_id) % 15) if person.email_verdict == VERDICT_DELIVERABLE \
+        else (55 + _h("score", person.person_id) % 20)
+    if last is None:
+        score = max(10, score - 25)
+    data = {
+        "emails": [{"email_address": person.email, "role": "no", "business": "yes"}],
+        "first_name": person.first_name.lower(),
+        "last_name": person.last_name.lower(),
+        "full_name": f"{person.first_name} {person.last_name}".lower(),
+        "domain": company.domain,
+        "confidence_score": score,
+        "total": 1,
+        "company": {"name": company.name.lower()},
+        "found_on": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    return data, COST_FINDER
+
+
 # -- the app ---------------------------------------------------------------------------
 
 def _family(path: str) -> str:
@@ -448,6 +482,8 @@ def _family(path: str) -> str:
 
 
 def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Dataset | None = None) -> Flask:
+    from . import clearout_bulk as bulk  # it builds on this module's helpers
+
     config = config or ClearoutSimConfig()
     dataset = dataset or build_dataset()
     app = Flask("clearout_sim")
@@ -456,12 +492,13 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
     state = ClearoutSimState(config, dataset)
     app.extensions["clearout_sim"] = state
     app.extensions["clearout_recorder"] = recorder
+    lists = bulk.BulkLists(state, dataset)  # the bulk endpoints: crm_enrich/sandbox/clearout_bulk.py
 
     @app.before_request
     def _gate():
         g.clearout_rate = None
-        if request.path.startswith("/_sandbox"):
-            return None
+        if request.path.startswith(("/_sandbox", bulk.RESULTS_PATH)):
+            return None  # the control API; result files (pre-signed links, no token)
         rule = request.url_rule.rule if request.url_rule is not None else request.path
         endpoint = rule.removeprefix(PREFIX + "/").removeprefix("/")
         g.sandbox_extra["endpoint"] = endpoint
@@ -485,7 +522,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
                           E_RATE_LIMIT)
         with state.lock:
             state.calls[endpoint] = state.calls.get(endpoint, 0) + 1
-        if request.method == "POST" and not request.is_json:
+        if request.method == "POST" and not request.is_json and request.path not in bulk.UPLOAD_PATHS:
             return failed(415, "content type must be application/json")
         return None
 
@@ -578,37 +615,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
 
     # -- instant finder (docs/clearout.md#instant-finder) ---------------------------------
     def find(name: str, domain: str) -> tuple[dict | None, int]:
-        """(data, cost) or (None, 0) when nothing is found.  Clearout knows
-        everyone in the dataset (also people Clodura does not), but never
-        returns an address known to bounce."""
-        company = dataset.company_by_domain(domain) or dataset.company_by_name(domain)
-        if company is None:
-            return None, 0
-        parts = name.split()
-        first, last = parts[0], (parts[-1] if len(parts) > 1 else None)
-        person: Person | None = None
-        for p in dataset.people_at(company.organisation_id):
-            if p.first_name.lower() == first.lower() and (last is None or p.last_name.lower() == last.lower()):
-                person = p
-                break
-        if person is None or person.email_verdict == VERDICT_UNDELIVERABLE:
-            return None, 0
-        score = (85 + _h("score", person.person_id) % 15) if person.email_verdict == VERDICT_DELIVERABLE \
-            else (55 + _h("score", person.person_id) % 20)
-        if last is None:
-            score = max(10, score - 25)
-        data = {
-            "emails": [{"email_address": person.email, "role": "no", "business": "yes"}],
-            "first_name": person.first_name.lower(),
-            "last_name": person.last_name.lower(),
-            "full_name": f"{person.first_name} {person.last_name}".lower(),
-            "domain": company.domain,
-            "confidence_score": score,
-            "total": 1,
-            "company": {"name": company.name.lower()},
-            "found_on": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
-        return data, COST_FINDER
+        return finder_result(dataset, name, domain)
 
     @app.post(PREFIX + "/email_finder/instant")
     def finder_instant():
@@ -682,6 +689,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
     # docs/clearout.md#attribute-checks) live in their own module.
     from .clearout_lookup import install_lookups
     install_lookups(app, state, dataset)
+    bulk.install(app, lists)
 
     @app.errorhandler(404)
     def _not_found(_e):
@@ -704,6 +712,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
                 "finder_queue_delay_s": c.finder_queue_delay_s,
                 "finder_slow_share": c.finder_slow_share,
                 "credits": state.credits,
+                **lists.config(),
             }
 
     @app.get("/_sandbox/clearout/usage")
@@ -729,6 +738,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
         try:
             changes = {k: conv(spec[k]) for k, conv in converters.items() if k in spec}
             credits = int(spec["credits"]) if "credits" in spec else None
+            lists.configure(spec)
         except (TypeError, ValueError):
             return failed(400, "bad config value")
         with state.lock:
@@ -758,6 +768,7 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
     def control_reset():
         state.reset()
         autocomplete.reset()
+        lists.reset()
         recorder.reset()
         return "", 204
 
