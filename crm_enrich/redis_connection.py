@@ -79,16 +79,17 @@ class AckDurability:
     command goes at the end of the caller's own pipeline: WAIT and WAITAOF
     wait for the writes of the connection they are sent on."""
 
-    def __init__(self, sentinel: bool, replicas: int, timeout_ms: int):
+    def __init__(self, sentinel: bool, replicas: int, timeout_ms: int, fsync: bool = True):
         self.sentinel = sentinel
         self.replicas = replicas
         self.timeout_ms = timeout_ms
-        self._waitaof: bool | None = None  # unknown until the first use
+        self._waitaof: bool | None = None if fsync else False  # None: unknown until the first use
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AckDurability:
-        return cls(bool(settings.redis_sentinels), settings.redis_ack_replicas, settings.redis_ack_timeout_ms)
+        return cls(bool(settings.redis_sentinels), settings.redis_ack_replicas, settings.redis_ack_timeout_ms,
+                   settings.redis_ack_fsync)
 
     def _command(self, client: redis.Redis) -> tuple | None:
         if self.sentinel:

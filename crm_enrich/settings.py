@@ -111,9 +111,11 @@ class Settings(BaseSettings):
     redis_db: int = Field(default=0, ge=0, le=15)
     # Before an inbound message is acknowledged: with Sentinel, this many
     # replicas must confirm its writes (WAIT; 0: don't wait); without, the
-    # server's AOF fsync (WAITAOF, where the server has it). Not confirmed
+    # server's AOF fsync (WAITAOF, where the server has it; REDIS_ACK_FSYNC
+    # false: don't wait). Not confirmed
     # within REDIS_ACK_TIMEOUT_MS: the answer is 503 and the sender retries.
     redis_ack_replicas: int = Field(default=1, ge=0, le=10)
+    redis_ack_fsync: bool = True
     redis_ack_timeout_ms: int = Field(default=1000, ge=10, le=30_000)
     # At start-up every process refuses a Redis without AOF persistence or
     # with a maxmemory-policy other than noeviction, unless this is true.
@@ -308,6 +310,12 @@ class Settings(BaseSettings):
         if value:
             parse_rate_limits(value)
         return value
+
+    @field_validator("redis_url", "redis_sentinels", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # Compose sets both variables; the one not in use is empty.
+        return value or None
 
     @field_validator("redis_sentinels")
     @classmethod

@@ -56,6 +56,12 @@ def test_one_redis_keeps_its_url_and_no_sentinel_options(clean_env):
     assert not isinstance(redis_client(settings).connection_pool, SentinelConnectionPool)
 
 
+def test_compose_s_empty_redis_url_leaves_sentinel_in_charge(clean_env):
+    """docker/compose.yaml sets both variables; the ha profile empties REDIS_URL."""
+    settings = load_settings(**{k.lower(): v for k, v in (SENTINEL | {"REDIS_URL": ""}).items()})
+    assert settings.redis_url is None and broker_url(settings).startswith("sentinel://")
+
+
 @pytest.mark.parametrize("change, message", [
     ({"REDIS_SENTINELS": "s1"}, "REDIS_SENTINELS is invalid: .*'s1' is not host:port"),
     ({"REDIS_SENTINELS": "s1:99999"}, "REDIS_SENTINELS is invalid"),

@@ -1,0 +1,77 @@
+"""What "acknowledged means durable" costs: the Outbound Message receiver
+under the ingest benchmark's load (bench/ingest.py: wrk, messages of 100
+unique notifications, the Procfile's gunicorn), on one Redis with and
+without WAITAOF, and on a Sentinel-managed master and replica with and
+without WAIT 1. No workers run.
+
+    apt-get install wrk
+    .venv/bin/python bench/ack_durability.py [--seconds 8] [--connections 16] [--per-message 100]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from ingest import envelope_parts, serve, stop, wrk
+
+from crm_enrich.dev.devstack import EmbeddedRedis, Stack
+
+# (name, Redis: "fsync always" | "fsync everysec" | "sentinel", environment)
+CASES = [
+    ("one Redis, appendfsync everysec, ACK on the write", "everysec", {"REDIS_ACK_FSYNC": "false"}),
+    ("one Redis, appendfsync everysec, ACK after WAITAOF", "everysec", {}),
+    ("one Redis, appendfsync always, ACK after WAITAOF", "always", {}),
+    ("Sentinel, master + replica, ACK on the write", "sentinel", {"REDIS_ACK_REPLICAS": "0"}),
+    ("Sentinel, master + replica, ACK after WAIT 1", "sentinel", {}),
+]
+
+
+def measure(tmp: Path, redis_kind: str, env: dict, args: argparse.Namespace) -> dict:
+    embedded = None
+    if redis_kind == "sentinel":
+        stack = Stack(tmp, sentinel=True, extra_env=env)
+    else:
+        embedded = EmbeddedRedis(config={"appendfsync": redis_kind})
+        stack = Stack(tmp, redis_url=embedded.url, extra_env=env)
+    try:
+        parts = tmp / "envelope"
+        parts.mkdir()
+        envelope_parts(stack.sandbox.info["salesforce_org_id"], parts)
+        proc, url = serve(stack, "web:create_app()", "receiver")
+        try:
+            wrk(url, parts, 2, args.connections, args.per_message, stack.outbound_token)  # warm-up
+            return wrk(url, parts, args.seconds, args.connections, args.per_message, stack.outbound_token)
+        finally:
+            stop(proc)
+    finally:
+        stack.stop()
+        if embedded:
+            embedded.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--per-message", type=int, default=100)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+    results = []
+    for name, redis_kind, env in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = measure(Path(tmp), redis_kind, env, args)
+        print(f"{name}: {json.dumps(result)}", flush=True)
+        results.append((name, result))
+    print(f"Acknowledgement durability: {args.per_message} unique notifications a message, {args.connections} "
+          f"connections, {args.seconds:.0f} s a case, gunicorn as in the Procfile, no workers")
+    print(f"  {'':52}{'messages/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}")
+    for name, r in results:
+        print(f"  {name:52}{r['rate']:>11.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['errors']:>8}")
+
+
+if __name__ == "__main__":
+    main()
