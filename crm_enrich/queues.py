@@ -98,6 +98,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
             "unacked_restore_throttle": 1,
+            # The lock a worker takes to hand overdue messages back lives
+            # 300 s by kombu's default: a worker cut off while holding it
+            # (its Redis failed over, its machine died) stopped every
+            # redelivery for five minutes, and with it every job whose
+            # lock is held by a cancelled task. A restore takes
+            # milliseconds, and two at once are safe (each moves a message
+            # in a transaction), so it lives a fraction of the timeout.
+            "unacked_mutex_expire": max(2, min(60, settings.visibility_timeout_s // 5)),
             "health_check_interval": 10,
             "socket_keepalive": True,
             "retry_on_timeout": True,
