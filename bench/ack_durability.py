@@ -5,7 +5,11 @@ without WAITAOF, and on a Sentinel-managed master and replica with and
 without WAIT 1. No workers run.
 
     apt-get install wrk
-    .venv/bin/python bench/ack_durability.py [--seconds 8] [--connections 16] [--per-message 100]
+    .venv/bin/python bench/ack_durability.py [--seconds 8] [--connections 16] [--per-message 100] [--repeat 1]
+
+The Sentinel cases run five servers (the master with appendfsync always, a
+replica, three Sentinels) on the same cores: compare them with each other,
+and the one-Redis cases with each other.
 """
 from __future__ import annotations
 
@@ -57,20 +61,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--per-message", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=1, help="measure each case this many times, in turn")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
-    results = []
-    for name, redis_kind, env in CASES:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = measure(Path(tmp), redis_kind, env, args)
-        print(f"{name}: {json.dumps(result)}", flush=True)
-        results.append((name, result))
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in CASES}
+    for _ in range(args.repeat):
+        for name, redis_kind, env in CASES:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = measure(Path(tmp), redis_kind, env, args)
+            print(f"{name}: {json.dumps(result)}", flush=True)
+            runs[name].append(result)
+
+    def mean(name: str, key: str) -> float:
+        return sum(r[key] for r in runs[name]) / len(runs[name])
+
     print(f"Acknowledgement durability: {args.per_message} unique notifications a message, {args.connections} "
-          f"connections, {args.seconds:.0f} s a case, gunicorn as in the Procfile, no workers")
+          f"connections, {args.seconds:.0f} s a case, {args.repeat} run(s) each (means), gunicorn as in the "
+          f"Procfile, no workers")
     print(f"  {'':52}{'messages/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}")
-    for name, r in results:
-        print(f"  {name:52}{r['rate']:>11.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['errors']:>8}")
+    for name in runs:
+        print(f"  {name:52}{mean(name, 'rate'):>11.0f}{mean(name, 'p50_ms'):>8.1f}{mean(name, 'p99_ms'):>8.1f}"
+              f"{mean(name, 'errors'):>8.0f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from crm_enrich.dev.devstack import free_port, wait_for
 from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
 from crm_enrich.jobs.store import JobStore
+from crm_enrich.queues import celery_config
 from crm_enrich.redis_connection import (
     AckDurability,
     NotDurable,
@@ -138,3 +139,16 @@ def test_a_server_without_waitaof_acks_on_the_write_and_says_so_once(redis_7_0):
         results = [durability.execute(_pipe_with_a_write(redis_7_0), redis_7_0) for _ in range(3)]
     assert [e["event"] for e in logs].count("redis.waitaof_unsupported") == 1
     assert results == [[True, 1], [True, 2], [True, 3]]  # the pipeline's own answers, nothing waited for
+
+
+def test_the_broker_follows_the_sentinels_and_its_redelivery_lock_is_short(clean_env):
+    """kombu's lock for handing overdue messages back lived 300 s: a worker
+    cut off while holding it (a failover) stopped every redelivery that long."""
+    settings = load_settings(**{k.lower(): v for k, v in SENTINEL.items()}, visibility_timeout_s=300)
+    config = celery_config(settings)
+    assert config["broker_url"].startswith("sentinel://")
+    options = config["broker_transport_options"]
+    assert options["master_name"] == "crm" and options["unacked_mutex_expire"] == 60
+    short = celery_config(load_settings(**{k.lower(): v for k, v in SENTINEL.items()}, visibility_timeout_s=10,
+                                        stuck_after_s=15))
+    assert short["broker_transport_options"]["unacked_mutex_expire"] == 2
