@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from ingest import envelope_parts, serve, stop, wrk
 
 from crm_enrich.dev.devstack import EmbeddedRedis, Stack
+from crm_enrich.redis_connection import AckDurability
 
 # (name, Redis: "fsync always" | "fsync everysec" | "sentinel", environment)
 CASES = [
@@ -31,6 +34,25 @@ CASES = [
     ("Sentinel, master + replica, ACK on the write", "sentinel", {"REDIS_ACK_REPLICAS": "0"}),
     ("Sentinel, master + replica, ACK after WAIT 1", "sentinel", {}),
 ]
+
+
+def one_ack_ms(stack: Stack, redis_kind: str, env: dict, n: int = 300) -> float:
+    """The median time of one intake-sized pipeline (a few writes) plus
+    what the acknowledgement waits for, on one connection: the wait's own
+    cost, without the web app's."""
+    client = stack.redis_client()
+    durability = AckDurability(sentinel=redis_kind == "sentinel", replicas=int(env.get("REDIS_ACK_REPLICAS", 1)),
+                               timeout_ms=1000, fsync=env.get("REDIS_ACK_FSYNC") != "false")
+    times = []
+    for i in range(n):
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(f"bench:ack:{i}", mapping={"state": "received", "n": i})
+        pipe.set(f"bench:ack:dedupe:{i}", i, ex=600)
+        pipe.incr("bench:ack:count")
+        started = time.perf_counter()
+        durability.execute(pipe, client)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def measure(tmp: Path, redis_kind: str, env: dict, args: argparse.Namespace) -> dict:
@@ -44,10 +66,12 @@ def measure(tmp: Path, redis_kind: str, env: dict, args: argparse.Namespace) -> 
         parts = tmp / "envelope"
         parts.mkdir()
         envelope_parts(stack.sandbox.info["salesforce_org_id"], parts)
+        ack_ms = one_ack_ms(stack, redis_kind, env)
         proc, url = serve(stack, "web:create_app()", "receiver")
         try:
             wrk(url, parts, 2, args.connections, args.per_message, stack.outbound_token)  # warm-up
-            return wrk(url, parts, args.seconds, args.connections, args.per_message, stack.outbound_token)
+            return wrk(url, parts, args.seconds, args.connections, args.per_message, stack.outbound_token) | {
+                "one_ack_ms": ack_ms}
         finally:
             stop(proc)
     finally:
@@ -79,10 +103,11 @@ def main() -> None:
     print(f"Acknowledgement durability: {args.per_message} unique notifications a message, {args.connections} "
           f"connections, {args.seconds:.0f} s a case, {args.repeat} run(s) each (means), gunicorn as in the "
           f"Procfile, no workers")
-    print(f"  {'':52}{'messages/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}")
+    print(f"  {'':52}{'messages/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}{'one ack ms':>12}")
     for name in runs:
         print(f"  {name:52}{mean(name, 'rate'):>11.0f}{mean(name, 'p50_ms'):>8.1f}{mean(name, 'p99_ms'):>8.1f}"
-              f"{mean(name, 'errors'):>8.0f}")
+              f"{mean(name, 'errors'):>8.0f}{mean(name, 'one_ack_ms'):>12.2f}")
+    print("  one ack ms: the median of an intake-sized pipeline and its wait on one quiet connection")
 
 
 if __name__ == "__main__":
