@@ -11,6 +11,7 @@ import redis
 from celery import Celery
 from kombu import Queue
 
+from crm_enrich.redis_connection import broker_sentinel_options, broker_url, redis_client
 from crm_enrich.settings import Settings
 
 ENRICH_RECORD = "crm_enrich.enrich_record"
@@ -88,7 +89,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         annotations[ENRICH_RECORD] = {"rate_limit": f"{max(1, per_minute // 2)}/m"}
     return {
         "task_annotations": annotations,
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url(settings),
         # Tasks are short (waits are parked in Redis, never slept), so an
         # unacked task whose worker machine died is redelivered after
         # VISIBILITY_TIMEOUT_S (minutes, not the default hour); no countdown
@@ -98,9 +99,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
             "unacked_restore_throttle": 1,
+            # The lock a worker takes to hand overdue messages back lives
+            # 300 s by kombu's default: a worker cut off while holding it
+            # (its Redis failed over, its machine died) stopped every
+            # redelivery for five minutes, and with it every job whose
+            # lock is held by a cancelled task. A restore takes
+            # milliseconds, and two at once are safe (each moves a message
+            # in a transaction), so it lives a fraction of the timeout.
+            "unacked_mutex_expire": max(2, min(60, settings.visibility_timeout_s // 5)),
             "health_check_interval": 10,
             "socket_keepalive": True,
             "retry_on_timeout": True,
+            # With Sentinel: kombu's `sentinel://` transport asks the
+            # Sentinels for the master on every (re)connection.
+            **broker_sentinel_options(settings),
         },
         "broker_connection_retry_on_startup": True,
         # Redis restarts: keep reconnecting for ever; cancel the tasks that
@@ -164,20 +176,19 @@ def exit_on_unsafe_redis(settings: Settings, wait_s: float = 30.0) -> None:
     be starting: it is given `wait_s` to answer."""
     if settings.redis_risk_accepted:
         return
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_connect_timeout=2,
-                                  socket_timeout=5)
+    client = redis_client(settings)
     deadline = time.monotonic() + wait_s
     while True:
         try:
             problems = redis_durability_problems(client)
             break
-        except redis.ConnectionError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # MasterNotFoundError is one
             if time.monotonic() > deadline:
                 problems = [f"it does not answer ({exc})"]
                 break
             time.sleep(1)
     if problems:
-        print("crm-enrich: Redis at REDIS_URL is not safe for our queues and jobs:\n  "
+        print("crm-enrich: Redis (REDIS_URL or the Sentinels' master) is not safe for our queues and jobs:\n  "
               + "\n  ".join(problems)
               + "\nFix it, or set REDIS_RISK_ACCEPTED=true to run anyway.", file=sys.stderr, flush=True)
         raise SystemExit(3)

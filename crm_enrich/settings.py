@@ -81,6 +81,8 @@ def parse_news_categories(text: str) -> list[str]:
         raise ValueError(f"unknown news category {', '.join(unknown) or '(none given)'}; "
                          f"use some of {', '.join(NEWS_CATEGORIES)}")
     return list(dict.fromkeys(known[n.lower()] for n in names))
+
+
 # The waterfall's steps (crm_enrich/flow/waterfall.py), in their default order.
 WATERFALL_STEPS = ("clearout_email", "clearout_linkedin", "clodura_search")
 
@@ -94,6 +96,19 @@ def parse_waterfall_steps(text: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown step {', '.join(unknown)}; use {', '.join(WATERFALL_STEPS)} or none")
     return tuple(dict.fromkeys(names))
+
+
+def parse_host_ports(text: str) -> list[tuple[str, int]]:
+    """'s1:26379, s2:26379' -> [('s1', 26379), ('s2', 26379)]."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{part}' is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise ValueError("no host:port given")
+    return out
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -115,7 +130,24 @@ def parse_networks(text: str) -> list[IPNetwork]:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
-    redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    # One Redis (REDIS_URL), or a Sentinel-managed master and its replicas:
+    # REDIS_SENTINELS (host:port, comma-separated) and REDIS_MASTER_NAME,
+    # with the master's password in REDIS_PASSWORD and the Sentinels' own
+    # in REDIS_SENTINEL_PASSWORD.
+    redis_url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://")
+    redis_sentinels: str | None = None
+    redis_master_name: str = Field(default="crm-enrich", min_length=1)
+    redis_password: str | None = None
+    redis_sentinel_password: str | None = None
+    redis_db: int = Field(default=0, ge=0, le=15)
+    # Before an inbound message is acknowledged: with Sentinel, this many
+    # replicas must confirm its writes (WAIT; 0: don't wait); without, the
+    # server's AOF fsync (WAITAOF, where the server has it; REDIS_ACK_FSYNC
+    # false: don't wait). Not confirmed
+    # within REDIS_ACK_TIMEOUT_MS: the answer is 503 and the sender retries.
+    redis_ack_replicas: int = Field(default=1, ge=0, le=10)
+    redis_ack_fsync: bool = True
+    redis_ack_timeout_ms: int = Field(default=1000, ge=10, le=30_000)
     # At start-up every process refuses a Redis without AOF persistence or
     # with a maxmemory-policy other than noeviction, unless this is true.
     redis_risk_accepted: bool = False
@@ -350,6 +382,28 @@ class Settings(BaseSettings):
             parse_rate_limits(value)
         return value
 
+    @field_validator("redis_url", "redis_sentinels", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # Compose sets both variables; the one not in use is empty.
+        return value or None
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _valid_sentinels(cls, value: str | None) -> str | None:
+        if value:
+            parse_host_ports(value)
+        return value or None
+
+    @model_validator(mode="after")
+    def _one_redis(self) -> Settings:
+        if not (self.redis_url or self.redis_sentinels):
+            raise ValueError("setting REDIS_URL is missing (or, for Redis Sentinel, set REDIS_SENTINELS "
+                             "and REDIS_MASTER_NAME)")
+        if self.redis_url and self.redis_sentinels:
+            raise ValueError("settings REDIS_URL and REDIS_SENTINELS are both set: one Redis or Sentinel, not both")
+        return self
+
     @model_validator(mode="after")
     def _clearout_token_when_used(self) -> Settings:
         if (self.verify_provider != "clodura" or self.clearout_finder) and not self.clearout_api_token:
@@ -395,6 +449,10 @@ class Settings(BaseSettings):
     def callback_token_max_age_s(self) -> int:
         # Long enough for Clodura's last redelivery after our give-up time.
         return self.verify_give_up_after_s + 900
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        return parse_host_ports(self.redis_sentinels) if self.redis_sentinels else []
 
     @property
     def max_countdown_s(self) -> float:
@@ -444,7 +502,10 @@ class SettingsError(SystemExit):
 def describe_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+        name = "_".join(str(p) for p in err["loc"]).upper()
+        if not name:  # a rule over several settings says itself what is wrong
+            lines.append(f"crm-enrich: {err['msg'].removeprefix('Value error, ')}")
+            continue
         problem = "is missing" if err["type"] == "missing" else f"is invalid: {err['msg']}"
         lines.append(f"crm-enrich: setting {name} {problem}")
     return "\n".join(lines)

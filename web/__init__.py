@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="crm_enrich_admin",
                       PERMANENT_SESSION_LIFETIME=12 * 3600)
-    store = JobStore.from_url(settings.redis_url)
+    store = JobStore.from_settings(settings)
     store.migrate_state_index()  # sets of an older version become sorted sets
     if settings.trusted_proxy_hops:
         # The client address (SALESFORCE_ALLOWED_NETWORKS) is the one the

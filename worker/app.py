@@ -23,7 +23,7 @@ from .schedule import beat_schedule
 from .services import services
 
 
-def _survive_restore_after_connection_loss() -> None:
+def _survive_a_closed_channel() -> None:
     """kombu's Redis channel, closed because the connection to Redis was
     lost, tries to put its unacknowledged messages back and dies in
     `_connparams` (AttributeError: 'NoneType' object has no attribute
@@ -44,8 +44,27 @@ def _survive_restore_after_connection_loss() -> None:
 
     kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]  # a bug fix, see above
 
+    # The same closed channel fails the acknowledgement of a task that
+    # finished just as the connection went (a Redis restart, a Sentinel
+    # failover): AttributeError in `_connparams` again, "Unrecoverable
+    # error", the worker gone. The message is still in `unacked` and comes
+    # back after VISIBILITY_TIMEOUT_S; its replay is a no-op (the job's state
+    # and kept answers). The delivery is counted as done, as kombu's own ack
+    # does, so the worker's prefetch window does not shrink.
+    original_ack = kombu_redis.QoS.ack
 
-_survive_restore_after_connection_loss()
+    def ack(self, delivery_tag):
+        try:
+            return original_ack(self, delivery_tag)
+        except AttributeError:
+            super(kombu_redis.QoS, self).ack(delivery_tag)
+            log.warning("broker.ack_skipped", note="the message comes back after the visibility timeout")
+            return None
+
+    kombu_redis.QoS.ack = ack  # type: ignore[method-assign]  # a bug fix, see above
+
+
+_survive_a_closed_channel()
 settings = exit_on_bad_settings()
 configure_logging(settings.log_level)
 exit_on_unsafe_redis(settings)  # the worker and beat alike

@@ -15,6 +15,7 @@ from celery.beat import PersistentScheduler
 
 from crm_enrich import keys
 from crm_enrich.logs import log
+from crm_enrich.redis_connection import redis_client
 from crm_enrich.settings import get_settings
 
 from .schedule import BEAT_HEARTBEAT_EVERY_S
@@ -25,7 +26,7 @@ class HeartbeatScheduler(PersistentScheduler):
         # The data directory may not exist yet on a fresh host or volume.
         if kwargs.get("schedule_filename"):
             Path(kwargs["schedule_filename"]).parent.mkdir(parents=True, exist_ok=True)
-        self._redis = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._redis = redis_client(get_settings(), decode_responses=False)
         self._last_beat = 0.0
         super().__init__(*args, **kwargs)
 

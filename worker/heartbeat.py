@@ -13,6 +13,7 @@ from celery.signals import heartbeat_sent, worker_ready
 from crm_enrich import keys
 from crm_enrich.logs import log
 from crm_enrich.queues import HEARTBEAT
+from crm_enrich.redis_connection import redis_client
 from crm_enrich.settings import get_settings
 
 from .schedule import HEARTBEAT_EVERY_S
@@ -24,8 +25,7 @@ _redis: tuple[int, redis.Redis] | None = None
 def _heartbeat_redis() -> redis.Redis:
     global _redis
     if _redis is None or _redis[0] != os.getpid():
-        _redis = (os.getpid(), redis.Redis.from_url(get_settings().redis_url, socket_timeout=5,
-                                                    socket_connect_timeout=2))
+        _redis = (os.getpid(), redis_client(get_settings(), decode_responses=False))
     return _redis[1]
 
 

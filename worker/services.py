@@ -59,7 +59,7 @@ def change_log(store: JobStore, settings: Settings) -> ChangeLog:
 
 def build_services() -> Services:
     settings = get_settings()
-    store = JobStore.from_url(settings.redis_url)
+    store = JobStore.from_settings(settings)
     guard = ApiGuard(store.r, settings.salesforce_bulk_share, settings.salesforce_stop_share)
     limiter = None
     if settings.clodura_limiter == "shared":

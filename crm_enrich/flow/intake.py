@@ -75,7 +75,8 @@ def accept_records(store: JobStore, enqueue: Enqueue, records: Iterable[InboundR
         for (name, source, object_type), n in counts.items():
             labels = {"source": source} | ({"object": object_type} if object_type else {})
             counters.incr(pipe, name, n, **labels)
-        pipe.execute()
+        # With Sentinel, on a replica too (WAIT); else fsynced (WAITAOF).
+        store.execute_acknowledged(pipe)
     except (redis.RedisError, OperationalError, OSError) as exc:
         log.warning("intake.unavailable", error=type(exc).__name__, records=len(records))
         raise QueueUnavailable(str(exc)) from exc

@@ -28,7 +28,9 @@ import redis
 from crm_enrich import counters, keys
 from crm_enrich.jobs.state import FINAL, HELD, STATES, JobMoved, SkipReason, State, check_move
 from crm_enrich.logs import log, mask_text
+from crm_enrich.redis_connection import AckDurability, redis_client
 from crm_enrich.redis_typing import hash_fields, members, text_hash, text_set, texts
+from crm_enrich.settings import Settings
 
 FINAL_STATES = FINAL
 JOB_META_TTL_S = keys.JOB_META_TTL_S
@@ -171,8 +173,10 @@ return #KEYS
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, durability: AckDurability | None = None):
         self.r = client
+        # What an acknowledged intake waits for (None: the write itself).
+        self.durability = durability
         self._move = client.register_script(_MOVE)
         self._create = client.register_script(_CREATE_JOBS)
         self._set_field = client.register_script(_SET_FIELD)
@@ -184,6 +188,20 @@ class JobStore:
     def from_url(cls, url: str, **kw) -> JobStore:
         return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
                                         socket_connect_timeout=2), **kw)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobStore:
+        """The store of REDIS_URL or of the Sentinels' master, with the
+        durability an acknowledgement waits for."""
+        return cls(redis_client(settings), AckDurability.from_settings(settings))
+
+    def execute_acknowledged(self, pipe: redis.client.Pipeline) -> list:
+        """Run the pipeline whose success a sender will be told of: when it
+        returns, its writes and all before them are as durable as the
+        settings ask (NotDurable, a RedisError, otherwise)."""
+        if self.durability is None:
+            return pipe.execute()
+        return self.durability.execute(pipe, self.r)
 
     # keys
     job_key = staticmethod(keys.job)

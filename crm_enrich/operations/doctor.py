@@ -23,6 +23,7 @@ from crm_enrich.field_map import FieldMapError, check_against_describe, load_fie
 from crm_enrich.providers.clearout import ClearoutClient
 from crm_enrich.providers.clodura import CloduraClient
 from crm_enrich.providers.errors import ProviderError
+from crm_enrich.redis_connection import redis_client
 from crm_enrich.salesforce.gateway import SalesforceFailure, SalesforceGateway
 from crm_enrich.settings import Settings, SettingsError, load_settings
 
@@ -57,8 +58,7 @@ def _age_s(value: str | bytes | None) -> float | None:
 # -- Redis ------------------------------------------------------------------------
 
 def check_redis(settings: Settings) -> list[Check]:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
-                                  decode_responses=True)
+    client = redis_client(settings, socket_connect_timeout=3)
     try:
         client.ping()
         persistence = client.info("persistence")
@@ -80,8 +80,7 @@ def check_redis(settings: Settings) -> list[Check]:
 
 
 def check_heartbeats(settings: Settings) -> list[Check]:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
-                                  decode_responses=True)
+    client = redis_client(settings, socket_connect_timeout=3)
     try:
         worker, beat = client.mget(keys.WORKER_HEARTBEAT, keys.BEAT_HEARTBEAT)
     except redis.RedisError as exc:
