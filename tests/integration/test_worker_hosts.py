@@ -55,8 +55,10 @@ def hosts(tmp_path_factory):
             worker_concurrency=CONCURRENCY, extra_env={
                 "CLODURA_RATE_LIMITS": ";".join(f"{n}/{s}s" for n, s in PLAN),
                 "VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S), "SWEEP_INTERVAL_S": "1",
-                # A flusher cut off or killed mid-batch gives its batch back this soon.
-                "BATCH_LEASE_S": "8"}) as stack:
+                # A flusher cut off or killed mid-batch gives its batch back this soon,
+                # and a verification whose answer died with its host is asked again
+                # this soon (production: 300 s).
+                "BATCH_LEASE_S": "8", "VERIFY_POLL_AFTER_S": "5"}) as stack:
         control = SandboxControl(stack.sandbox.info)
         key = stack.sandbox.info["clodura_api_key"]
         control.http.post(f"{control.clodura}/_sandbox/clodura/config",
@@ -228,7 +230,9 @@ def test_a_dead_hosts_unfinished_tasks_are_run_by_the_other_within_the_visibilit
     assert recovery_s <= VISIBILITY_TIMEOUT_S + 30, recovery_s
     assert_all_done_and_written_once(control, store, ids, timeout=90)
     calls = charged_calls(control, mark)
-    twice = assert_repeats_only_for_answers_in_flight(calls, host_a.address, killed_at, killed_at)
+    # The sandbox may answer a call of host A's a moment after its death.
+    twice = assert_repeats_only_for_answers_in_flight(calls, host_a.address, killed_at,
+                                                      killed_at + IN_FLIGHT_SLACK_S)
     after_kill = Counter(e["client"] for e in control.log("clodura", since=mark) if e["t"] > killed_at + 1)
     assert host_a.address not in after_kill
     print(f"\nworker hosts, host A killed ({len(killed)} processes) holding {len(unfinished)} unfinished jobs: "
