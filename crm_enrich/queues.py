@@ -94,19 +94,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # unacked task whose worker machine died is redelivered after
         # VISIBILITY_TIMEOUT_S (minutes, not the default hour); no countdown
         # is longer than half of it. Unacked messages are checked for
-        # redelivery at least every tenth of it.
+        # redelivery at least every tenth of it. Every worker takes turns at
+        # that check under a lock in Redis; a worker killed while it held the
+        # lock (kombu keeps it 300 s) would hold up the redelivery of a dead
+        # machine's tasks: the lock lasts a tenth of the timeout (a check
+        # takes milliseconds; two at once restore nothing twice, kombu
+        # restores each message in a transaction).
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
+            "unacked_mutex_expire": max(2, min(60, settings.visibility_timeout_s // 10)),
             "unacked_restore_throttle": 1,
-            # The lock a worker takes to hand overdue messages back lives
-            # 300 s by kombu's default: a worker cut off while holding it
-            # (its Redis failed over, its machine died) stopped every
-            # redelivery for five minutes, and with it every job whose
-            # lock is held by a cancelled task. A restore takes
-            # milliseconds, and two at once are safe (each moves a message
-            # in a transaction), so it lives a fraction of the timeout.
-            "unacked_mutex_expire": max(2, min(60, settings.visibility_timeout_s // 5)),
             "health_check_interval": 10,
             "socket_keepalive": True,
             "retry_on_timeout": True,

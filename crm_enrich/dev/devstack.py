@@ -245,7 +245,8 @@ class SentinelRedis:
 class Stack:
     def __init__(self, state_dir: Path, worker_concurrency: int = 4, redis_url: str | None = None,
                  log_dir: Path | None = None, extra_env: dict | None = None,
-                 start_timeout_s: float = START_TIMEOUT_S, sentinel: bool = False):
+                 start_timeout_s: float = START_TIMEOUT_S, sentinel: bool = False,
+                 web_url: str | None = None, sandbox_host: str = "127.0.0.1"):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = Path(log_dir or self.state_dir / "logs")
@@ -256,14 +257,18 @@ class Stack:
         self.redis: EmbeddedRedis | SentinelRedis = (
             SentinelRedis(self.state_dir) if sentinel
             else EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL")))
-        # Bound now and handed to gunicorn: the web app's port cannot be taken.
-        self._web_socket: socket.socket | None = listening_socket()
-        self.web_port = self._web_socket.getsockname()[1]
-        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        self._web_socket: socket.socket | None = None
+        if web_url:  # a host of its own (a network namespace), where gunicorn binds itself
+            self.web_url = web_url
+        else:
+            # Bound now and handed to gunicorn: the web app's port cannot be taken.
+            self._web_socket = listening_socket()
+            self.web_port = self._web_socket.getsockname()[1]
+            self.web_url = f"http://127.0.0.1:{self.web_port}"
         self.outbound_token = secrets.token_urlsafe(32)
         # Where the org's Outbound Messages go: the secret is the URL's last part.
         self.outbound_url = f"{self.web_url}/salesforce/outbound-message/{self.outbound_token}"
-        self.sandbox: Sandbox = start_sandbox(self.state_dir, listener_url=self.outbound_url)
+        self.sandbox: Sandbox = start_sandbox(self.state_dir, listener_url=self.outbound_url, host=sandbox_host)
         info = self.sandbox.info
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.admin_token = secrets.token_urlsafe(24)
@@ -292,6 +297,7 @@ class Stack:
             **(extra_env or {}),
         }
         self.processes: dict[str, subprocess.Popen] = {}
+        self.worker_nodes: dict[str, str] = {}  # process name -> Celery node name
 
     def redis_client(self) -> redis.Redis:
         if isinstance(self.redis, SentinelRedis):
@@ -337,18 +343,23 @@ class Stack:
             time.sleep(interval)
 
     def start_web(self) -> None:
-        # As in production (Procfile): an access log, with the Outbound
-        # Message token masked by web/gunicorn_conf.py. A restart (after
-        # stop_process("web")) binds the same port again.
+        # A restart (after stop_process("web")) binds the same port again.
         sock = self._web_socket or listening_socket(self.web_port)
         self._web_socket = None
         try:
-            self._spawn("web", [str(BIN / "gunicorn"), "--config", "python:web.gunicorn_conf",
-                                "--workers", "2", "--threads", "4", "--access-logfile", "-",
-                                "--bind", f"fd://{sock.fileno()}", "--graceful-timeout", "5",
-                                "web:create_app()"], pass_fds=(sock.fileno(),))
+            self._spawn("web", self.web_command(f"fd://{sock.fileno()}"), pass_fds=(sock.fileno(),))
         finally:
             sock.close()  # gunicorn holds it now; a stopped web app must refuse connections
+        self.wait_web_started()
+
+    @staticmethod
+    def web_command(bind: str) -> list[str]:
+        # As in production (Procfile): an access log, with the Outbound
+        # Message token masked by web/gunicorn_conf.py.
+        return [str(BIN / "gunicorn"), "--config", "python:web.gunicorn_conf", "--workers", "2", "--threads", "4",
+                "--access-logfile", "-", "--bind", bind, "--graceful-timeout", "5", "web:create_app()"]
+
+    def wait_web_started(self) -> None:
         self._wait_started("web", lambda: requests.get(f"{self.web_url}/healthz", timeout=2).ok, "the web app")
 
     def start_worker(self, name: str = "worker", concurrency: int | None = None) -> subprocess.Popen:
@@ -358,6 +369,7 @@ class Stack:
             "--concurrency", str(concurrency or self.worker_concurrency), "--hostname", node,
             "--without-gossip", "--without-mingle",
         ])
+        self.worker_nodes[name] = node
         self._wait_started(name, lambda: self._worker_ready(node), f"Celery worker {node}", interval=0.5)
         return proc
 

@@ -100,8 +100,11 @@ def credits_today(r: redis.Redis, provider: str = "clodura") -> dict:
 
 def rate_limit_headroom(r: redis.Redis, api_key: str, limits: list[tuple[int, int]],
                         now: float | None = None) -> list[dict]:
-    """Per window of the Clodura plan: slots used in the window and left."""
-    now = now or time.time()
+    """Per window of the Clodura plan: slots used in the window and left
+    (by Redis's clock, which the limiter's windows are timed by)."""
+    if now is None:
+        seconds, micros = r.time()
+        now = seconds + micros / 1e6
     out = []
     for limit, window in limits:
         used = r.zcount(keys.rate_limit_window(keys.clodura_limiter(api_key), window), now - window, "+inf")

@@ -16,14 +16,18 @@ from crm_enrich import keys
 # Sliding-window log: one sorted set of request times per window. Either all
 # windows have room and the request is recorded in each, or nothing changes
 # and the script answers how long until the fullest window frees a slot.
+# Times are Redis's own clock, not the caller's: workers on several hosts
+# share the windows, and a host whose clock is a second off would otherwise
+# see the others' requests as older (or newer) than they are.
 _ACQUIRE = """
-local now = tonumber(ARGV[1])
-local member = ARGV[2]
-local margin = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local member = ARGV[1]
+local margin = tonumber(ARGV[2])
 local wait = 0
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 + 2 * i])
-  local window = tonumber(ARGV[3 + 2 * i]) + margin
+  local limit = tonumber(ARGV[1 + 2 * i])
+  local window = tonumber(ARGV[2 + 2 * i]) + margin
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   if redis.call('ZCARD', key) >= limit then
     local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -34,7 +38,7 @@ end
 if wait > 0 then return tostring(wait) end
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, now, member)
-  redis.call('PEXPIRE', key, math.ceil((tonumber(ARGV[3 + 2 * i]) + margin) * 1000) + 1000)
+  redis.call('PEXPIRE', key, math.ceil((tonumber(ARGV[2 + 2 * i]) + margin) * 1000) + 1000)
 end
 return '0'
 """
@@ -59,7 +63,7 @@ class SharedRateLimiter:
 
     def try_acquire(self) -> float:
         """0 when a slot was taken, else seconds until one may be free."""
-        args: list[float | str] = [time.time(), uuid.uuid4().hex, self.margin_s]
+        args: list[float | str] = [uuid.uuid4().hex, self.margin_s]
         for limit, window in self.limits:
             args += [limit, window]
         return float(self._script(keys=self.keys, args=args))

@@ -54,6 +54,7 @@ import copy
 import hashlib
 import heapq
 import itertools
+import json
 import math
 import random
 import re
@@ -279,6 +280,13 @@ class Admission:
     status: int = 200
     retry_after: int = 0
     message: str = ""
+
+
+def subject(identifiers: dict) -> str:
+    """Who a request is about, as a short stable digest for the request log:
+    tests count the calls made for one person (repeats mean paying twice)
+    without the log holding an email address."""
+    return hashlib.sha256(json.dumps(identifiers, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _h(*parts: object) -> int:
@@ -968,6 +976,7 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
                 ids[name] = value.strip()
         if not ids:
             return refuse(400, "At least one identifier is required: " + ", ".join(ENRICH_IDENTIFIERS))
+        g.sandbox_extra["subject"] = subject(ids)
 
         person = dataset.find_person(
             linkedin_url=ids.get("linkedinUrl"),
@@ -1019,6 +1028,7 @@ def create_clodura_app(config: CloduraSimConfig | None = None, dataset: Dataset 
         email = email.strip()
         if not _EMAIL_RE.match(email):
             return refuse(400, "email is not a valid address")
+        g.sandbox_extra["subject"] = subject({"email": email.lower()})
         deep = body.get("deepVerification", False)
         if deep is None:
             deep = False

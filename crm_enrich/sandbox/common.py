@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trustme
+from cryptography import x509
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.serving import make_server
 
@@ -112,6 +113,8 @@ def install_recorder(app: Flask, recorder: SandboxRecorder) -> None:
                     "method": request.method,
                     "path": request.path,
                     "status": resp.status_code,
+                    # Which host asked (tests of several worker hosts tell them apart).
+                    "client": request.remote_addr,
                     "fault": g.get("sandbox_fault", False),
                     **g.get("sandbox_extra", {}),
                 }
@@ -161,8 +164,9 @@ class Certificates:
     key_pem: Path
 
 
-def ensure_certificates(state_dir: Path) -> Certificates:
-    """A local CA and a server certificate for 127.0.0.1 / localhost.
+def ensure_certificates(state_dir: Path, extra_host: str | None = None) -> Certificates:
+    """A local CA and a server certificate for 127.0.0.1 / localhost (and
+    `extra_host`, an address the simulators serve on besides).
 
     Clients trust the CA through REQUESTS_CA_BUNDLE, exactly as they would
     trust a corporate CA in production; certificate checks stay on."""
@@ -172,15 +176,24 @@ def ensure_certificates(state_dir: Path) -> Certificates:
         state_dir / "sandbox-cert.pem",
         state_dir / "sandbox-key.pem",
     )
-    if not all(p.exists() for p in (certs.ca_pem, certs.cert_pem, certs.key_pem)):
+    hosts = ["127.0.0.1", "localhost", "::1", *([extra_host] if extra_host not in (None, "127.0.0.1") else [])]
+    if not all(p.exists() for p in (certs.ca_pem, certs.cert_pem, certs.key_pem)) \
+            or not set(hosts) <= _names_in(certs.cert_pem):
         ca = trustme.CA(organization_name="crm-enrich sandbox")
-        server = ca.issue_cert("127.0.0.1", "localhost", "::1")
+        server = ca.issue_cert(*hosts)
         ca.cert_pem.write_to_path(str(certs.ca_pem))
         server.private_key_pem.write_to_path(str(certs.key_pem))
         server.cert_chain_pems[0].write_to_path(str(certs.cert_pem))
         for extra in server.cert_chain_pems[1:]:
             extra.write_to_path(str(certs.cert_pem), append=True)
     return certs
+
+
+def _names_in(cert_pem: Path) -> set[str]:
+    """The host names and addresses a kept certificate is valid for."""
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {*names.get_values_for_type(x509.DNSName), *map(str, names.get_values_for_type(x509.IPAddress))}
 
 
 class ServedApp:

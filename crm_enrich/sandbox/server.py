@@ -52,9 +52,12 @@ def start_sandbox(state_dir: Path, listener_url: str | None = None,
                   clodura_config: CloduraSimConfig | None = None,
                   salesforce_config: SalesforceSimConfig | None = None,
                   clearout_config: ClearoutSimConfig | None = None,
-                  clodura_port: int = 0, salesforce_port: int = 0, clearout_port: int = 0) -> Sandbox:
+                  clodura_port: int = 0, salesforce_port: int = 0, clearout_port: int = 0,
+                  host: str = "127.0.0.1") -> Sandbox:
+    """`host`: the address the simulators serve on (their certificate names
+    it too), e.g. a bridge that network namespaces reach them through."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    certs = ensure_certificates(state_dir)
+    certs = ensure_certificates(state_dir, extra_host=host)
     clodura_config = clodura_config or CloduraSimConfig(api_keys={SANDBOX_CLODURA_KEY: "Max"})
     salesforce_config = salesforce_config or SalesforceSimConfig()
     clearout_config = clearout_config or ClearoutSimConfig(api_tokens=[SANDBOX_CLEAROUT_TOKEN])
@@ -62,9 +65,9 @@ def start_sandbox(state_dir: Path, listener_url: str | None = None,
         salesforce_config.listener_url = listener_url
     sandbox = Sandbox(
         certs=certs,
-        clodura=ServedApp(create_clodura_app(clodura_config), certs, port=clodura_port).start(),
-        salesforce=ServedApp(create_salesforce_app(salesforce_config), certs, port=salesforce_port).start(),
-        clearout=ServedApp(create_clearout_app(clearout_config), certs, port=clearout_port).start(),
+        clodura=ServedApp(create_clodura_app(clodura_config), certs, host, port=clodura_port).start(),
+        salesforce=ServedApp(create_salesforce_app(salesforce_config), certs, host, port=salesforce_port).start(),
+        clearout=ServedApp(create_clearout_app(clearout_config), certs, host, port=clearout_port).start(),
         clodura_config=clodura_config,
         salesforce_config=salesforce_config,
         clearout_config=clearout_config,

@@ -121,6 +121,22 @@ def test_enrich_by_names_and_company_case_insensitive(api, ds):
     assert r.json()["data"][0]["personTitle"] == p.title
 
 
+def test_the_log_names_who_asked_and_about_whom_without_the_address(api, ds):
+    p, _ = known_person(ds)
+    other = next(q for q in ds.people if q.known and q.email != p.email)
+    subjects = []
+    for person in (p, p, other):
+        api.post("/cleanup/enrich", {"email": person.email})
+        entry = api.last_log("cleanup/enrich")
+        assert entry["client"] == "127.0.0.1" and person.email not in str(entry)
+        subjects.append(entry["subject"])
+    api.post("/verify/email", {"email": p.email.upper()})
+    api.post("/verify/email", {"email": p.email})
+    verified = [e["subject"] for e in api.control("GET", "/log").json() if e.get("endpoint") == "verify/email"]
+    assert subjects[0] == subjects[1] != subjects[2]  # repeats are countable
+    assert verified[-1] == verified[-2]
+
+
 def test_enrich_unknown_person_is_free(api, ds):
     unknown = next(p for p in ds.people if not p.known)
     r = api.post("/cleanup/enrich", {"email": unknown.email, "linkedinUrl": unknown.linkedin_url})
