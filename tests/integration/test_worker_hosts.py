@@ -212,7 +212,13 @@ def test_a_dead_hosts_unfinished_tasks_are_run_by_the_other_within_the_visibilit
     ids = create_contacts(control, 24)
     wait_for(lambda: done_count(store, ids) >= 6, 90, "a quarter of the records to be done", interval=0.5)
 
-    held = held_jobs(hosts, HOST_A)
+    # Kill it while it holds tasks of jobs that are not done (a moment
+    # earlier or later it may hold none: the other host may be ahead).
+    def holding() -> set[str] | None:
+        held = held_jobs(hosts, HOST_A)
+        return held if len(unfinished_jobs(store, held)) >= 2 else None
+
+    held = wait_for(holding, 60, "host A to hold tasks of unfinished jobs", interval=0.2)
     killed = network.kill(host_a)
     killed_at = time.time()
     assert killed
