@@ -125,14 +125,17 @@ class EmbeddedRedis:
 class Stack:
     def __init__(self, state_dir: Path, worker_concurrency: int = 4, redis_url: str | None = None,
                  log_dir: Path | None = None, extra_env: dict | None = None,
-                 start_timeout_s: float = START_TIMEOUT_S):
+                 start_timeout_s: float = START_TIMEOUT_S, redis_config: dict | None = None):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = Path(log_dir or self.state_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.worker_concurrency = worker_concurrency
         self.start_timeout_s = start_timeout_s
-        self.redis = EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL"))
+        # redis_config: the embedded server's settings over ours (a benchmark
+        # may fsync once a second, as docker/compose.yaml does).
+        self.redis = EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL"),
+                                   config=redis_config)
         # Bound now and handed to gunicorn: the web app's port cannot be taken.
         self._web_socket: socket.socket | None = listening_socket()
         self.web_port = self._web_socket.getsockname()[1]
