@@ -134,8 +134,15 @@ def main() -> None:
                 live.append((rid, t))
                 time.sleep(gap)
 
+            last_note = [time.time()]
+
             def drained() -> bool:
                 state = run_state()
+                if time.time() - last_note[0] >= 30:  # progress, for a run too long to wait out
+                    last_note[0] = time.time()
+                    print(f"  … {time.time() - started:.0f}s: {state['finished']:,} of {state['queued']:,} "
+                          f"finished; Redis peak {sampler.redis_peak / 2**20:.1f} MiB, worker RSS peak "
+                          f"{sampler.rss_peak / 1024:.0f} MiB", flush=True)
                 return state["finished"] >= state["queued"]
 
             wait_for(drained, 3600, "the backfill to drain", interval=2.0)

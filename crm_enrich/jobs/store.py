@@ -181,6 +181,9 @@ return #KEYS
 
 # The fields in which one new job's hash differs from another's.
 OWN_FIELDS = frozenset({"id", "object", "record_id", "source", "dedupe_key", "input", "force"})
+# What Job.from_hash reads a missing field as (as _to_hash writes it).
+UNSET = {"attempts": 0, "last_error": "", "fields_written": "[]", "fields_skipped": "{}",
+         "provider_slots": "[]", "steps": "[]", "skip_reason": ""}
 
 
 def _hash_parts(fields: dict) -> list[str]:
@@ -262,7 +265,10 @@ class JobStore:
             script_keys = [self.state_key(State.RECEIVED)]
             # A new job's hash differs from another's only in these fields:
             # the rest (state, times, empty lists) is sent once for all.
-            shared = {name: value for name, value in self._to_hash(jobs[0]).items() if name not in OWN_FIELDS}
+            # Fields still at the value Job.from_hash assumes when one is
+            # missing are left out: a new job's hash is half the size.
+            shared = {name: value for name, value in self._to_hash(jobs[0]).items()
+                      if name not in OWN_FIELDS and UNSET.get(name, object()) != value}
             specs, inputs = [], {}
             for i, job in zip(to_create, jobs, strict=True):
                 script_keys += [self.dedupe_key(job.dedupe_key or ""), self.job_key(job.id),
@@ -274,7 +280,7 @@ class JobStore:
                 specs.append([job.id, stale.get(i, ""),
                               ["id", job.id, "object", job.object, "record_id", job.record_id,
                                "source", job.source, "dedupe_key", job.dedupe_key or "",
-                               "input", inputs[id(given)], "force", repr(int(job.force))]])
+                               "input", inputs[id(given)], *(["force", "1"] if job.force else [])]])
             answers = self._create(keys=script_keys, args=[
                 dedupe_ttl_s, JOB_META_TTL_S, json.dumps(_hash_parts(shared)), repr(now), json.dumps(specs)])
             lost = {}
