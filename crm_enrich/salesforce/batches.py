@@ -515,8 +515,12 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
                                      {**(record or {"_missing": True}), READ_AT: time.time()})
     if len(items) > 1:
         # A burst: each of these jobs will queue a write, and a Contact's
-        # may queue its Account's job (read with it), whose write joins the burst.
-        expect_jobs(svc, svc.writes, [item["job_id"] for item in items], any(item.get("urgent") for item in items))
+        # may queue its Account's job (read with it), whose write joins the
+        # burst. Each awaited in its own lane: bulk items that rode along
+        # with a new record's read never hold back that record's write.
+        for urgent in (True, False):
+            expect_jobs(svc, svc.writes, [item["job_id"] for item in items if bool(item.get("urgent")) == urgent],
+                        urgent)
     # Jobs first, then the batch: a flusher dying in between leaves the batch
     # to be read again (a job queued twice runs once, under its lock), never
     # a read whose jobs nobody wakes.
