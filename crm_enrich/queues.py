@@ -100,6 +100,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "health_check_interval": 10,
             "socket_keepalive": True,
             "retry_on_timeout": True,
+            # A worker takes new records' tasks first (the queues in
+            # task_queues' order), bulk work only when none wait: live work
+            # overtakes a backfill instead of sharing the workers with it.
+            "queue_order_strategy": "priority",
         },
         "broker_connection_retry_on_startup": True,
         # Redis restarts: keep reconnecting for ever; cancel the tasks that
