@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import tempfile
 import threading
@@ -27,6 +28,11 @@ from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
 
 CHUNK = 5000  # records a sandbox create call
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def rss_kib(pid: int) -> int:
@@ -128,8 +134,15 @@ def main() -> None:
                 live.append((rid, t))
                 time.sleep(gap)
 
+            last_note = [time.time()]
+
             def drained() -> bool:
                 state = run_state()
+                if time.time() - last_note[0] >= 30:  # progress, for a run too long to wait out
+                    last_note[0] = time.time()
+                    print(f"  … {time.time() - started:.0f}s: {state['finished']:,} of {state['queued']:,} "
+                          f"finished; Redis peak {sampler.redis_peak / 2**20:.1f} MiB, worker RSS peak "
+                          f"{sampler.rss_peak / 1024:.0f} MiB", flush=True)
                 return state["finished"] >= state["queued"]
 
             wait_for(drained, 3600, "the backfill to drain", interval=2.0)
@@ -160,7 +173,8 @@ def main() -> None:
           f"{floor_s:.0f}s ({drain_s / floor_s:.1f}× the floor)" if floor_s else f"  time to drain: {drain_s:.0f}s")
     if latencies:
         print(f"  live Contacts created during the backfill ({len(latencies)} written of {len(live)}): "
-              f"creation → write-back median {statistics.median(latencies):.2f}s, max {max(latencies):.2f}s")
+              f"creation → write-back median {statistics.median(latencies):.2f}s, "
+              f"p95 {percentile(latencies, 0.95):.2f}s, max {max(latencies):.2f}s")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ answers the ACK, both under the Procfile's gunicorn command line, with wrk
 
     apt-get install wrk
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 16] [--per-message 100] [--repeat 1]
+                                     [--fsync always|everysec]
+
+Redis fsyncs its AOF on every write by default here, as the test stack does
+(so a SIGKILL test loses nothing); `--fsync everysec` is docker/compose.yaml's
+setting, which a production deployment is likelier to run.
 """
 from __future__ import annotations
 
@@ -122,12 +127,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--per-message", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=1, help="measure each app this many times, alternating")
+    parser.add_argument("--fsync", choices=("always", "everysec"), default="always",
+                        help="Redis appendfsync: the test stack's (always) or docker/compose.yaml's (everysec)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
     runs: dict[str, list[dict]] = {"receiver": [], "bare ACK app": []}
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp))  # Redis and the (idle) sandbox; no worker, no beat
+        # Redis and the (idle) sandbox; no worker, no beat.
+        stack = Stack(Path(tmp), redis_config={"appendfsync": args.fsync})
         try:
             parts = Path(tmp) / "envelope"
             parts.mkdir()
@@ -160,7 +168,7 @@ def main() -> None:
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     print(f"Outbound Message ingest: {args.per_message} unique notifications a message, {args.connections} "
           f"connections, {args.seconds:.0f} s a run, {args.repeat} run(s) each, gunicorn as in the Procfile, "
-          f"no workers")
+          f"no workers, Redis appendfsync {args.fsync}")
     print(f"  {'':30}{'receiver':>22}{'bare ACK app':>22}")
     for label, key, fmt in (("messages/s", "rate", "{:.0f}"), ("p50 latency, ms", "p50_ms", "{:.0f}"),
                             ("p99 latency, ms", "p99_ms", "{:.0f}"), ("errors", "errors", "{:.0f}")):

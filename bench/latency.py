@@ -73,12 +73,15 @@ def measure(stack: Stack, control: SandboxControl, created: list[tuple[str, floa
         if writes:
             latencies.append(writes[0]["t"] - t)
     accounts_written = sum(1 for a in accounts if control.record("Account", a)["writes"])
-    calls = Counter(kind(e["path"]) for e in control.log("salesforce", since=mark)
-                    if kind(e["path"]) in ("read", "write"))
+    entries = [e for e in control.log("salesforce", since=mark) if kind(e["path"]) in ("read", "write")]
+    calls = Counter(kind(e["path"]) for e in entries)
+    t0 = created[0][1] if created else 0.0
+    trace = [f"{e['t'] - t0:6.2f}s {kind(e['path'])} {e.get('object', 'mixed')} {e.get('records', '?')}"
+             for e in entries]
     states = Counter(store.get(store.r.get(f"record:Contact:{rid}:last_job")).state for rid, _ in created)
     return {"latencies": latencies, "api_calls": control.salesforce_usage()["api_used"] - used_before,
             "calls": calls, "contacts": len(created), "accounts": len(accounts),
-            "accounts_written": accounts_written, "states": states}
+            "accounts_written": accounts_written, "states": states, "trace": trace}
 
 
 def contacts_with_accounts(control: SandboxControl, n: int, n_accounts: int | None, seed: int) -> list[dict]:
@@ -114,7 +117,7 @@ def flood(control: SandboxControl, stack: Stack, n: int, n_accounts: int) -> dic
                    mark, used)
 
 
-def report(name: str, result: dict) -> None:
+def report(name: str, result: dict, trace: bool = False) -> None:
     n_accounts = result["accounts"]
     lat = result["latencies"]
     n = result["contacts"]
@@ -128,6 +131,9 @@ def report(name: str, result: dict) -> None:
               f"max {max(lat):.2f}s")
     print(f"  Salesforce calls: {result['api_calls']} ({calls['read']} reads, {calls['write']} writes), "
           f"{result['api_calls'] / n:.2f} per Contact (Accounts included); floor at 200 a call: {floor}")
+    if trace:  # each call: seconds since the first creation, kind, object, records
+        for line in result["trace"]:
+            print("   ", line)
 
 
 def main() -> None:
@@ -137,6 +143,7 @@ def main() -> None:
     parser.add_argument("--over", type=float, default=60, help="seconds the trickle is spread over")
     parser.add_argument("--flood", type=int, default=400, help="Contacts created at once")
     parser.add_argument("--accounts", type=int, default=85, help="Accounts the flood's Contacts belong to")
+    parser.add_argument("--trace", action="store_true", help="list every read and write call")
     args = parser.parse_args()
     results: dict[str, dict] = {}
     for mode in ("trickle", "flood"):
@@ -151,7 +158,7 @@ def main() -> None:
                     results[mode] = flood(control, stack, args.flood, args.accounts)
             finally:
                 stack.stop()
-        report(mode, results[mode])
+        report(mode, results[mode], args.trace)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,12 @@ def rate_limit_window(limiter: str, window_s: int) -> str:
     return f"ratelimit:{limiter}:{window_s}s"
 
 
+def rate_limit_live_waiting(limiter: str) -> str:
+    """Set while live work waits for a slot (until that slot should be
+    free, a few seconds at most): bulk callers take none meanwhile."""
+    return f"ratelimit:{limiter}:live_waiting"
+
+
 def response_in_flight(cache_key: str) -> str:
     """The coalescing lock of one cached request."""
     return f"{cache_key}:inflight"
@@ -242,7 +248,8 @@ SALESFORCE_WRITES = "salesforce_writes"
 
 
 def batch_queue(name: str, part: str) -> str:
-    """`part`: pending, delayed, inflight (the index), lease, flush_scheduled."""
+    """`part`: pending, delayed, inflight (the index), lease, flush_scheduled,
+    corks, recent_jobs (ids only, a minute), and the arrival times."""
     return f"batch:{name}:{part}"
 
 

@@ -34,7 +34,9 @@ def mask_text(text: str) -> str:
 
 def _mask(value):
     if isinstance(value, str):
-        return mask_text(value)
+        # Ids and names: no "@", "/", "+" or separator, so nothing to mask
+        # (a message's hundred job ids were a good part of a log line's cost).
+        return value if value.isalnum() else mask_text(value)
     if isinstance(value, dict):
         return {k: _mask(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

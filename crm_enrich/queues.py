@@ -111,6 +111,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # With Sentinel: kombu's `sentinel://` transport asks the
             # Sentinels for the master on every (re)connection.
             **broker_sentinel_options(settings),
+            # A worker takes new records' tasks first (the queues in
+            # task_queues' order), bulk work only when none wait: live work
+            # overtakes a backfill instead of sharing the workers with it.
+            "queue_order_strategy": "priority",
         },
         "broker_connection_retry_on_startup": True,
         # Redis restarts: keep reconnecting for ever; cancel the tasks that

@@ -244,6 +244,11 @@ class Settings(BaseSettings):
     # A pause in arrivals this long (or a flush's duration, if longer) ends
     # a burst: the batch waiting for more is sent.
     batch_quiet_s: float = Field(default=0.25, gt=0, le=10)
+    # A burst's batch (a message's reads, a read batch's writes) waits for
+    # its named batch mates still on their way, this long at most. A burst
+    # slower than WRITEBACK_REREAD_AFTER_S pays the second read, one query
+    # per object a batch: still far fewer calls than small batches would.
+    batch_burst_max_s: float = Field(default=60.0, gt=0, le=600)
     # How long a batch flusher may hold its lease; a flusher that died is
     # replaced after this. Longer than any one Salesforce call may take.
     batch_lease_s: float = Field(default=300, ge=5, le=3600)

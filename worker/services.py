@@ -83,6 +83,7 @@ def build_services() -> Services:
         max_delay_s=settings.writeback_max_delay_s,
         reread_after_s=settings.writeback_reread_after_s,
         quiet_s=settings.batch_quiet_s,
+        burst_max_s=settings.batch_burst_max_s,
         schedule=lambda name, countdown: send_task(name, countdown),
         resume_job=resume,
         usage_recheck_s=settings.salesforce_usage_recheck_s,

@@ -102,8 +102,8 @@ def enrich_records(job_ids: list[str], source: str) -> int:
     continuation)."""
     queue = queue_for(source)
     if len(job_ids) > 1:
-        # Their reads come together.
-        batches.burst_coming(services().batches, services().batches.reads, urgent=queue == URGENT_QUEUE)
+        # Their reads come together: the read batch waits for all of them.
+        batches.expect_jobs(services().batches, services().batches.reads, job_ids, urgent=queue == URGENT_QUEUE)
     for job_id in job_ids:
         enrich_record.apply_async(args=[job_id], queue=queue)
     return len(job_ids)

@@ -246,17 +246,21 @@ class Stack:
     def __init__(self, state_dir: Path, worker_concurrency: int = 4, redis_url: str | None = None,
                  log_dir: Path | None = None, extra_env: dict | None = None,
                  start_timeout_s: float = START_TIMEOUT_S, sentinel: bool = False,
-                 web_url: str | None = None, sandbox_host: str = "127.0.0.1"):
+                 web_url: str | None = None, sandbox_host: str = "127.0.0.1",
+                 redis_config: dict | None = None):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = Path(log_dir or self.state_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.worker_concurrency = worker_concurrency
         self.start_timeout_s = start_timeout_s
-        # A Sentinel-managed master and replica (`sentinel=True`), or one server.
+        # A Sentinel-managed master and replica (`sentinel=True`), or one
+        # server; redis_config: the embedded server's settings over ours (a
+        # benchmark may fsync once a second, as docker/compose.yaml does).
         self.redis: EmbeddedRedis | SentinelRedis = (
             SentinelRedis(self.state_dir) if sentinel
-            else EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL")))
+            else EmbeddedRedis(redis_url if redis_url is not None else os.environ.get("REDIS_URL"),
+                               config=redis_config))
         self._web_socket: socket.socket | None = None
         if web_url:  # a host of its own (a network namespace), where gunicorn binds itself
             self.web_url = web_url

@@ -26,11 +26,12 @@ from crm_enrich.field_map import FieldMap, is_blank
 from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job, JobStore, Learnt
 from crm_enrich.logs import log
+from crm_enrich.salesforce.batches import expect_with
 
 from . import signals
 from .company_domain import COMPANY_DOMAIN, found_domain
 from .company_domain import PROVIDER as DOMAIN_PROVIDER
-from .record import record_to_work_on
+from .record import RECORD, account_record, record_to_work_on
 from .reveal import domain_of
 from .services import Services
 from .verify import iso_now
@@ -194,6 +195,12 @@ def queue_account_job(svc: Services, job: Job, record: dict, person: dict | None
             "email_domain": business_domain(record.get("Email"))}
     # The person's organisation is Clodura data: it expires with the answer it came in.
     store.save_provider_data(account_job.id, HINT, hint, _answered_at(store, job.id))
+    seeded = account_record(svc, record)
+    if seeded is not None:  # the Contact's read brought the Account: no read of its own
+        store.save_provider_data(account_job.id, RECORD, seeded)
+    # Part of a burst (a flood's Contacts), the Account's read and write
+    # are awaited with its Contact's, so they share the burst's calls.
+    expect_with(svc.batches, job.id, account_job.id)
     svc.batches.resume_job(account_job.id)
     store.mark_enqueued(account_job.id)
     log.info("job.queued", job_id=account_job.id, record_id=account_id, object="Account",

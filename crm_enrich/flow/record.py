@@ -6,7 +6,7 @@ from __future__ import annotations
 from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job, JobMemory
 from crm_enrich.queues import EVENT_SOURCES
-from crm_enrich.salesforce.batches import queue_read
+from crm_enrich.salesforce.batches import READ_AT, queue_read
 from crm_enrich.salesforce.ids import PERSON_OBJECTS
 
 from .services import Services
@@ -19,6 +19,7 @@ IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "A
                    "Account": ["Name", "Website"]}
 AUDIT_FIELDS = ["CreatedDate", "LastModifiedDate", "LastModifiedById"]
 RECORD = "record"   # the job's slot for the record read
+ACCOUNT = "Account"   # a Contact's relationship to its Account
 
 
 def is_own_change(record: dict, integration_user_id: str | None) -> bool:
@@ -31,7 +32,28 @@ def is_own_change(record: dict, integration_user_id: str | None) -> bool:
 
 
 def fields_to_read(svc: Services, object_type: str) -> list[str]:
-    return IDENTITY_FIELDS[object_type] + AUDIT_FIELDS + svc.field_map.target_fields(object_type)
+    fields = IDENTITY_FIELDS[object_type] + AUDIT_FIELDS + svc.field_map.target_fields(object_type)
+    if object_type == "Contact" and svc.field_map.rules_for("Account"):
+        # The Account's own fields come in the same query (relationship
+        # fields): its job starts from them instead of reading it again.
+        fields += [f"{ACCOUNT}.{name}" for name in account_fields(svc) if f"{ACCOUNT}.{name}" not in fields]
+    return fields
+
+
+def account_fields(svc: Services) -> list[str]:
+    return ["Id", *IDENTITY_FIELDS["Account"], *AUDIT_FIELDS, *svc.field_map.target_fields("Account")]
+
+
+def account_record(svc: Services, contact: dict) -> dict | None:
+    """The Contact's Account as its read brought it (relationship fields),
+    shaped as a read of the Account; None if the read did not bring it."""
+    names = account_fields(svc)
+    if not all(f"{ACCOUNT}.{name}" in contact for name in names) or not contact.get(f"{ACCOUNT}.Id"):
+        return None
+    record = {name: contact[f"{ACCOUNT}.{name}"] for name in names}
+    if READ_AT in contact:
+        record[READ_AT] = contact[READ_AT]
+    return record
 
 
 def current_record(svc: Services, job: Job, memory: JobMemory) -> dict | None:

@@ -18,8 +18,8 @@ from crm_enrich.providers.breaker import CircuitOpen
 from crm_enrich.providers.cache import AnswerPending
 from crm_enrich.providers.errors import CreditsExhausted, DailyQuotaExceeded, ProviderError
 from crm_enrich.providers.quota import QuotaExhausted, SpendingPaused
-from crm_enrich.providers.rate_limit import RateLimited
-from crm_enrich.queues import RELEASE_LOCK, TASK_TIME_LIMIT_S
+from crm_enrich.providers.rate_limit import RateLimited, live_work
+from crm_enrich.queues import EVENT_SOURCES, RELEASE_LOCK, TASK_TIME_LIMIT_S
 from crm_enrich.salesforce.gateway import SalesforceFailure
 from crm_enrich.salesforce.ids import PERSON_OBJECTS
 
@@ -76,7 +76,9 @@ def _process_locked(svc: Services, job_id: str, runner_id: str) -> str:
         return job.state  # replayed task, or the batch flush will finish it
     store.count_attempt(job)
     try:
-        return _advance(svc, job, runner_id)
+        # New records' calls take the providers' slots before bulk work's.
+        with live_work(job.source in EVENT_SOURCES):
+            return _advance(svc, job, runner_id)
     except JobMoved as exc:
         # The write flush or the sweeper moved the job while this task
         # worked on a copy: the stored job is the truth, and this task stops.

@@ -19,8 +19,10 @@ from .services import Services
 DEFAULT_PROVIDERS = {"person": "clodura", "organisation": "clodura", "email": "clodura", "phone": "clodura",
                      "verification": "clodura", "signals": "clodura", "meta": "crm-enrich"}
 NOT_OFFERED = "the restricted picklist does not offer the value"
-# A partner job still this far from its write is worth waiting for.
-ON_ITS_WAY = frozenset({State.RECEIVED, State.ENRICHING, State.VERIFYING})
+# A partner job still this far from its write is worth waiting for
+# (WRITEBACK_MAX_DELAY_S at most: a callback usually comes within it).
+ON_ITS_WAY = frozenset({State.RECEIVED, State.ENRICHING, State.AWAITING_EMAIL, State.AWAITING_PHONE,
+                        State.VERIFYING, State.AWAITING_VERIFICATION})
 
 
 def provider_of(source: str, providers: dict[str, str] | None) -> str:

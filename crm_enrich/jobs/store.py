@@ -140,12 +140,13 @@ class Seen:
 # (one argument: packing thousands of small ones cost more than the work).
 # Answers, per job, the id now behind the dedupe key.
 _CREATE_JOBS = """
-local state_set, dedupe_ttl, meta_ttl = KEYS[1], ARGV[1], ARGV[2]
-local jobs = cjson.decode(ARGV[3])
-local out = {}
+local state_set, dedupe_ttl, meta_ttl, now = KEYS[1], ARGV[1], ARGV[2], ARGV[4]
+local shared = cjson.decode(ARGV[3])
+local jobs = cjson.decode(ARGV[5])
+local out, created = {}, {}
 for i, spec in ipairs(jobs) do
   local dedupe, job, last = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local id, stale, fields = spec[1], spec[2], spec[3]
+  local id, stale, own = spec[1], spec[2], spec[3]
   local claimed
   if stale ~= '' and redis.call('GET', dedupe) == stale then
     claimed = redis.call('SET', dedupe, id, 'EX', dedupe_ttl)
@@ -153,14 +154,22 @@ for i, spec in ipairs(jobs) do
     claimed = redis.call('SET', dedupe, id, 'NX', 'EX', dedupe_ttl)
   end
   if claimed then
+    local fields = {}
+    for _, part in ipairs(shared) do fields[#fields + 1] = part end
+    for _, part in ipairs(own) do fields[#fields + 1] = part end
     redis.call('HSET', job, unpack(fields))
     redis.call('EXPIRE', job, meta_ttl)
-    redis.call('ZADD', state_set, ARGV[4], id)
     redis.call('SET', last, id, 'EX', meta_ttl)
+    created[#created + 1] = now
+    created[#created + 1] = id
     out[i] = id
   else
     out[i] = redis.call('GET', dedupe)
   end
+end
+-- One ZADD for all, in chunks that stay well inside unpack's limit.
+for start = 1, #created, 400 do
+  redis.call('ZADD', state_set, unpack(created, start, math.min(start + 399, #created)))
 end
 return out
 """
@@ -170,6 +179,18 @@ _SET_FIELD = """
 for _, key in ipairs(KEYS) do redis.call('HSET', key, ARGV[1], ARGV[2]) end
 return #KEYS
 """
+
+
+# The fields in which one new job's hash differs from another's.
+OWN_FIELDS = frozenset({"id", "object", "record_id", "source", "dedupe_key", "input", "force"})
+# What Job.from_hash reads a missing field as (as _to_hash writes it).
+UNSET = {"attempts": 0, "last_error": "", "fields_written": "[]", "fields_skipped": "{}",
+         "provider_slots": "[]", "steps": "[]", "skip_reason": ""}
+
+
+def _hash_parts(fields: dict) -> list[str]:
+    """[name, value, ...] as strings, exactly what HSET from Python would write."""
+    return [part for name, value in fields.items() for part in (name, value if isinstance(value, str) else repr(value))]
 
 
 class JobStore:
@@ -260,16 +281,26 @@ class JobStore:
                         updated_at=now, dedupe_key=new_jobs[i].dedupe_key, input=new_jobs[i].input_fields,
                         force=new_jobs[i].force) for i in to_create]
             script_keys = [self.state_key(State.RECEIVED)]
-            specs = []
+            # A new job's hash differs from another's only in these fields:
+            # the rest (state, times, empty lists) is sent once for all.
+            # Fields still at the value Job.from_hash assumes when one is
+            # missing are left out: a new job's hash is half the size.
+            shared = {name: value for name, value in self._to_hash(jobs[0]).items()
+                      if name not in OWN_FIELDS and UNSET.get(name, object()) != value}
+            specs, inputs = [], {}
             for i, job in zip(to_create, jobs, strict=True):
                 script_keys += [self.dedupe_key(job.dedupe_key or ""), self.job_key(job.id),
                                 keys.record_last_job(job.object, job.record_id)]
-                # Strings, so the hash holds exactly what HSET from Python would write.
-                fields = [part for name, value in self._to_hash(job).items()
-                          for part in (name, value if isinstance(value, str) else repr(value))]
-                specs.append([job.id, stale.get(i, ""), fields])
-            answers = self._create(keys=script_keys,
-                                   args=[dedupe_ttl_s, JOB_META_TTL_S, json.dumps(specs), now])
+                # The events of one message carry the same input: dumped once.
+                given = new_jobs[i].input_fields
+                if id(given) not in inputs:
+                    inputs[id(given)] = json.dumps(given)
+                specs.append([job.id, stale.get(i, ""),
+                              ["id", job.id, "object", job.object, "record_id", job.record_id,
+                               "source", job.source, "dedupe_key", job.dedupe_key or "",
+                               "input", inputs[id(given)], *(["force", "1"] if job.force else [])]])
+            answers = self._create(keys=script_keys, args=[
+                dedupe_ttl_s, JOB_META_TTL_S, json.dumps(_hash_parts(shared)), repr(now), json.dumps(specs)])
             lost = {}
             for i, job, answer in zip(to_create, jobs, answers, strict=True):
                 if answer == job.id:

@@ -81,17 +81,26 @@ return moved
 # trickle (send at once) from a burst (wait for batch mates). Corks are
 # "lane|reason": an urgent item is held only by urgent corks, so a live
 # record never waits on a backfill's burst. The item's own job leaves the
-# corks (a partner was waiting for it), and it may add one for a partner.
+# corks (a partner, "lane|job", or its burst, "lane|~job", was waiting for
+# it), and it may add one for a partner.
 _ADD = """
-local pending, last_add, gap, corks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending, last_add, gap, corks, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local item, now, lane = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local job_id, hold_for, hold_until = ARGV[4], ARGV[5], ARGV[6]
 local waiting = redis.call('RPUSH', pending, item)
 local previous = tonumber(redis.call('GET', last_add) or '0')
 redis.call('SET', last_add, ARGV[2], 'EX', 3600)
 redis.call('SET', gap, tostring(now - previous), 'EX', 3600)
-local uncorked = redis.call('ZREM', corks, lane .. '|' .. job_id)
-if hold_for ~= '' then redis.call('ZADD', corks, hold_until, lane .. '|' .. hold_for) end
+local uncorked = redis.call('ZREM', corks, lane .. '|' .. job_id, lane .. '|~' .. job_id)
+-- The jobs whose items came in the last minute: a partner whose item is
+-- already here is not waited for (two partners finishing together would
+-- otherwise each wait for the other).
+redis.call('ZADD', recent, now, job_id)
+redis.call('ZREMRANGEBYSCORE', recent, '-inf', now - 60)
+redis.call('EXPIRE', recent, 120)
+if hold_for ~= '' and not redis.call('ZSCORE', recent, hold_for) then
+  redis.call('ZADD', corks, hold_until, lane .. '|' .. hold_for)
+end
 redis.call('ZREMRANGEBYSCORE', corks, '-inf', now)
 local holding = 0
 for _, member in ipairs(redis.call('ZRANGE', corks, 0, -1)) do
@@ -116,6 +125,9 @@ return 0
 
 TAKE_WINDOW = 2000   # pending items looked through for a batch of one object
 URGENT, BULK = "urgent", "bulk"   # the lanes: new records' work, and the rest
+
+
+EXPECTED = "~"   # a cork's reason "~<job id>": a burst awaits that job's item
 
 
 def lane_of(item: dict) -> str:
@@ -156,6 +168,7 @@ class BatchQueue:
         # item on its way), each until its time.
         self.flush_time = keys.batch_queue(name, "flush_s")
         self.corks = keys.batch_queue(name, "corks")
+        self.recent_jobs = keys.batch_queue(name, "recent_jobs")
         self._add = client.register_script(_ADD)
         self._urgent_waiting = client.register_script(_URGENT_WAITING)
         self._take = client.register_script(_TAKE)
@@ -174,13 +187,39 @@ class BatchQueue:
         job's item comes, `hold_s` at most)."""
         now, lane = time.time(), lane_of(item)
         waiting, gap, uncorked, corks = self._add(
-            keys=[self.pending, self._last_add(lane), self._gap(lane), self.corks],
+            keys=[self.pending, self._last_add(lane), self._gap(lane), self.corks, self.recent_jobs],
             args=[json.dumps(item), repr(now), lane, item.get("job_id", ""), hold_for or "", repr(now + hold_s)])
         return Added(int(waiting), float(gap), bool(uncorked), int(corks) > 0)
 
     def cork(self, reason: str, for_s: float, lane: str) -> None:
         """Hold the lane's batches back for up to `for_s`: more items are on their way."""
         self.r.zadd(self.corks, {f"{lane}|{reason}": time.time() + for_s})
+
+    def expect(self, job_ids: list[str], for_s: float, lane: str) -> None:
+        """Hold the lane's batches back until each of these jobs has queued
+        its item here or gone elsewhere (see `expected_jobs`), `for_s` at most:
+        a burst's batch mates, known by name."""
+        if job_ids:
+            until = time.time() + for_s
+            self.r.zadd(self.corks, {f"{lane}|{EXPECTED}{job_id}": until for job_id in job_ids})
+
+    def is_expected(self, job_id: str, lane: str) -> float | None:
+        """Until when this lane's batches wait for the job's item (None: they don't)."""
+        return self.r.zscore(self.corks, f"{lane}|{EXPECTED}{job_id}")
+
+    def expected_jobs(self, lane: str) -> dict[str, str]:
+        """The corks of a burst's named jobs that hold this lane: {cork: job id}."""
+        out = {}
+        for member in members(self.r.zrange(self.corks, 0, -1)):
+            cork_lane, _, reason = member.partition("|")
+            if reason.startswith(EXPECTED) and (lane == BULK or cork_lane == URGENT):
+                out[member] = reason[len(EXPECTED):]
+        return out
+
+    def uncork(self, corks: Iterable[str]) -> None:
+        corks = list(corks)
+        if corks:
+            self.r.zrem(self.corks, *corks)
 
     def cork_left_s(self, lane: str) -> float:
         """Seconds until the last cork that holds this lane ends (0: none)."""

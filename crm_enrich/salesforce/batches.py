@@ -73,9 +73,17 @@ class BatchServices:
     # read (WRITEBACK_REREAD_AFTER_S); 0: always read again.
     reread_after_s: float = 0.0
     quiet_s: float = 0.25   # a pause in arrivals this long ends a burst
+    # The longest a burst's batch waits for its named batch mates (BATCH_BURST_MAX_S).
+    burst_max_s: float = 60.0
 
 
-BURST = "burst"   # the cork a burst of jobs sets: more items are coming
+# A job in one of these states may still queue an item: a read (until it
+# has one), a write (until it writes; a writing job's cork went when its
+# item came). A job elsewhere (parked for a callback, held, ended) is not
+# waited for.
+STILL_COMING = {"reads": frozenset({State.RECEIVED}),
+                "writes": frozenset({State.RECEIVED, State.ENRICHING, State.VERIFYING, State.WRITING})}
+CORK_RECHECK_S = 1.0   # how often a batch waiting for named jobs looks at their states
 
 
 # -- producers ---------------------------------------------------------------
@@ -140,10 +148,38 @@ def queue_write(svc: BatchServices, job_id: str, object_type: str, record_id: st
     _queued(svc.writes, svc, FLUSH_WRITES, svc.writes.add(item, hold_for=partner_job, hold_s=svc.max_delay_s))
 
 
-def burst_coming(svc: BatchServices, queue: BatchQueue, urgent: bool) -> None:
-    """Several jobs will soon queue items here: let the first wait for the
-    others (in their lane only: a backfill's burst never holds a live record)."""
-    queue.cork(BURST, svc.max_delay_s, URGENT if urgent else BULK)
+def expect_jobs(svc: BatchServices, queue: BatchQueue, job_ids: list[str], urgent: bool) -> None:
+    """These jobs will each queue an item here soon (a message's records,
+    a read batch's jobs): the lane's batch waits for all of them, or for
+    those of them still on their way, BATCH_BURST_MAX_S at most. So a flood
+    is read and written 200 records a call however long its enrichment
+    takes (within that bound), while a job that parks for a callback holds
+    nobody back."""
+    queue.expect(job_ids, svc.burst_max_s, URGENT if urgent else BULK)
+
+
+def expect_with(svc: BatchServices, job_id: str, other_job: str) -> None:
+    """`other_job` (an Account's, queued by a Contact's job) is awaited by
+    the writes wherever `job_id` is: it belongs to the same burst."""
+    for lane in (URGENT, BULK):
+        until = svc.writes.is_expected(job_id, lane)
+        if until is not None:
+            svc.writes.expect([other_job], max(0.0, until - time.time()), lane)
+
+
+def _prune_corks(svc: BatchServices, queue: BatchQueue, lane: str) -> bool:
+    """Drop the corks of jobs no longer on their way to this queue; True
+    while some job cork still holds the lane."""
+    corks = queue.expected_jobs(lane)
+    if not corks:
+        return False
+    pipe = svc.store.r.pipeline(transaction=False)
+    for job_id in corks.values():
+        pipe.hget(svc.store.job_key(job_id), "state")
+    coming = STILL_COMING["reads" if queue is svc.reads else "writes"]
+    gone = [cork for cork, state in zip(corks, pipe.execute(), strict=True) if state not in coming]
+    queue.uncork(gone)
+    return len(gone) < len(corks)
 
 
 def jobs_of(item: dict) -> list[str]:
@@ -154,9 +190,10 @@ def jobs_of(item: dict) -> list[str]:
 # -- the flush loop ------------------------------------------------------------
 
 def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
-    """0 when a batch should go now: 200 waiting, a retry due, the oldest
-    item has waited max_delay_s, or nothing is worth waiting for (no cork,
-    and arrivals have paused). Else how long to wait."""
+    """0 when a batch should go now: 200 waiting, a retry due, no named
+    batch mate on its way and the oldest item has waited max_delay_s, or
+    nothing is worth waiting for (no cork, and arrivals have paused). Else
+    how long to wait."""
     if svc.guard.paused_for() > 0:
         return svc.guard.paused_for()
     if not _guard_allows(svc, urgent=True):
@@ -171,12 +208,17 @@ def _seconds_until_ready(svc: BatchServices, queue: BatchQueue) -> float:
         oldest = queue.r.lindex(queue.pending, 0)
         if oldest is None:  # another flusher emptied the list since LLEN
             return due_in if due_in is not None else -1.0
-        left = svc.max_delay_s - (time.time() - json.loads(oldest)["queued_at"])
-        if left <= 0:
-            return 0.0
         # New records' work waiting? Then only its own lane's corks and
         # arrivals count, and bulk items ride along in its batch.
         lane = URGENT if queue.urgent_waiting() else BULK
+        if _prune_corks(svc, queue, lane):
+            # Named batch mates still on their way: wait for them past the
+            # oldest item's WRITEBACK_MAX_DELAY_S (their corks end by
+            # BATCH_BURST_MAX_S), looking at their states now and then.
+            return min(queue.cork_left_s(lane), CORK_RECHECK_S)
+        left = svc.max_delay_s - (time.time() - json.loads(oldest)["queued_at"])
+        if left <= 0:
+            return 0.0
         cork_left = queue.cork_left_s(lane)
         if cork_left > 0:
             return min(cork_left, left)
@@ -472,11 +514,13 @@ def _send_reads(svc: BatchServices, queue: BatchQueue, batch: Batch) -> None:
         svc.store.save_provider_data(item["job_id"], "record",
                                      {**(record or {"_missing": True}), READ_AT: time.time()})
     if len(items) > 1:
-        # A burst: their writes will come close together, and so will the
-        # reads of the Accounts their Contacts' jobs queue.
-        urgent = any(item.get("urgent") for item in items)
-        burst_coming(svc, svc.writes, urgent)
-        burst_coming(svc, svc.reads, urgent)
+        # A burst: each of these jobs will queue a write, and a Contact's
+        # may queue its Account's job (read with it), whose write joins the
+        # burst. Each awaited in its own lane: bulk items that rode along
+        # with a new record's read never hold back that record's write.
+        for urgent in (True, False):
+            expect_jobs(svc, svc.writes, [item["job_id"] for item in items if bool(item.get("urgent")) == urgent],
+                        urgent)
     # Jobs first, then the batch: a flusher dying in between leaves the batch
     # to be read again (a job queued twice runs once, under its lock), never
     # a read whose jobs nobody wakes.

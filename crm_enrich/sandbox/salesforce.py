@@ -1223,6 +1223,9 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
         if not isinstance(body, dict) or not isinstance(body.get("records"), list):
             return sf_error(SfError("JSON_PARSER_ERROR", "Expected {\"allOrNone\": bool, \"records\": [...]}"))
         records = body["records"]
+        g.sandbox_extra["records"] = len(records)
+        g.sandbox_extra["object"] = "+".join(sorted({str((r.get("attributes") or {}).get("type"))
+                                                     for r in records if isinstance(r, dict)}))
         if len(records) > 200:
             return sf_error(SfError("EXCEEDED_ID_LIMIT",
                                     "record limit reached. cannot submit more than 200 records into this call"))
@@ -1274,8 +1277,10 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
             query = parse_soql(q)
         except SfError as err:
             return sf_error(err)
+        g.sandbox_extra["object"] = query.object
         with state.lock:
             rows = state.select(query, include_deleted)
+            g.sandbox_extra["records"] = len(rows)
             if query.count:
                 return sf_json({"totalSize": len(rows), "done": True, "records": []})
             out = [state.serialize(query.object, r, query.fields, ver) for r in rows]

@@ -28,9 +28,10 @@ def writes(stack, store):
                         schedule=lambda name, countdown: sender.send_task(name, countdown=countdown or None,
                                                                           queue=URGENT_QUEUE))
 
-    def finished_job(record_id: str, changes: dict, tracked=(), urgent: bool = True) -> str:
+    def finished_job(record_id: str, changes: dict, tracked=(), urgent: bool = True, job=None) -> str:
         source = "json_event" if urgent else "rerun"
-        job, _ = store.create_unless_seen(f"test:{uuid.uuid4().hex}", "Contact", record_id, source, {})
+        if job is None:
+            job, _ = store.create_unless_seen(f"test:{uuid.uuid4().hex}", "Contact", record_id, source, {})
         store.mark_enqueued(job.id)
         store.transition(job, "writing")
         rules = {name: "tracked" if name in tracked else "always" for name in changes}
@@ -61,11 +62,14 @@ def wait_jobs_final(store, job_ids, timeout=60):
 
 def test_450_finished_jobs_are_written_with_3_collection_calls(control, store, writes):
     ids = contacts(control, 450)
-    # As the read batch that resumed 450 jobs would: more writes are coming,
-    # so the first does not go alone.
-    BatchQueue(store.r, "salesforce_writes").cork("burst", 2.0, "urgent")
+    made = [store.create_unless_seen(f"test:{uuid.uuid4().hex}", "Contact", rid, "json_event", {})[0]
+            for rid in ids]
+    # As the read batch that resumed these jobs would: their writes are
+    # awaited by name, however long queuing them takes.
+    BatchQueue(store.r, "salesforce_writes").expect([job.id for job in made], 60, "urgent")
     mark = last_seq(control)
-    job_ids = [writes(rid, {"Title": f"Title {i}", "Department": "Batching"}) for i, rid in enumerate(ids)]
+    job_ids = [writes(rid, {"Title": f"Title {i}", "Department": "Batching"}, job=job)
+               for i, (rid, job) in enumerate(zip(ids, made, strict=True))]
     jobs = wait_jobs_final(store, job_ids, timeout=90)
     assert {j.state for j in jobs} == {"done"}
     assert len(composite_calls(control, mark)) == 3
@@ -198,6 +202,42 @@ def test_thin_events_are_read_with_one_query_per_batch(control, job_for):
     assert 2 <= len(queries) <= 4 and 1 <= len(writes) <= 2
     assert not [e for e in calls if "/sobjects/Contact/" in e["path"]]  # no per-record calls
 
+
+
+def test_a_message_slower_to_enrich_than_the_longest_wait_is_still_written_in_one_call(control, job_for):
+    """16 Contacts, each of its own company's Account, in one Outbound
+    Message, with Clodura slowed so that their enrichments spread over more
+    than WRITEBACK_MAX_DELAY_S (2 s here): the batches wait for the jobs
+    they know are coming, not for the clock, so the Contacts are read with
+    one query that brings their Accounts too, and all 32 records are written
+    with one call."""
+    ds = build_dataset()
+    people = [p for p in ds.people if p.known and p.email_verdict == "Deliverable"][60:]
+    by_company = {}
+    for p in people:
+        by_company.setdefault(p.organisation_id, p)
+    people = list(by_company.values())[:16]
+    accounts = control.create_accounts([ds.company(p.organisation_id).name for p in people])
+    control.add_fault("clodura", path="/api/v1/cleanup/enrich", delay=0.5, times=-1)
+    mark = last_seq(control)
+    clodura_mark = max([e["seq"] for e in control.log("clodura")] or [0])
+    ids = control.create_records("Contact", [
+        {"FirstName": p.first_name, "LastName": p.last_name, "Email": p.email,
+         "AccountId": accounts[ds.company(p.organisation_id).name]} for p in people])
+    for rid in ids:
+        assert job_for("Contact", rid).state == "done"
+    for account_id in accounts.values():
+        assert job_for("Account", account_id).state == "done"
+    enriched = [e["t"] for e in control.log("clodura", since=clodura_mark) if e["path"] == "/api/v1/cleanup/enrich"]
+    assert max(enriched) - min(enriched) > 2.0   # the burst outlasted the longest wait
+    calls = control.log("salesforce", since=mark)
+    writes = [e for e in calls if e["path"].endswith(COMPOSITE)]
+    assert len(writes) == 1 and writes[0]["records"] == len(ids) + len(accounts)
+    # This stack's flush reads every record again before it writes
+    # (WRITEBACK_REREAD_AFTER_S=0): one query per object. Besides those, one
+    # Contact query, and no read of the Accounts of their own.
+    reads = sorted((e["object"], e["records"]) for e in calls if "/query" in e["path"])
+    assert reads == [("Account", len(accounts)), ("Contact", len(ids)), ("Contact", len(ids))]
 
 
 def set_org_usage(control, used: int, allocation: int = 15000) -> None:

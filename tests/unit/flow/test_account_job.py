@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from crm_enrich.flow.record import account_fields
 from crm_enrich.jobs.state import State
 from crm_enrich.salesforce.gateway import SalesforceFailure
 from tests.unit.flow.fakes import PERSON, salesforce_busy
@@ -112,3 +113,22 @@ def test_a_replayed_account_job_pays_for_the_organisation_once(make_flow):
     assert flow.advance(job_id) == State.WRITING
     assert (flow.clodura.count("search_organisations"), flow.clodura.count("enrich_organisation")) == (1, 1)
     assert flow.spent() == 2
+
+
+def test_an_account_read_with_its_contact_is_enriched_without_a_read_of_its_own(flow):
+    """The Contact's query brought the Account's fields (relationship
+    fields): its job starts from them, and writes what a read would allow."""
+    acct = account(flow)
+    flow.clodura.person = {**PERSON, "organisation": ACME}
+    flow.clodura.organisation = ACME_ENRICHED
+    flow.contact(AccountId=ACCOUNT_ID, **{f"Account.{name}": acct.get(name) for name in account_fields(flow.svc)})
+    contact_job = flow.started(flow.new_job("Contact", CONTACT_ID))
+    assert flow.advance(contact_job) == State.WRITING
+    (account_job,) = [job_id for job_id in flow.store.ids_in_state(State.RECEIVED)
+                      if flow.job(job_id).object == "Account"]
+    reads_before = flow.salesforce.count("read_records")
+    assert flow.advance(account_job) == State.WRITING          # no parking for a read
+    assert flow.salesforce.count("read_records") == reads_before
+    (write,) = [item for item in flow.queued_writes() if item["object"] == "Account"]
+    assert write["changes"]["Industry"] == "Computer Software" and "Website" not in write["changes"]
+

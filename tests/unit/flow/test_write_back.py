@@ -98,3 +98,19 @@ def test_a_plan_from_an_older_read_is_checked_against_a_second_read(flow):
     assert flow.write_batch() == 1
     assert flow.salesforce.count("read_records") == 2      # the job's read, and the flush's second look
     assert flow.job(job_id).state == State.DONE
+
+
+def test_a_new_records_write_is_not_held_for_the_bulk_jobs_read_with_it(flow):
+    """A live record's read rode with a backfill's: the writes await each
+    job in its own lane, so the live write waits for no bulk job."""
+    live = flow.new_job("Contact", CONTACT_ID)
+    bulk = [flow.new_job("Contact", f"0035g00000Bulk{i}AAA", source="backfill") for i in range(3)]
+    flow.contact()
+    for i in range(3):
+        flow.contact(f"0035g00000Bulk{i}AAA")
+    for job_id in [live, *bulk]:
+        assert flow.advance(job_id) == "received"
+    assert flow.read_batch() == 1
+    writes = flow.svc.batches.writes
+    assert set(writes.expected_jobs("urgent").values()) == {live}
+    assert set(writes.expected_jobs("bulk").values()) == {live, *bulk}   # bulk waits for everyone
