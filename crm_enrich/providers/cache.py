@@ -25,6 +25,27 @@ COALESCE_LOCK_MS = TASK_TIME_LIMIT_S * 1000
 COALESCE_WAIT_S = 2.0
 COALESCE_RECHECK_S = 5.0   # a job that found the request in flight looks again this soon
 
+# Take the in-flight marker if it is free, already ours (a redelivery of the
+# same task), or left by an earlier task of the same job (ARGV[3], the
+# owner's job part): a job's tasks run one at a time under its lock, so that
+# task is gone (cancelled by a lost connection, killed) and no answer is
+# coming from it. Without this the job's next task waited out the whole
+# marker (240 s) for a request nobody was making.
+_TAKE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1]
+   and (ARGV[3] == '' or string.sub(holder, 1, string.len(ARGV[3])) ~= ARGV[3]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+def job_owner(job_id: str, task_id: str) -> str:
+    """The owner a job's task asks as: the job, then the task."""
+    return f"{job_id}/{task_id}"
+
 
 class AnswerPending(Exception):
     """Another job is asking the provider the same thing right now."""
@@ -73,14 +94,16 @@ class ProviderCache:
               refresh: bool = False) -> Answer:
         """The cached answer, or call the provider once (`keep` says whether
         an answer is final enough to cache). `owner` names the caller: a
-        redelivery of a task whose worker died while asking takes over."""
+        redelivery of a task whose worker died while asking takes over, and
+        so does a later task of the same job (`job_owner`)."""
         key = canonical_key(endpoint, request)
         cached = None if refresh else self.get(key)
         if cached:
             return cached
         lock = keys.response_in_flight(key)
         owner = owner or "anonymous"
-        if not self.r.set(lock, owner, nx=True, px=COALESCE_LOCK_MS) and self.r.get(lock) != owner:
+        same_job = owner.split("/", 1)[0] + "/" if "/" in owner else ""
+        if not self.r.eval(_TAKE, 1, lock, owner, COALESCE_LOCK_MS, same_job):
             deadline = time.monotonic() + COALESCE_WAIT_S
             while time.monotonic() < deadline:
                 time.sleep(0.05)
