@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from crm_enrich import keys
+from crm_enrich.logs import log
 from crm_enrich.queues import RELEASE_LOCK, TASK_TIME_LIMIT_S
 
 # Held for the whole call: longer than any call can last (none outlives its
@@ -38,6 +39,7 @@ if holder and holder ~= ARGV[1]
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if holder and holder ~= ARGV[1] then return 2 end
 return 1
 """
 
@@ -103,7 +105,10 @@ class ProviderCache:
         lock = keys.response_in_flight(key)
         owner = owner or "anonymous"
         same_job = owner.split("/", 1)[0] + "/" if "/" in owner else ""
-        if not self.r.eval(_TAKE, 1, lock, owner, COALESCE_LOCK_MS, same_job):
+        taken = self.r.eval(_TAKE, 1, lock, owner, COALESCE_LOCK_MS, same_job)
+        if taken == 2:  # a task of this job died mid-request: worth seeing in the logs
+            log.info("provider.in_flight_taken_over", endpoint=endpoint, owner=owner)
+        if not taken:
             deadline = time.monotonic() + COALESCE_WAIT_S
             while time.monotonic() < deadline:
                 time.sleep(0.05)
