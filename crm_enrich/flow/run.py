@@ -15,7 +15,7 @@ from crm_enrich.jobs.state import JobMoved, SkipReason, State
 from crm_enrich.jobs.store import Job
 from crm_enrich.logs import log
 from crm_enrich.providers.breaker import CircuitOpen
-from crm_enrich.providers.cache import AnswerPending
+from crm_enrich.providers.cache import AnswerPending, job_owner
 from crm_enrich.providers.errors import CreditsExhausted, DailyQuotaExceeded, ProviderError
 from crm_enrich.providers.quota import QuotaExhausted, SpendingPaused
 from crm_enrich.providers.rate_limit import RateLimited, live_work
@@ -61,7 +61,8 @@ def process_job(svc: Services, job_id: str, runner_id: str) -> str:
     if not store.r.eval(_LOCK, 1, lock_key, runner_id, JOB_LOCK_TTL_MS):
         raise RetryLater("another task is working on this job", 2.0, wait=True)
     try:
-        return _process_locked(svc, job_id, runner_id)
+        # Provider requests in flight are owned by the job and this task.
+        return _process_locked(svc, job_id, job_owner(job_id, runner_id))
     finally:
         store.r.eval(RELEASE_LOCK, 1, lock_key, runner_id)  # only if still ours
 

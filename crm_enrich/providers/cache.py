@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from crm_enrich import keys
+from crm_enrich.logs import log
 from crm_enrich.queues import RELEASE_LOCK, TASK_TIME_LIMIT_S
 
 # Held for the whole call: longer than any call can last (none outlives its
@@ -24,6 +25,28 @@ from crm_enrich.queues import RELEASE_LOCK, TASK_TIME_LIMIT_S
 COALESCE_LOCK_MS = TASK_TIME_LIMIT_S * 1000
 COALESCE_WAIT_S = 2.0
 COALESCE_RECHECK_S = 5.0   # a job that found the request in flight looks again this soon
+
+# Take the in-flight marker if it is free, already ours (a redelivery of the
+# same task), or left by an earlier task of the same job (ARGV[3], the
+# owner's job part): a job's tasks run one at a time under its lock, so that
+# task is gone (cancelled by a lost connection, killed) and no answer is
+# coming from it. Without this the job's next task waited out the whole
+# marker (240 s) for a request nobody was making.
+_TAKE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1]
+   and (ARGV[3] == '' or string.sub(holder, 1, string.len(ARGV[3])) ~= ARGV[3]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if holder and holder ~= ARGV[1] then return 2 end
+return 1
+"""
+
+
+def job_owner(job_id: str, task_id: str) -> str:
+    """The owner a job's task asks as: the job, then the task."""
+    return f"{job_id}/{task_id}"
 
 
 class AnswerPending(Exception):
@@ -73,14 +96,19 @@ class ProviderCache:
               refresh: bool = False) -> Answer:
         """The cached answer, or call the provider once (`keep` says whether
         an answer is final enough to cache). `owner` names the caller: a
-        redelivery of a task whose worker died while asking takes over."""
+        redelivery of a task whose worker died while asking takes over, and
+        so does a later task of the same job (`job_owner`)."""
         key = canonical_key(endpoint, request)
         cached = None if refresh else self.get(key)
         if cached:
             return cached
         lock = keys.response_in_flight(key)
         owner = owner or "anonymous"
-        if not self.r.set(lock, owner, nx=True, px=COALESCE_LOCK_MS) and self.r.get(lock) != owner:
+        same_job = owner.split("/", 1)[0] + "/" if "/" in owner else ""
+        taken = self.r.eval(_TAKE, 1, lock, owner, COALESCE_LOCK_MS, same_job)
+        if taken == 2:  # a task of this job died mid-request: worth seeing in the logs
+            log.info("provider.in_flight_taken_over", endpoint=endpoint, owner=owner)
+        if not taken:
             deadline = time.monotonic() + COALESCE_WAIT_S
             while time.monotonic() < deadline:
                 time.sleep(0.05)

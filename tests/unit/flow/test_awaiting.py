@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from crm_enrich import keys
 from crm_enrich.flow import callbacks
 from crm_enrich.flow.awaiting import sweep_awaiting
+from crm_enrich.flow.run import RetryLater
 from crm_enrich.jobs.state import State
+from crm_enrich.providers.cache import COALESCE_LOCK_MS, canonical_key, job_owner
 from tests.unit.flow.harness import CONTACT_ID
 
 
@@ -79,6 +84,41 @@ def test_a_request_whose_worker_died_is_asked_again_once_after_the_poll_delay(fl
     assert flow.memory(job_id)[callbacks.pending_field("verify")]["resend"] is True   # marked to ask again
     assert flow.advance(job_id) == State.WRITING
     assert flow.clodura.count("verify_email") == 1
+
+
+def _cut_verification(flow, marker_owner: str) -> tuple[str, str]:
+    """A job whose verify request was cut (its note has no provider id) while
+    `marker_owner` holds the request's in-flight marker."""
+    flow.contact()
+    job_id = flow.started(flow.new_job("Contact", CONTACT_ID))
+    marker = keys.response_in_flight(canonical_key("verify", {"email": "dana@acme.example", "deep": False}))
+    flow.store.r.set(marker, marker_owner(job_id), px=COALESCE_LOCK_MS)
+    flow.store.save_provider_data(job_id, callbacks.pending_field("verify"), {"sent_at": time.time(), "id": None})
+    assert flow.process(job_id, "task-cut") == State.AWAITING_VERIFICATION  # its redelivery waits
+    assert sweep(flow, flow.svc.settings.verify_poll_after_s + 1) == [job_id]
+    return job_id, marker
+
+
+def test_the_resend_takes_over_the_request_its_cancelled_task_left_in_flight(flow):
+    """A task cancelled mid-request (its Redis connection lost in a failover)
+    leaves the request's in-flight marker behind. The job's next task (the
+    sweeper's resend, a new task id) asks at once: no task of this job is
+    making that request any more, so waiting out the marker (240 s) would
+    leave the job parked for nothing."""
+    job_id, marker = _cut_verification(flow, lambda job_id: job_owner(job_id, "task-cut"))
+    assert flow.process(job_id, "task-resent") == State.WRITING
+    assert flow.clodura.args("verify_email")[0][0] == "dana@acme.example"
+    assert not flow.store.r.exists(marker)                        # released by its new owner
+
+
+def test_a_request_in_flight_for_another_job_is_still_waited_for(flow):
+    """Only the job's own dead request is taken over: another job's may be
+    a live slow call, and asking again would pay twice."""
+    job_id, marker = _cut_verification(flow, lambda _: job_owner("another-job", "task-live"))
+    with pytest.raises(RetryLater) as wait:
+        flow.process(job_id, "task-resent")
+    assert wait.value.wait and flow.clodura.count("verify_email") == 0
+    assert flow.store.r.get(marker) == job_owner("another-job", "task-live")
 
 
 def test_a_stored_result_not_yet_used_resumes_the_job(flow):
