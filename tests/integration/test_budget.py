@@ -41,7 +41,7 @@ def settled(store: JobStore, ids: list[str]) -> dict[str, str] | None:
     for rid in ids:
         job_id = store.r.get(f"record:Contact:{rid}:last_job")
         job = store.get(job_id) if job_id else None
-        if job is None:
+        if job is None or job.state not in FINAL | HELD:  # a held job may resume between the two reads
             return None
         states[rid] = job.state
     return states

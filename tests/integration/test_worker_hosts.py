@@ -142,6 +142,12 @@ def unfinished_jobs(store: JobStore, job_ids: set[str]) -> list[str]:
     return [job_id for job_id in job_ids if not (job := store.get(job_id)) or not job.final]
 
 
+def holding_unfinished(hosts: HostsStack, store: JobStore) -> set[str] | None:
+    """Host A's held jobs, when at least two of them are not done yet."""
+    held = held_jobs(hosts, HOST_A)
+    return held if len(unfinished_jobs(store, held)) >= 2 else None
+
+
 def usage(control) -> Counter:
     return Counter({k: v for k, v in control.clodura_usage().items() if isinstance(v, int | float)})
 
@@ -174,11 +180,14 @@ def test_a_host_cut_off_for_a_while_loses_nothing_and_pays_nothing_twice(hosts, 
     ids = create_contacts(control, 30)
     wait_for(lambda: done_count(store, ids) >= 8, 90, "a quarter of the records to be done", interval=0.5)
 
-    held = held_jobs(hosts, HOST_A)
+    # Cut it off while it holds tasks of jobs that are not done (a moment
+    # earlier or later it may hold none: the other host may be ahead).
+    held = wait_for(lambda: holding_unfinished(hosts, store), 60, "host A to hold tasks of unfinished jobs",
+                    interval=0.2)
     network.cut(host_a)
     cut_at = time.time()
-    assert unfinished_jobs(store, held), "host A held no unfinished task when it was cut off: nothing was tested"
     try:
+        assert unfinished_jobs(store, held), "host A held no unfinished task when it was cut off: nothing was tested"
         # Host B carries on alone, with host A's tasks once their visibility timeout is over.
         done_at_cut = done_count(store, ids)
         wait_for(lambda: done_count(store, ids) > done_at_cut, CUT_S, "host B to carry on alone", interval=0.5)
@@ -212,13 +221,9 @@ def test_a_dead_hosts_unfinished_tasks_are_run_by_the_other_within_the_visibilit
     ids = create_contacts(control, 24)
     wait_for(lambda: done_count(store, ids) >= 6, 90, "a quarter of the records to be done", interval=0.5)
 
-    # Kill it while it holds tasks of jobs that are not done (a moment
-    # earlier or later it may hold none: the other host may be ahead).
-    def holding() -> set[str] | None:
-        held = held_jobs(hosts, HOST_A)
-        return held if len(unfinished_jobs(store, held)) >= 2 else None
-
-    held = wait_for(holding, 60, "host A to hold tasks of unfinished jobs", interval=0.2)
+    # Kill it while it holds tasks of jobs that are not done.
+    held = wait_for(lambda: holding_unfinished(hosts, store), 60, "host A to hold tasks of unfinished jobs",
+                    interval=0.2)
     killed = network.kill(host_a)
     killed_at = time.time()
     assert killed

@@ -9,9 +9,11 @@ import tempfile
 
 import pytest
 import redis
+import structlog
 from redis.sentinel import SentinelConnectionPool
 from structlog.testing import capture_logs
 
+from crm_enrich import redis_connection
 from crm_enrich.dev.devstack import free_port, wait_for
 from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
 from crm_enrich.jobs.store import JobStore
@@ -132,10 +134,13 @@ def redis_7_0():
             proc.wait()
 
 
-def test_a_server_without_waitaof_acks_on_the_write_and_says_so_once(redis_7_0):
+def test_a_server_without_waitaof_acks_on_the_write_and_says_so_once(redis_7_0, monkeypatch):
     assert redis_7_0.info("server")["redis_version"].startswith("7.0")
     durability = AckDurability(sentinel=False, replicas=1, timeout_ms=1000)
     with capture_logs() as logs:
+        # The module's logger may already be cached with the app's processors
+        # (an earlier test configured logging); a fresh one sees the capture.
+        monkeypatch.setattr(redis_connection, "log", structlog.get_logger())
         results = [durability.execute(_pipe_with_a_write(redis_7_0), redis_7_0) for _ in range(3)]
     assert [e["event"] for e in logs].count("redis.waitaof_unsupported") == 1
     assert results == [[True, 1], [True, 2], [True, 3]]  # the pipeline's own answers, nothing waited for
