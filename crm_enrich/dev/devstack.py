@@ -63,7 +63,7 @@ def listening_socket(port: int = 0) -> socket.socket:
     return sock
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
+def log_tail(path: Path, lines: int = 80) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
