@@ -20,6 +20,9 @@ ENRICH_RECORD = "crm_enrich.enrich_record"
 # ENRICH_RECORD tasks on the same queue.
 ENRICH_RECORDS = "crm_enrich.enrich_records"
 FAN_OUT_MAX = 500   # job ids per fan-out message
+# The workers' intake: one message carries an Outbound Message's records
+# (not yet jobs); the task makes their jobs and fans them out.
+ACCEPT_RECORDS = "crm_enrich.accept_records"
 SWEEP_PARKED = "crm_enrich.sweep_parked_jobs"
 SWEEP_CLEAROUT_LISTS = "crm_enrich.sweep_clearout_lists"
 CHECK_CREDITS = "crm_enrich.check_clodura_credits"

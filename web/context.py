@@ -9,8 +9,9 @@ from typing import Any
 from celery import Celery
 from flask import current_app
 
+from crm_enrich.flow.intake import InboundRecord
 from crm_enrich.jobs.store import JobStore
-from crm_enrich.queues import enqueue_job, enqueue_jobs
+from crm_enrich.queues import ACCEPT_RECORDS, URGENT_QUEUE, enqueue_job, enqueue_jobs
 from crm_enrich.settings import Settings
 
 # Publishing to a broker that is down must fail fast so we can answer 503
@@ -30,6 +31,14 @@ class WebContext:
 
     def enqueue_jobs(self, job_ids: list[str], source: str) -> None:
         enqueue_jobs(self.celery, job_ids, source, retry=True, retry_policy=PUBLISH_RETRY)
+
+    def forward_records(self, records: list[InboundRecord]) -> None:
+        """One intake task for a message's records. Its arguments are shown
+        as a count: Celery would otherwise repr a hundred records into the
+        message's headers on every publish."""
+        self.celery.send_task(ACCEPT_RECORDS, args=[[rec.to_task_args() for rec in records]],
+                              queue=URGENT_QUEUE, argsrepr=f"[<{len(records)} records>]",
+                              retry=True, retry_policy=PUBLISH_RETRY)
 
     def send_task(self, name: str, args: list[Any]) -> None:
         self.celery.send_task(name, args=args, retry=True, retry_policy=PUBLISH_RETRY)

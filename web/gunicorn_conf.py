@@ -34,3 +34,11 @@ class MaskingLogger(Logger):
 
 
 logger_class = "web.gunicorn_conf.MaskingLogger"
+
+# A gthread worker takes new connections while it has fewer than this many
+# open. Kept-alive connections stay with the worker that accepted them, and
+# the first worker to wake accepts a whole burst: with gunicorn's default
+# (1,000) one process served 15 of 16 senders while the other sat idle.
+# Twice the threads lets every worker share the load; a connection beyond
+# waits in the listen backlog only until a kept-alive one closes (2 s idle).
+worker_connections = 8

@@ -108,6 +108,7 @@ def heartbeat_family(r: redis.Redis) -> GaugeMetricFamily:
 
 HELP = {
     "records_received": "Records accepted from Salesforce or an operator, by source",
+    "records_forwarded": "Outbound Message records acknowledged and handed to the workers' intake, by source",
     "duplicates_dropped": "Redelivered events recognised and dropped",
     "jobs_finished": "Jobs that reached a final state",
     "jobs_skipped": "Jobs that ended skipped, by reason (a SkipReason code)",

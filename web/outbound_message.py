@@ -6,9 +6,10 @@ is SALESFORCE_OUTBOUND_TOKEN (docs/salesforce.md#authenticating-the-sender).
 A wrong or missing token is answered like any unknown URL (404) before the
 body is read; then the source network (SALESFORCE_ALLOWED_NETWORKS), the
 content type, XML safety and the org are checked, the notifications are
-deduplicated on their Id and enqueued, and only then is the whole message
-acknowledged. The message's field values are never used: every job reads
-its record from Salesforce.
+deduplicated on their Id and handed to the workers' intake task (which
+makes their jobs), and only then is the whole message acknowledged. The
+message's field values are never used: every job reads its record from
+Salesforce.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from flask import Blueprint, Response, abort, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from crm_enrich import keys
-from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
+from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, forward_records
 from crm_enrich.logs import log
 from crm_enrich.salesforce.ids import same_org
 from crm_enrich.salesforce.outbound_message import ACK, OutboundMessageError, fault, parse_outbound_message
@@ -84,10 +85,10 @@ def receive(token: str):
         for n in message.notifications
     ]
     try:
-        result = accept_records(context().store, context().enqueue_jobs, records)
+        result = forward_records(context().store, context().forward_records, records)
     except QueueUnavailable:
         # No ACK: Salesforce keeps the message and retries it.
         return _fault(503, "temporarily unable to queue; retry", code="soapenv:Server")
     log.info("outbound_message.acked", notifications=len(records),
-             accepted=len(result.accepted), duplicates=len(result.duplicates))
+             forwarded=result.forwarded, duplicates=result.duplicates)
     return Response(ACK, status=200, content_type=XML)

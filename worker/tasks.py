@@ -10,10 +10,11 @@ from redis.exceptions import RedisError
 
 from crm_enrich import keys
 from crm_enrich.backoff import backoff_s
-from crm_enrich.flow import awaiting, clearout_lists, parked, run
+from crm_enrich.flow import awaiting, clearout_lists, intake, parked, run
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import log
 from crm_enrich.queues import (
+    ACCEPT_RECORDS,
     CHECK_CREDITS,
     ENRICH_RECORD,
     ENRICH_RECORDS,
@@ -100,13 +101,32 @@ def enrich_records(job_ids: list[str], source: str) -> int:
     that dies half way replays the whole split (a job's task running twice
     is harmless: its lock and its state make the second run a no-op or a
     continuation)."""
+    split_jobs(job_ids, source)
+    return len(job_ids)
+
+
+def split_jobs(job_ids: list[str], source: str) -> None:
     queue = queue_for(source)
     if len(job_ids) > 1:
         # Their reads come together: the read batch waits for all of them.
         batches.expect_jobs(services().batches, services().batches.reads, job_ids, urgent=queue == URGENT_QUEUE)
     for job_id in job_ids:
         enrich_record.apply_async(args=[job_id], queue=queue)
-    return len(job_ids)
+
+
+@shared_task(bind=True, name=ACCEPT_RECORDS, max_retries=None)
+def accept_records(self, records: list[list]) -> int:
+    """An Outbound Message's records, acknowledged by the web app: make and
+    queue their jobs (de-duplicated, so a redelivered message or a replay of
+    this task makes none twice), each job's task published from here. While
+    Redis cannot take them, retry with backoff; the message stays unacked
+    until then."""
+    svc = services()
+    try:
+        result = intake.accept_records(svc.store, split_jobs, [intake.InboundRecord.from_task_args(r) for r in records])
+    except intake.QueueUnavailable:
+        raise self.retry(countdown=backoff_s(self.request.retries, cap=svc.settings.max_countdown_s)) from None
+    return len(result.accepted)
 
 
 @shared_task(name=FLUSH_READS)

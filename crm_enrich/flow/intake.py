@@ -1,6 +1,11 @@
 """Turning inbound events into queued jobs: de-duplicate, create, enqueue.
 
-Shared by every way in (Outbound Messages, JSON events). Raises
+Shared by every way in. `accept_records` makes the jobs; JSON events,
+operators' runs and the workers' intake task call it. Outbound Messages,
+the high-volume way in, only `forward_records` to that task: one lookup,
+one publish and one counter write a message, so that a burst of
+Salesforce's 100-notification messages is acknowledged as fast as it
+arrives, and the jobs are made by the workers a moment later. Both raise
 QueueUnavailable when Redis or the broker cannot take the work, so the
 caller answers 503 and the sender retries; nothing is acknowledged before
 it is durably queued.
@@ -30,6 +35,15 @@ class InboundRecord:
     fields_sent: tuple[str, ...] = ()
     force: bool = False  # an operator's re-run that must not use cached answers
 
+    def to_task_args(self) -> list:
+        """The record as the intake task's message carries it (JSON)."""
+        return [self.dedupe_key, self.object_type, self.record_id, self.source, self.fields_sent, self.force]
+
+    @classmethod
+    def from_task_args(cls, args: list) -> InboundRecord:
+        dedupe_key, object_type, record_id, source, fields_sent, force = args
+        return cls(dedupe_key, object_type, record_id, source, tuple(fields_sent), bool(force))
+
 
 @dataclass
 class IntakeResult:
@@ -43,6 +57,46 @@ class QueueUnavailable(Exception):
 
 # How a caller queues jobs: (job ids, their source), one publish for all.
 Enqueue = Callable[[list[str], str], None]
+# How the web hands records to the workers' intake task: one publish for all.
+Forward = Callable[[list[InboundRecord]], None]
+
+
+@dataclass
+class ForwardResult:
+    forwarded: int = 0     # records handed to the intake task now
+    duplicates: int = 0    # records whose event was taken in before
+
+
+def forward_records(store: JobStore, forward: Forward, records: Iterable[InboundRecord]) -> ForwardResult:
+    """Hand a message's records to the workers' intake task, which makes
+    and queues their jobs (`accept_records`), in three round trips: one
+    MGET drops the events already taken in (a redelivery), one publish
+    carries the rest, and one pipeline counts them and, like every
+    acknowledged write, waits for durability; the publish is before it in
+    Redis's log, so it is as durable. A redelivery that arrives before the
+    first delivery's task has run is forwarded again and dropped by that
+    task's own de-duplication, which claims each event's key as it makes
+    its job: never a second job. Raises QueueUnavailable before anything is
+    acknowledged."""
+    records = list(records)
+    result = ForwardResult()
+    try:
+        taken_in = store.r.mget([store.dedupe_key(rec.dedupe_key) for rec in records]) if records else []
+        fresh = [rec for rec, job_id in zip(records, taken_in, strict=True) if not job_id]
+        if fresh:
+            forward(fresh)
+        pipe = store.r.pipeline(transaction=False)
+        counts = Counter(("records_forwarded", rec.source) for rec in fresh)
+        counts.update(("duplicates_dropped", rec.source)
+                      for rec, job_id in zip(records, taken_in, strict=True) if job_id)
+        for (name, source), n in counts.items():
+            counters.incr(pipe, name, n, source=source)
+        store.execute_acknowledged(pipe)
+    except (redis.RedisError, OperationalError, OSError) as exc:
+        log.warning("intake.unavailable", error=type(exc).__name__, records=len(records))
+        raise QueueUnavailable(str(exc)) from exc
+    result.forwarded, result.duplicates = len(fresh), len(records) - len(fresh)
+    return result
 
 
 def accept_records(store: JobStore, enqueue: Enqueue, records: Iterable[InboundRecord]) -> IntakeResult:

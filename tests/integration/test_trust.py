@@ -57,7 +57,7 @@ def admin_job(stack, job_id: str) -> dict:
 
 # 1. The endpoint's secret URL --------------------------------------------------
 
-def test_an_outbound_message_without_the_token_is_404_and_queues_nothing(stack, store):
+def test_an_outbound_message_without_the_token_is_404_and_queues_nothing(stack, store, forwarded):
     nid, rid = fresh_ids()
     body = envelope([notification(nid, rid, {"LastName": "Forger"})], org_id=stack.env["SALESFORCE_ORG_ID"])
     for path in ("/salesforce/outbound-message", "/salesforce/outbound-message/",
@@ -66,17 +66,18 @@ def test_an_outbound_message_without_the_token_is_404_and_queues_nothing(stack, 
         resp = requests.post(stack.web_url + path, data=body, headers=SOAP, timeout=10)
         assert resp.status_code == 404, path
         assert "<Ack>" not in resp.text
-    assert queued_nothing(store, nid, rid)
+    assert queued_nothing(store, nid, rid) and forwarded() == 0
 
     # The right token is accepted; a SOAP body under another content type is not.
     wrong_type = requests.post(stack.outbound_url, data=body, timeout=10,
                                headers={"Content-Type": "application/json"})
     assert wrong_type.status_code == 415 and "<Ack>" not in wrong_type.text
-    assert queued_nothing(store, nid, rid)
+    assert queued_nothing(store, nid, rid) and forwarded() == 0
     soap12 = requests.post(stack.outbound_url, data=body, timeout=10,
                            headers={"Content-Type": "application/soap+xml; charset=utf-8"})
     assert soap12.status_code == 200 and soap12.text == ACK
-    assert store.r.get(f"dedupe:om:{nid}")
+    assert forwarded() == 1
+    wait_for(lambda: store.r.get(f"dedupe:om:{nid}"), 20, "the intake task to make the job")
 
 
 def test_the_token_never_reaches_a_log_line(stack):
@@ -95,7 +96,7 @@ def test_the_token_never_reaches_a_log_line(stack):
         assert stack.outbound_token not in log_file.read_text(errors="replace"), log_file.name
 
 
-def test_allowed_networks_are_checked_against_the_client_behind_a_trusted_proxy(stack, store):
+def test_allowed_networks_are_checked_against_the_client_behind_a_trusted_proxy(stack, store, forwarded):
     """A second web app, behind one trusted proxy hop, accepts Outbound
     Messages only from SALESFORCE_ALLOWED_NETWORKS."""
     port = free_port()
@@ -108,18 +109,18 @@ def test_allowed_networks_are_checked_against_the_client_behind_a_trusted_proxy(
         wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok, 30, "the second web app")
         org = stack.env["SALESFORCE_ORG_ID"]
         outside_nid, outside_rid = fresh_ids()
-        for forwarded in (None, "203.0.113.9", "198.51.100.7, 203.0.113.9"):  # the proxy's own, or outside
-            headers = {**SOAP, **({"X-Forwarded-For": forwarded} if forwarded else {})}
+        for chain in (None, "203.0.113.9", "198.51.100.7, 203.0.113.9"):  # the proxy's own, or outside
+            headers = {**SOAP, **({"X-Forwarded-For": chain} if chain else {})}
             resp = requests.post(url, data=envelope([notification(outside_nid, outside_rid)], org_id=org),
                                  headers=headers, timeout=10)
-            assert resp.status_code == 403 and "<Ack>" not in resp.text, forwarded
-        assert queued_nothing(store, outside_nid, outside_rid)
+            assert resp.status_code == 403 and "<Ack>" not in resp.text, chain
+        assert queued_nothing(store, outside_nid, outside_rid) and forwarded() == 0
 
         inside_nid, inside_rid = fresh_ids()
         resp = requests.post(url, data=envelope([notification(inside_nid, inside_rid)], org_id=org), timeout=10,
                              headers={**SOAP, "X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
         assert resp.status_code == 200 and resp.text == ACK
-        assert store.r.get(f"dedupe:om:{inside_nid}")
+        wait_for(lambda: store.r.get(f"dedupe:om:{inside_nid}"), 20, "the intake task to make the job")
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=20)

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from crm_enrich import redis_connection
 from crm_enrich.dev.devstack import free_port, wait_for
-from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records
+from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records, forward_records
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.queues import celery_config
 from crm_enrich.redis_connection import (
@@ -105,6 +105,24 @@ def test_intake_refuses_what_no_replica_confirmed_and_takes_its_retry(redis_clie
     assert len(queued) == 1
     retry = accept_records(JobStore(redis_client), lambda ids, source: queued.append(ids), records)
     assert len(retry.duplicates) == 3 and not retry.accepted and len(queued) == 1
+
+
+def test_a_forward_no_replica_confirmed_is_refused_and_its_retry_makes_one_job_per_event(redis_client):
+    """The Outbound Message's forward waits for the replica after its
+    publish; unconfirmed, it answers 503, and the retry is forwarded again:
+    the intake task makes one job for each event however many times it is
+    forwarded."""
+    forwarded: list[list[InboundRecord]] = []
+    records = [InboundRecord(f"dedupe:fwd:{i}", "Contact", f"003{i:015d}", "outbound_message") for i in range(3)]
+    unconfirmed = JobStore(redis_client, AckDurability(sentinel=True, replicas=1, timeout_ms=30))
+    with pytest.raises(QueueUnavailable):
+        forward_records(unconfirmed, forwarded.append, records)
+    assert forward_records(JobStore(redis_client), forwarded.append, records).forwarded == 3
+    queued: list[list[str]] = []
+    made = [accept_records(JobStore(redis_client), lambda ids, source: queued.append(ids), message)
+            for message in forwarded]
+    assert len(made[0].accepted) == 3 and made[1].accepted == [] and len(made[1].duplicates) == 3
+    assert len(queued) == 1
 
 
 def test_without_sentinel_an_ack_waits_for_the_aof_fsync(redis_client):
