@@ -31,6 +31,15 @@ def job_lock(job_id: str) -> str:
     return f"job:{job_id}:lock"
 
 
+def job_write_partner(job_id: str) -> str:
+    """The job (an Account's Contact's) whose write this job's write waits
+    for, so that both share one call: an id, no value."""
+    return f"job:{job_id}:write_partner"
+
+
+WRITE_PARTNER_TTL_S = 3600   # a partner only matters while both jobs are on their way
+
+
 def jobs_in_state(state: str) -> str:
     return f"jobs:state:{state}"
 

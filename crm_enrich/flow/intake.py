@@ -7,6 +7,7 @@ it is durably queued.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from crm_enrich import counters
 from crm_enrich.jobs.store import JobStore, NewJob
 from crm_enrich.logs import log
 
+from .record import RECORD, sent_record
+
 
 @dataclass(frozen=True)
 class InboundRecord:
@@ -26,9 +29,13 @@ class InboundRecord:
     record_id: str
     source: str
     # The names of the fields the event carried, for the job's bookkeeping.
-    # Their values are never kept or used: the job reads the record.
     fields_sent: tuple[str, ...] = ()
     force: bool = False  # an operator's re-run that must not use cached answers
+    # The record's values as an authenticated Outbound Message sent them,
+    # every declared field present (None: null); None when the job must read
+    # the record (undeclared object, JSON events). Kept only in the job's
+    # provider data (24 h at most, dropped when the job ends).
+    values: dict[str, str | None] | None = None
 
 
 @dataclass
@@ -64,6 +71,8 @@ def accept_records(store: JobStore, enqueue: Enqueue, records: Iterable[InboundR
                 result.duplicates.append(job.job_id)
             else:
                 by_source.setdefault(rec.source, []).append(job.job_id)
+        _save_sent_records(store, [(rec, job.job_id) for rec, job in zip(records, seen, strict=True)
+                                   if not job.duplicate and rec.values is not None])
         for source, job_ids in by_source.items():
             enqueue(job_ids, source)
         pipe = store.r.pipeline(transaction=False)
@@ -88,3 +97,16 @@ def accept_records(store: JobStore, enqueue: Enqueue, records: Iterable[InboundR
     if result.duplicates:
         log.info("events.duplicate", jobs=result.duplicates, count=len(result.duplicates))
     return result
+
+
+def _save_sent_records(store: JobStore, sent: list[tuple[InboundRecord, str]]) -> None:
+    """Each new job's record as its message sent it, in the slot a read
+    fills, before the job is queued (so its first run finds it and reads
+    nothing): one round trip for the message."""
+    if not sent:
+        return
+    received_at = time.time()
+    pipe = store.r.pipeline(transaction=False)
+    for rec, job_id in sent:
+        store.save_provider_data(job_id, RECORD, sent_record(rec.values or {}, received_at), pipe=pipe)
+    pipe.execute()
