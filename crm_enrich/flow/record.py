@@ -16,6 +16,7 @@ from crm_enrich.salesforce.ids import PERSON_OBJECTS
 from crm_enrich.salesforce.outbound_message import as_read
 
 from .services import Services
+from .write_back import share_write_with
 
 __all__ = ["PERSON_OBJECTS", "record_to_work_on"]
 # What we need to know of a record to find the person, apply the map and
@@ -106,9 +107,13 @@ def record_from_message(svc: Services, job: Job, sent: dict) -> dict | None:
     related = [name.partition(".")[2] for name in wanted if name.startswith(f"{ACCOUNT}.")]
     if related and not is_blank(record.get("AccountId")):
         related = list(dict.fromkeys(["Id", *related]))
-        account = recent_account(svc, str(record["AccountId"]), related)
-        if account is None:
+        found = recent_account(svc, str(record["AccountId"]), related)
+        if found is None:
             return None
+        account_job, account = found
+        # That Account's job, if still on its way, waits for this one's
+        # write: both go in one call.
+        share_write_with(svc, account_job, job.id)
         record.update({f"{ACCOUNT}.{name}": account[name] for name in related})
         # The plan is as fresh as its older half (WRITEBACK_REREAD_AFTER_S).
         record[READ_AT] = min(record[READ_AT], account[READ_AT])
@@ -116,9 +121,9 @@ def record_from_message(svc: Services, job: Job, sent: dict) -> dict | None:
     return record
 
 
-def recent_account(svc: Services, account_id: str, fields: list[str]) -> dict | None:
-    """The Account as its latest job knows it (its notification's declared
-    values, or its read), if that is at most
+def recent_account(svc: Services, account_id: str, fields: list[str]) -> tuple[str, dict] | None:
+    """The Account's latest job and the Account as that job knows it (its
+    notification's declared values, or its read), if that is at most
     SALESFORCE_OUTBOUND_ACCOUNT_MAX_AGE_S old and holds `fields`; else None.
     Nothing is stored for this: the job's record goes when the job ends."""
     max_age = svc.settings.salesforce_outbound_account_max_age_s
@@ -131,7 +136,7 @@ def recent_account(svc: Services, account_id: str, fields: list[str]) -> dict | 
         return None
     if account.get(FROM_MESSAGE) == SENT:  # not yet looked at by its own job
         account = as_read(account, svc.schema.describe(ACCOUNT))
-    return account
+    return str(job_id), account
 
 
 def record_to_work_on(svc: Services, job: Job, memory: JobMemory, own_change_counts: bool = True) -> dict | None:

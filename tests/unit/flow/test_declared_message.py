@@ -8,6 +8,7 @@ import uuid
 
 from crm_enrich.flow.intake import InboundRecord, accept_records
 from crm_enrich.flow.record import FROM_MESSAGE, READY, RECORD, fields_to_read
+from crm_enrich.flow.write_back import write_partner
 from crm_enrich.jobs.state import State
 from crm_enrich.salesforce.batches import READ_AT
 from tests.unit.flow.fakes import PERSON
@@ -80,7 +81,7 @@ def account_message(flow, received_ago_s: float = 0) -> str:
 
 
 def test_a_contact_takes_its_accounts_fields_from_the_accounts_recent_message(flow):
-    account_message(flow)
+    account_job = account_message(flow)
     values = declared(flow, "Contact", FirstName="Dana", LastName="Rivers", Email="dana@acme.example",
                       AccountId=ACCOUNT_ID)
     job_id = message_job(flow, "Contact", CONTACT_ID, values)
@@ -89,6 +90,7 @@ def test_a_contact_takes_its_accounts_fields_from_the_accounts_recent_message(fl
     record = flow.memory(job_id)[RECORD]
     assert record["Account.Id"] == ACCOUNT_ID and record["Account.Name"] == "Acme Inc"
     assert record["Account.NumberOfEmployees"] == 250 and record["Account.Industry"] is None   # typed as read
+    assert write_partner(flow.svc, account_job) == job_id   # the Account's write will wait for this one's
 
 
 def test_a_contact_whose_accounts_message_is_too_old_is_read(flow):
