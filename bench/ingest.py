@@ -106,6 +106,23 @@ def probe(url: str, parts: Path, per_message: int, r, token: str) -> dict:
             "redis_commands": r.info("stats")["total_commands_processed"] - commands - 2}
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children (gunicorn's
+    master and workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for p in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def redis_cpu_s(r) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def serve(stack: Stack, app: str, name: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(stack.log_dir / f"{name}.log", "ab")  # noqa: SIM115  (the process keeps it)
@@ -146,7 +163,12 @@ def main() -> None:
                     proc, url = serve(stack, app, name.replace(" ", "_"))
                     try:
                         wrk(url, parts, 2, args.connections, args.per_message, stack.outbound_token)  # warm-up
+                        web_cpu, valkey_cpu = cpu_s(proc.pid), redis_cpu_s(r)
                         result = wrk(url, parts, args.seconds, args.connections, args.per_message, stack.outbound_token)
+                        # CPU a message, which the other work on a shared machine
+                        # changes far less than the rate.
+                        result["web_cpu_ms"] = (cpu_s(proc.pid) - web_cpu) * 1000 / max(1, result["requests"])
+                        result["valkey_cpu_ms"] = (redis_cpu_s(r) - valkey_cpu) * 1000 / max(1, result["requests"])
                         if name == "receiver":
                             result |= probe(url, parts, args.per_message, r, stack.outbound_token)
                         runs[name].append(result)
@@ -172,7 +194,9 @@ def main() -> None:
           f"no workers, Redis appendfsync {args.fsync}")
     print(f"  {'':30}{'receiver':>22}{'bare ACK app':>22}")
     for label, key, fmt in (("messages/s", "rate", "{:.0f}"), ("p50 latency, ms", "p50_ms", "{:.0f}"),
-                            ("p99 latency, ms", "p99_ms", "{:.0f}"), ("errors", "errors", "{:.0f}")):
+                            ("p99 latency, ms", "p99_ms", "{:.0f}"), ("errors", "errors", "{:.0f}"),
+                            ("web CPU a message, ms", "web_cpu_ms", "{:.2f}"),
+                            ("Valkey CPU a message, ms", "valkey_cpu_ms", "{:.2f}")):
         print(f"  {label:30}{spread('receiver', key, fmt):>22}{spread('bare ACK app', key, fmt):>22}")
     print(f"  notifications/s (receiver): {mean(rx, 'rate') * args.per_message:,.0f}; "
           f"receiver / bare: {mean(rx, 'rate') / mean(bare, 'rate'):.1%}")

@@ -31,6 +31,15 @@ def job_lock(job_id: str) -> str:
     return f"job:{job_id}:lock"
 
 
+def job_write_partner(job_id: str) -> str:
+    """The job (an Account's Contact's) whose write this job's write waits
+    for, so that both share one call: an id, no value."""
+    return f"job:{job_id}:write_partner"
+
+
+WRITE_PARTNER_TTL_S = 3600   # a partner only matters while both jobs are on their way
+
+
 def jobs_in_state(state: str) -> str:
     return f"jobs:state:{state}"
 
@@ -64,6 +73,16 @@ DELIVERIES_TTL_S = 86_400
 
 def outbound_notification(notification_id: str) -> str:
     return f"om:{notification_id}"
+
+
+# An Outbound Message's declared field values (emails among them), from the
+# web app's ACK to the intake task that puts them on the jobs: 24 h at most,
+# after which the jobs read their records instead.
+INTAKE_VALUES_TTL_S = 86_400
+
+
+def intake_values(batch_id: str) -> str:
+    return f"intake:values:{batch_id}"
 
 
 def json_event(event_id: str, record_id: str) -> str:

@@ -111,6 +111,33 @@ def parse_host_ports(text: str) -> list[tuple[str, int]]:
     return out
 
 
+# The objects whose Outbound Messages the endpoint takes.
+OUTBOUND_OBJECTS = ("Contact", "Lead", "Account")
+
+
+def parse_outbound_fields(text: str) -> dict[str, frozenset[str]]:
+    """'Contact: Id, FirstName, Email; Account: Id, Name' -> {'Contact':
+    {'Id', 'FirstName', 'Email'}, 'Account': {'Id', 'Name'}}: per object,
+    the fields its Outbound Message sends."""
+    declared: dict[str, frozenset[str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, colon, fields = part.partition(":")
+        known = {o.lower(): o for o in OUTBOUND_OBJECTS}.get(name.strip().lower())
+        names = frozenset(f.strip() for f in fields.split(",") if f.strip())
+        if not colon or known is None:
+            raise ValueError(f"'{part}' is not of the form Object: Field, Field (Object one of "
+                             f"{', '.join(OUTBOUND_OBJECTS)})")
+        if known in declared:
+            raise ValueError(f"{known} is declared twice")
+        bad = sorted(f for f in names if not f.replace("_", "").isalnum())
+        if bad or not names:
+            raise ValueError(f"{known}: {', '.join(bad) or 'no field'} is not a field name")
+        declared[known] = names
+    if not declared:
+        raise ValueError("no object declared")
+    return declared
+
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -197,6 +224,17 @@ class Settings(BaseSettings):
     # Optional: the source networks (CIDRs, comma-separated) Outbound
     # Messages may come from, e.g. Salesforce's published ranges.
     salesforce_allowed_networks: str | None = None
+    # Optional: per object, the fields the org's Outbound Message sends
+    # ("Contact: Id, FirstName, ...; Lead: ...; Account: ..."), exactly its
+    # field list. A message from the authenticated endpoint then stands for
+    # a read of its record (a declared field it leaves out is null), when
+    # the declaration covers every field the job would read; else, and for
+    # objects not declared, the job reads the record as without it.
+    salesforce_outbound_fields: str | None = None
+    # How old a notification of an Account (or a read of it) may be and
+    # still give its Contacts' jobs the Account's fields instead of a read
+    # (0: never).
+    salesforce_outbound_account_max_age_s: float = Field(default=30, ge=0, le=3600)
     # How many proxies in front of the web app set X-Forwarded-For (0: none;
     # the client address is then the socket's).
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
@@ -367,6 +405,13 @@ class Settings(BaseSettings):
             parse_networks(value)
         return value
 
+    @field_validator("salesforce_outbound_fields")
+    @classmethod
+    def _valid_outbound_fields(cls, value: str | None) -> str | None:
+        if value:
+            parse_outbound_fields(value)
+        return value or None
+
     @field_validator("clodura_org_components")
     @classmethod
     def _known_components(cls, value: str | None) -> str | None:
@@ -494,6 +539,11 @@ class Settings(BaseSettings):
     def allowed_networks(self) -> list[IPNetwork] | None:
         """None: any source address."""
         return parse_networks(self.salesforce_allowed_networks) if self.salesforce_allowed_networks else None
+
+    @property
+    def outbound_fields(self) -> dict[str, frozenset[str]]:
+        """Per object, the fields its Outbound Message is declared to send (empty: none declared)."""
+        return parse_outbound_fields(self.salesforce_outbound_fields) if self.salesforce_outbound_fields else {}
 
     @property
     def org_id_15(self) -> str:

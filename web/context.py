@@ -32,12 +32,12 @@ class WebContext:
     def enqueue_jobs(self, job_ids: list[str], source: str) -> None:
         enqueue_jobs(self.celery, job_ids, source, retry=True, retry_policy=PUBLISH_RETRY)
 
-    def forward_records(self, records: list[InboundRecord]) -> None:
+    def forward_records(self, records: list[InboundRecord], values_key: str | None) -> None:
         """One intake task for a message's records. Its arguments are shown
         as a count: Celery would otherwise repr a hundred records into the
         message's headers on every publish."""
-        self.celery.send_task(ACCEPT_RECORDS, args=[[rec.to_task_args() for rec in records]],
-                              queue=URGENT_QUEUE, argsrepr=f"[<{len(records)} records>]",
+        self.celery.send_task(ACCEPT_RECORDS, args=[[rec.to_task_args() for rec in records], values_key],
+                              queue=URGENT_QUEUE, argsrepr=f"[<{len(records)} records>, {values_key!r}]",
                               retry=True, retry_policy=PUBLISH_RETRY)
 
     def send_task(self, name: str, args: list[Any]) -> None:

@@ -7,8 +7,11 @@ A wrong or missing token is answered like any unknown URL (404) before the
 body is read; then the source network (SALESFORCE_ALLOWED_NETWORKS), the
 content type, XML safety and the org are checked, the notifications are
 deduplicated on their Id and handed to the workers' intake task (which
-makes their jobs), and only then is the whole message acknowledged. The
-message's field values are never used: every job reads its record from
+makes their jobs), and only then is the whole message acknowledged. Where
+SALESFORCE_OUTBOUND_FIELDS declares what an object's message sends, the
+declared fields' values go with each job (kept in Redis 24 h at most),
+which then needs no read of its record (crm_enrich/flow/record.py);
+otherwise the values are not used and every job reads its record from
 Salesforce.
 """
 from __future__ import annotations
@@ -23,7 +26,13 @@ from crm_enrich import keys
 from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, forward_records
 from crm_enrich.logs import log
 from crm_enrich.salesforce.ids import same_org
-from crm_enrich.salesforce.outbound_message import ACK, OutboundMessageError, fault, parse_outbound_message
+from crm_enrich.salesforce.outbound_message import (
+    ACK,
+    OutboundMessageError,
+    declared_values,
+    fault,
+    parse_outbound_message,
+)
 from crm_enrich.settings import Settings
 from web.context import context
 
@@ -74,6 +83,7 @@ def receive(token: str):
         log.warning("outbound_message.wrong_org", org_id=message.organization_id)
         return _fault(403, "unknown organization")
 
+    declared = settings.outbound_fields
     records = [
         InboundRecord(
             dedupe_key=keys.outbound_notification(n.notification_id),
@@ -81,6 +91,7 @@ def receive(token: str):
             record_id=n.record_id,  # Outbound Messages always carry 18-character ids
             fields_sent=tuple(n.fields),
             source="outbound_message",
+            values=declared_values(n, declared[n.object_type]) if n.object_type in declared else None,
         )
         for n in message.notifications
     ]

@@ -115,16 +115,19 @@ def split_jobs(job_ids: list[str], source: str) -> None:
 
 
 @shared_task(bind=True, name=ACCEPT_RECORDS, max_retries=None)
-def accept_records(self, records: list[list]) -> int:
+def accept_records(self, records: list[list], values_key: str | None = None) -> int:
     """An Outbound Message's records, acknowledged by the web app: make and
     queue their jobs (de-duplicated, so a redelivered message or a replay of
-    this task makes none twice), each job's task published from here. While
-    Redis cannot take them, retry with backoff; the message stays unacked
-    until then."""
+    this task makes none twice), each job's task published from here, with
+    the declared values the web app kept for them. While Redis cannot take
+    them, retry with backoff; the message stays unacked until then."""
     svc = services()
     try:
-        result = intake.accept_records(svc.store, split_jobs, [intake.InboundRecord.from_task_args(r) for r in records])
-    except intake.QueueUnavailable:
+        inbound = intake.with_kept_values(svc.store, [intake.InboundRecord.from_task_args(r) for r in records],
+                                          values_key)
+        result = intake.accept_records(svc.store, split_jobs, inbound)
+        intake.forget_kept_values(svc.store, values_key)
+    except (intake.QueueUnavailable, RedisError):
         raise self.retry(countdown=backoff_s(self.request.retries, cap=svc.settings.max_countdown_s)) from None
     return len(result.accepted)
 

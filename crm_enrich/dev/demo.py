@@ -13,7 +13,7 @@ from rich.console import Console
 
 from crm_enrich import counters, keys, redis_typing
 from crm_enrich.console import JobProgress, make_console, print_table
-from crm_enrich.dev.devstack import Stack
+from crm_enrich.dev.devstack import Stack, declared_outbound_fields
 from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import FINAL_STATES, Job, JobStore
 from crm_enrich.sandbox.control import SandboxControl
@@ -86,10 +86,11 @@ def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int
     # finder for people Clodura cannot reveal, and the waterfall for people
     # Clodura does not match at all (its Clearout steps: Clodura's people
     # search would place the demo's Leads by name, and the demo shows a
-    # Lead's domain found by the autocomplete).
+    # Lead's domain found by the autocomplete). The org's Outbound Messages
+    # are declared, so a record they describe fully is not read.
     stack = Stack(state_dir, worker_concurrency=workers,
                   extra_env={"VERIFY_PROVIDER": "clodura_then_clearout", "CLEAROUT_FINDER": "true",
-                             "WATERFALL_STEPS": "clearout_email,clearout_linkedin"})
+                             "WATERFALL_STEPS": "clearout_email,clearout_linkedin", **declared_outbound_fields()})
     try:
         print("  starting Redis, the sandbox, the web app (gunicorn) and a Celery worker …")
         stack.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 import requests
 
+from crm_enrich.sandbox import org_metadata
 from crm_enrich.sandbox.server import Sandbox, start_sandbox
 
 BIN = Path(sys.executable).parent
@@ -42,6 +43,14 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
 # take far longer than on an idle one: wait generously, and fail at once
 # when the process has died.
 START_TIMEOUT_S = float(os.environ.get("CRM_ENRICH_STACK_START_TIMEOUT_S", "180"))
+
+
+def declared_outbound_fields() -> dict[str, str]:
+    """SALESFORCE_OUTBOUND_FIELDS as the sandbox org's Outbound Messages
+    send them (the metadata in salesforce/), for a stack that uses them."""
+    declared = "; ".join(f"{obj}: {', '.join(om.fields)}"
+                         for obj, om in sorted(org_metadata.outbound_messages().items()))
+    return {"SALESFORCE_OUTBOUND_FIELDS": declared}
 
 
 def free_port() -> int:

@@ -35,7 +35,7 @@ from .record import RECORD, account_record, record_to_work_on
 from .reveal import domain_of
 from .services import Services
 from .verify import iso_now
-from .write_back import write_back
+from .write_back import share_write_with, write_back, write_partner
 
 # One Account enrichment a day for the contacts of an Account: later
 # contacts of the same Account within a day find the same job.
@@ -188,6 +188,9 @@ def queue_account_job(svc: Services, job: Job, record: dict, person: dict | None
         company_dedupe_key(account_id), "Account", account_id, job.source, {SPAWNED_BY: job.id},
         dedupe_ttl_s=ACCOUNT_REFRESH_S)
     if duplicate:
+        # The Account's own job (its Outbound Message's, say) may still be on
+        # its way: its write waits for this Contact's, so the two share a call.
+        share_write_with(svc, account_job.id, job.id)
         return
     org = (person or {}).get("organisation") or {}
     hint = {"organisation": {k: org.get(k) for k in ("organisationId", "organisationName", "domain")}
@@ -254,7 +257,14 @@ def advance_account(svc: Services, job: Job, runner_id: str) -> str:
 
     sources = organisation_sources(org, iso_now())
     sources.update(signals.signal_sources(svc, job, memory, org.get("organisationId") or "", runner_id))
-    return write_back(svc, job, record, sources, partner_job=job.input.get(SPAWNED_BY))
+    return write_back(svc, job, record, sources, partner_job=_write_partner(svc, job))
+
+
+def _write_partner(svc: Services, job: Job) -> str | None:
+    """The Contact's job whose write this Account's shares: the one that
+    queued it, or one that found it on its way (`queue_account_job`, or
+    its record taken from this job's, crm_enrich/flow/record.py)."""
+    return job.input.get(SPAWNED_BY) or write_partner(svc, job.id)
 
 
 def _no_company(svc: Services, job: Job, record: dict, memory) -> str:
@@ -264,7 +274,7 @@ def _no_company(svc: Services, job: Job, record: dict, memory) -> str:
     domain = (memory.get(COMPANY_DOMAIN) or {}).get("domain")
     if domain and is_blank(record.get("Website")):
         return write_back(svc, job, record, {"organisation.website": f"https://{domain}"},
-                          {"organisation.website": DOMAIN_PROVIDER}, partner_job=job.input.get(SPAWNED_BY))
+                          {"organisation.website": DOMAIN_PROVIDER}, partner_job=_write_partner(svc, job))
     svc.store.finish(job, State.SKIPPED, SkipReason.NO_COMPANY_MATCH)
     return job.state
 

@@ -12,16 +12,21 @@ it is durably queued.
 """
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 from kombu.exceptions import OperationalError
 
-from crm_enrich import counters
+from crm_enrich import counters, keys
 from crm_enrich.jobs.store import JobStore, NewJob
 from crm_enrich.logs import log
+
+from .record import RECORD, sent_record
 
 
 @dataclass(frozen=True)
@@ -31,9 +36,14 @@ class InboundRecord:
     record_id: str
     source: str
     # The names of the fields the event carried, for the job's bookkeeping.
-    # Their values are never kept or used: the job reads the record.
     fields_sent: tuple[str, ...] = ()
     force: bool = False  # an operator's re-run that must not use cached answers
+    # The record's values as an authenticated Outbound Message sent them,
+    # every declared field present (None: null); None when the job must read
+    # the record (undeclared object, JSON events). Kept only in the job's
+    # provider data (24 h at most, dropped when the job ends).
+    values: dict[str, str | None] | None = None
+    received_at: float | None = None   # when the message came (the values' age); None: now
 
     def to_task_args(self) -> list:
         """The record as the intake task's message carries it (JSON)."""
@@ -57,8 +67,9 @@ class QueueUnavailable(Exception):
 
 # How a caller queues jobs: (job ids, their source), one publish for all.
 Enqueue = Callable[[list[str], str], None]
-# How the web hands records to the workers' intake task: one publish for all.
-Forward = Callable[[list[InboundRecord]], None]
+# How the web hands records to the workers' intake task: one publish for
+# all, with the key of their declared values (None: none declared).
+Forward = Callable[[list[InboundRecord], str | None], None]
 
 
 @dataclass
@@ -81,10 +92,16 @@ def forward_records(store: JobStore, forward: Forward, records: Iterable[Inbound
     records = list(records)
     result = ForwardResult()
     try:
-        taken_in = store.r.mget([store.dedupe_key(rec.dedupe_key) for rec in records]) if records else []
+        lookup = store.r.pipeline(transaction=False)
+        lookup.mget([store.dedupe_key(rec.dedupe_key) for rec in records])
+        # Declared values (emails among them) never travel in the task's
+        # message, which a stopped worker could leave in Redis for days: they
+        # wait under a key of their own, 24 h at most.
+        values_key = _keep_values(lookup, records)
+        taken_in = lookup.execute()[0] if records else []
         fresh = [rec for rec, job_id in zip(records, taken_in, strict=True) if not job_id]
         if fresh:
-            forward(fresh)
+            forward(fresh, values_key)
         pipe = store.r.pipeline(transaction=False)
         counts = Counter(("records_forwarded", rec.source) for rec in fresh)
         counts.update(("duplicates_dropped", rec.source)
@@ -118,6 +135,8 @@ def accept_records(store: JobStore, enqueue: Enqueue, records: Iterable[InboundR
                 result.duplicates.append(job.job_id)
             else:
                 by_source.setdefault(rec.source, []).append(job.job_id)
+        _save_sent_records(store, [(rec, job.job_id) for rec, job in zip(records, seen, strict=True)
+                                   if not job.duplicate and rec.values is not None])
         for source, job_ids in by_source.items():
             enqueue(job_ids, source)
         pipe = store.r.pipeline(transaction=False)
@@ -142,3 +161,42 @@ def accept_records(store: JobStore, enqueue: Enqueue, records: Iterable[InboundR
     if result.duplicates:
         log.info("events.duplicate", jobs=result.duplicates, count=len(result.duplicates))
     return result
+
+
+def _keep_values(pipe: redis.client.Pipeline, records: list[InboundRecord]) -> str | None:
+    values = {rec.dedupe_key: rec.values for rec in records if rec.values is not None}
+    if not values:
+        return None
+    key = keys.intake_values(uuid.uuid4().hex)
+    pipe.set(key, json.dumps({"received_at": time.time(), "values": values}), ex=keys.INTAKE_VALUES_TTL_S)
+    return key
+
+
+def with_kept_values(store: JobStore, records: list[InboundRecord], values_key: str | None) -> list[InboundRecord]:
+    """The intake task's records with the values the web app kept for them;
+    without (none declared, or kept longer than 24 h) their jobs read."""
+    raw = store.r.get(values_key) if values_key else None
+    if not raw:
+        return records
+    kept = json.loads(raw)
+    return [replace(rec, values=kept["values"].get(rec.dedupe_key), received_at=kept["received_at"])
+            for rec in records]
+
+
+def forget_kept_values(store: JobStore, values_key: str | None) -> None:
+    """Once their jobs hold them (or need them no more)."""
+    if values_key:
+        store.r.delete(values_key)
+
+
+def _save_sent_records(store: JobStore, sent: list[tuple[InboundRecord, str]]) -> None:
+    """Each new job's record as its message sent it, in the slot a read
+    fills, before the job is queued (so its first run finds it and reads
+    nothing): one round trip for the message."""
+    if not sent:
+        return
+    now = time.time()
+    pipe = store.r.pipeline(transaction=False)
+    for rec, job_id in sent:
+        store.save_provider_data(job_id, RECORD, sent_record(rec.values or {}, rec.received_at or now), pipe=pipe)
+    pipe.execute()

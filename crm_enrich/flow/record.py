@@ -3,13 +3,20 @@ job parks until the read resumes it), and the checks every job makes
 before spending anything: is it still there, and was the change our own?"""
 from __future__ import annotations
 
+import json
+import time
+
+from crm_enrich import keys
+from crm_enrich.field_map import is_blank
 from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job, JobMemory
 from crm_enrich.queues import EVENT_SOURCES
 from crm_enrich.salesforce.batches import READ_AT, queue_read
 from crm_enrich.salesforce.ids import PERSON_OBJECTS
+from crm_enrich.salesforce.outbound_message import as_read
 
 from .services import Services
+from .write_back import share_write_with
 
 __all__ = ["PERSON_OBJECTS", "record_to_work_on"]
 # What we need to know of a record to find the person, apply the map and
@@ -20,6 +27,16 @@ IDENTITY_FIELDS = {"Contact": ["FirstName", "LastName", "Email", "AccountId", "A
 AUDIT_FIELDS = ["CreatedDate", "LastModifiedDate", "LastModifiedById"]
 RECORD = "record"   # the job's slot for the record read
 ACCOUNT = "Account"   # a Contact's relationship to its Account
+# In a job's record: it came from an authenticated Outbound Message whose
+# fields are declared (SALESFORCE_OUTBOUND_FIELDS), SENT as the message
+# sent it, READY once it was found to hold all the job needs.
+FROM_MESSAGE, SENT, READY = "_from_message", "sent", "ready"
+
+
+def sent_record(values: dict[str, str | None], received_at: float) -> dict:
+    """A message's declared values (absent ones None), saved where a read
+    saves its record and stamped as one made when the message came."""
+    return {**values, READ_AT: received_at, FROM_MESSAGE: SENT}
 
 
 def is_own_change(record: dict, integration_user_id: str | None) -> bool:
@@ -58,18 +75,68 @@ def account_record(svc: Services, contact: dict) -> dict | None:
 
 def current_record(svc: Services, job: Job, memory: JobMemory) -> dict | None:
     """The record as Salesforce has it, or None when a batched read was
-    queued (200 records to a query). Always read: an event's field values
-    are not evidence of anything (anyone who knows the endpoint could send
-    any), and we decide what to enrich, what to write and whether the change
-    was our own from the record itself."""
-    if RECORD in memory:
-        return memory[RECORD]
-    # A later fast path could skip this read for an authenticated Outbound
-    # Message, using only the fields a setting declares it sends (so that an
-    # absent field means null); not built: the read costs one call per 200.
+    queued (200 records to a query). A JSON event's values are not evidence
+    of anything, so its job reads. An Outbound Message whose fields are
+    declared came through the endpoint only the org knows (its URL token)
+    and says what the record holds; it stands for the read when it holds
+    every field the job would read (see `record_from_message`)."""
+    record = memory.get(RECORD)
+    if record is not None and record.get(FROM_MESSAGE) != SENT:
+        return record
+    if record is not None:
+        ready = record_from_message(svc, job, record)
+        if ready is not None:
+            return memory.keep(RECORD, ready)
     queue_read(svc.batches, job.id, job.object, job.record_id, fields_to_read(svc, job.object),
                urgent=job.source in EVENT_SOURCES)
     return None
+
+
+def record_from_message(svc: Services, job: Job, sent: dict) -> dict | None:
+    """The record as a read would bring it, from its message's declared
+    values, or None when they do not cover every field the job reads. A
+    Contact's Account fields (which no Outbound Message can send) come from
+    a recent notification or read of the Account (`recent_account`), or
+    are not needed when it has no Account."""
+    wanted = fields_to_read(svc, job.object)
+    if not all(name in sent for name in wanted if "." not in name) or sent.get("CreatedDate") is None:
+        # Short of a field, or describing no record: every record has a
+        # CreatedDate, and one deleted before the message went has no fields.
+        return None
+    record = as_read(sent, svc.schema.describe(job.object))
+    related = [name.partition(".")[2] for name in wanted if name.startswith(f"{ACCOUNT}.")]
+    if related and not is_blank(record.get("AccountId")):
+        related = list(dict.fromkeys(["Id", *related]))
+        found = recent_account(svc, str(record["AccountId"]), related)
+        if found is None:
+            return None
+        account_job, account = found
+        # That Account's job, if still on its way, waits for this one's
+        # write: both go in one call.
+        share_write_with(svc, account_job, job.id)
+        record.update({f"{ACCOUNT}.{name}": account[name] for name in related})
+        # The plan is as fresh as its older half (WRITEBACK_REREAD_AFTER_S).
+        record[READ_AT] = min(record[READ_AT], account[READ_AT])
+    record[FROM_MESSAGE] = READY
+    return record
+
+
+def recent_account(svc: Services, account_id: str, fields: list[str]) -> tuple[str, dict] | None:
+    """The Account's latest job and the Account as that job knows it (its
+    notification's declared values, or its read), if that is at most
+    SALESFORCE_OUTBOUND_ACCOUNT_MAX_AGE_S old and holds `fields`; else None.
+    Nothing is stored for this: the job's record goes when the job ends."""
+    max_age = svc.settings.salesforce_outbound_account_max_age_s
+    job_id = svc.store.r.get(keys.record_last_job(ACCOUNT, account_id)) if max_age > 0 else None
+    raw = svc.store.r.hget(svc.store.provider_key(str(job_id)), RECORD) if job_id else None
+    account = json.loads(str(raw)) if raw else None
+    # (No CreatedDate: the Account was not found, or was deleted before its message went.)
+    if (account is None or account.get("CreatedDate") is None
+            or time.time() - float(account.get(READ_AT, 0)) > max_age or not all(name in account for name in fields)):
+        return None
+    if account.get(FROM_MESSAGE) == SENT:  # not yet looked at by its own job
+        account = as_read(account, svc.schema.describe(ACCOUNT))
+    return str(job_id), account
 
 
 def record_to_work_on(svc: Services, job: Job, memory: JobMemory, own_change_counts: bool = True) -> dict | None:

@@ -6,6 +6,7 @@ the record again before it writes and sends only what the rules still
 allow then."""
 from __future__ import annotations
 
+from crm_enrich import keys
 from crm_enrich.field_map import fit_changes, plan_explained
 from crm_enrich.jobs.state import JobMoved, State
 from crm_enrich.jobs.store import Job, load_tracked_hashes
@@ -65,3 +66,17 @@ def write_back(svc: Services, job: Job, record: dict, sources: dict,
         # the job before this move: the job is already where it belongs.
         return exc.stored or job.state
     return job.state
+
+
+def share_write_with(svc: Services, job_id: str, partner_job: str) -> None:
+    """Let `job_id`'s write (an Account's own job, still on its way) wait
+    for `partner_job`'s (a Contact's that found it), so that both go in
+    one call; see `write_partner`."""
+    if svc.store.r.hget(svc.store.job_key(job_id), "state") in ON_ITS_WAY:
+        svc.store.r.set(keys.job_write_partner(job_id), partner_job, ex=keys.WRITE_PARTNER_TTL_S)
+
+
+def write_partner(svc: Services, job_id: str) -> str | None:
+    """The job a `share_write_with` named for `job_id`, if any."""
+    partner = svc.store.r.get(keys.job_write_partner(job_id))
+    return str(partner) if partner else None

@@ -509,16 +509,20 @@ class JobStore:
         return moved
 
     # provider data (≤ 24 h)
-    def save_provider_data(self, job_id: str, name: str, value: Any, fetched_at: float | None = None) -> None:
+    def save_provider_data(self, job_id: str, name: str, value: Any, fetched_at: float | None = None,
+                           pipe: redis.client.Pipeline | None = None) -> None:
         """The key expires `provider_ttl_s` after the oldest answer it holds
-        was fetched (a cached answer brings its own, earlier, time)."""
+        was fetched (a cached answer brings its own, earlier, time). With
+        `pipe`, the commands join it and run when the caller executes it."""
         key = self.provider_key(job_id)
         expire_at = int((fetched_at or time.time()) + self.provider_ttl_s)
-        pipe = self.r.pipeline(transaction=True)
+        own = pipe is None
+        pipe = self.r.pipeline(transaction=True) if pipe is None else pipe
         pipe.hset(key, name, json.dumps(value))
         pipe.expireat(key, expire_at, nx=True)
         pipe.expireat(key, expire_at, lt=True)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def provider_data(self, job_id: str) -> dict:
         return {k: json.loads(v) for k, v in self.r.hgetall(self.provider_key(job_id)).items()}

@@ -149,6 +149,38 @@ def _parse_notification(el: Element) -> Notification:
     return Notification(notification_id, object_type, record_id, fields)
 
 
+_NUMBERS = frozenset({"int", "double", "currency", "percent"})
+
+
+def as_read(values: dict, describe: dict | None) -> dict:
+    """A message's field values (SOAP text) as the REST API gives them: a
+    number, a boolean, a date-time in its "+0000" form (so a value compares
+    and hashes as the same value read would). Pure."""
+    types = {f["name"]: f.get("type") for f in (describe or {}).get("fields", [])}
+    out = dict(values)
+    for name, value in values.items():
+        kind = types.get(name)
+        if not isinstance(value, str):
+            continue
+        try:
+            if kind in _NUMBERS:
+                out[name] = int(float(value)) if kind == "int" else float(value)
+            elif kind == "boolean":
+                out[name] = value.strip().lower() == "true"
+            elif kind == "datetime" and value.endswith("Z"):
+                out[name] = value[:-1] + "+0000"
+        except ValueError:
+            pass   # kept as sent: the field map's rules see what Salesforce said
+    return out
+
+
+def declared_values(notification: Notification, declared: frozenset[str]) -> dict[str, str | None]:
+    """The declared fields' values: one the message left out is null
+    (Salesforce sends no element for an empty field); undeclared ones are
+    ignored. Pure."""
+    return {"Id": notification.record_id, **{name: notification.fields.get(name) for name in declared}}
+
+
 def parse_outbound_message(body: bytes) -> OutboundMessage:
     try:
         root = etree.fromstring(body, _safe_parser())

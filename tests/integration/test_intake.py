@@ -2,17 +2,28 @@
 real Redis and worker of the test stack."""
 from __future__ import annotations
 
+import json
 import threading
+import time
 import uuid
+from dataclasses import replace
 
 import pytest
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from crm_enrich.dev.devstack import wait_for
-from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, accept_records, forward_records
+from crm_enrich.flow.intake import (
+    InboundRecord,
+    QueueUnavailable,
+    accept_records,
+    forget_kept_values,
+    forward_records,
+    with_kept_values,
+)
 from crm_enrich.jobs.store import NewJob
 from crm_enrich.queues import ENRICH_RECORDS, enqueue_jobs
+from crm_enrich.salesforce.batches import READ_AT
 from tests.soap_samples import envelope, notification
 
 from .test_receivers import fresh_ids, post_soap
@@ -129,9 +140,11 @@ class Forwarded:
 
     def __init__(self):
         self.messages: list[list[InboundRecord]] = []
+        self.values_keys: list[str | None] = []
 
-    def __call__(self, records: list[InboundRecord]) -> None:
+    def __call__(self, records: list[InboundRecord], values_key: str | None) -> None:
         self.messages.append([InboundRecord.from_task_args(r.to_task_args()) for r in records])
+        self.values_keys.append(values_key)
 
 
 def test_a_redelivery_forwarded_before_the_first_was_taken_in_makes_no_second_job(stack, store):
@@ -155,10 +168,32 @@ def test_a_redelivery_forwarded_before_the_first_was_taken_in_makes_no_second_jo
 
 
 def test_a_forward_that_cannot_be_published_is_not_acknowledged_and_remembers_nothing(store):
-    def broker_down(records):
+    def broker_down(records, values_key):
         raise OperationalError("broker unreachable")
 
     batch = records(3, source="outbound_message")
     with pytest.raises(QueueUnavailable):
         forward_records(store, broker_down, batch)
     assert all(store.r.get(f"dedupe:{rec.dedupe_key}") is None for rec in batch)
+
+
+def test_declared_values_wait_under_a_key_of_their_own_for_a_day_at_most(stack, store):
+    """The values an Outbound Message declares (emails among them) are kept
+    apart from the task's message, 24 h at most; the intake task puts them
+    on the jobs, as received when the message came, and drops the key."""
+    batch = [replace(rec, values={"LastName": "Kept", "Email": f"kept.{i}@example.com"})
+             for i, rec in enumerate(records(3, source="outbound_message"))]
+    forwarded = Forwarded()
+    before = time.time()
+    assert forward_records(store, forwarded, batch).forwarded == 3
+    (values_key,) = forwarded.values_keys
+    assert values_key and 0 < store.r.ttl(values_key) <= 86_400
+    assert "kept.0@example.com" not in json.dumps([r.to_task_args() for r in forwarded.messages[0]])
+
+    inbound = with_kept_values(store, forwarded.messages[0], values_key)
+    made = accept_records(store, CountingSender(stack.redis.url).enqueue, inbound)
+    forget_kept_values(store, values_key)
+    assert store.r.exists(values_key) == 0
+    for rec, job_id in zip(batch, made.accepted, strict=True):
+        slot = store.provider_data(job_id)["record"]
+        assert slot["Email"] == rec.values["Email"] and before <= slot[READ_AT] <= time.time()

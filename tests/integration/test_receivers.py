@@ -130,7 +130,8 @@ def test_redis_down_means_503_no_ack_and_the_retry_is_queued(stack, tmp_path):
         assert client.llen("enrich") == 1
         message = json.loads(client.lindex("enrich", 0))
         assert message["headers"]["task"] == "crm_enrich.accept_records"
-        (records,) = json.loads(base64.b64decode(message["body"]))[0]
+        records, values_key = json.loads(base64.b64decode(message["body"]))[0]
+        assert values_key is None  # nothing declared on this stack
         assert [InboundRecord.from_task_args(r).record_id for r in records] == [rid]
     finally:
         os.killpg(web.pid, signal.SIGTERM)

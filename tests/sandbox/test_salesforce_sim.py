@@ -434,7 +434,7 @@ def test_outbound_three_contacts_one_post_over_https(org, certs):
             {"FirstName": "Dana", "LastName": "Rivers", "Email": "dana@example.org", "AccountId": acc,
              "CreatedDate": "2026-03-02T14:05:11Z"},
             {"LastName": "Okafor"},
-            {"LastName": "Ng", "Title": "CTO"},
+            {"LastName": "Ng", "Title": "CTO", "Phone": "+1 415 555 0100"},
         )
         view = wait_for(lambda: (v := o.control("GET", "/outbound"))
                         and sum(1 for n in v["notifications"] if n["state"] == "acked") == 4 and v)
@@ -466,8 +466,10 @@ def test_outbound_three_contacts_one_post_over_https(org, certs):
         assert first.findtext(f"{{{SF}}}Email") == "dana@example.org"
         assert sobjs[1].find(f"{{{SF}}}Email") is None  # null fields are absent
         assert first.findtext(f"{{{SF}}}LastModifiedById", "").startswith("005")
-        # The fields are those salesforce/'s Outbound Message sends: not Title.
-        assert sobjs[2].find(f"{{{SF}}}Title") is None and sobjs[1].find(f"{{{SF}}}Department") is None
+        # The fields are those salesforce/'s Outbound Message sends: Title (the
+        # field map's), not Phone.
+        assert sobjs[2].findtext(f"{{{SF}}}Title") == "CTO" and sobjs[2].find(f"{{{SF}}}Phone") is None
+        assert sobjs[1].find(f"{{{SF}}}Department") is None   # null: absent
 
         delivery = [d for d in view["deliveries"] if d["object"] == "Contact"]
         assert len(delivery) == 1 and delivery[0]["acked"] and delivery[0]["status_code"] == 200

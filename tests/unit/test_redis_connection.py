@@ -116,8 +116,8 @@ def test_a_forward_no_replica_confirmed_is_refused_and_its_retry_makes_one_job_p
     records = [InboundRecord(f"dedupe:fwd:{i}", "Contact", f"003{i:015d}", "outbound_message") for i in range(3)]
     unconfirmed = JobStore(redis_client, AckDurability(sentinel=True, replicas=1, timeout_ms=30))
     with pytest.raises(QueueUnavailable):
-        forward_records(unconfirmed, forwarded.append, records)
-    assert forward_records(JobStore(redis_client), forwarded.append, records).forwarded == 3
+        forward_records(unconfirmed, lambda recs, key: forwarded.append(recs), records)
+    assert forward_records(JobStore(redis_client), lambda recs, key: forwarded.append(recs), records).forwarded == 3
     queued: list[list[str]] = []
     made = [accept_records(JobStore(redis_client), lambda ids, source: queued.append(ids), message)
             for message in forwarded]

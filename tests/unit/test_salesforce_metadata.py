@@ -125,9 +125,13 @@ def test_permission_set_grants_edit_on_every_mapped_field_and_the_object_access(
 @pytest.mark.parametrize("obj", OBJECTS)
 def test_outbound_message_sends_what_we_read_and_a_flow_sends_it_on_create(obj):
     om = org_metadata.outbound_messages()[obj]
-    # Outbound Messages carry the object's own fields only (no Account.Name).
-    expected = ["Id", *(f for f in IDENTITY_FIELDS[obj] if "." not in f), *AUDIT_FIELDS]
+    # Outbound Messages carry the object's own fields only (no Account.Name):
+    # what a job reads of the record itself, the default field map's fields
+    # included, so that a declaration of them skips the read.
+    expected = {"Id", *(f for f in IDENTITY_FIELDS[obj] if "." not in f), *AUDIT_FIELDS,
+                *load_field_map().target_fields(obj)}
     assert sorted(om.fields) == sorted(expected)
+    assert set(om.fields) <= set(SCHEMA[obj])   # the sandbox org has them all, and sends them
     assert DEFAULT_OM_FIELDS[obj] == list(om.fields)  # what the sandbox org sends
     assert om.endpoint_url == "https://YOUR-HOST/salesforce/outbound-message/YOUR_OUTBOUND_TOKEN"
     assert not om.include_session_id

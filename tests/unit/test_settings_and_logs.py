@@ -25,7 +25,7 @@ GOOD = {
 def env(monkeypatch):
     for key in list(GOOD) + ["CLODURA_RATE_LIMITS", "CLODURA_PLAN", "PROVIDER_CACHE_TTL_S",
                              "CLODURA_ORG_COMPONENTS", "DATA_DIR", "BEAT_SCHEDULE_PATH", "FIELD_MAP_STRICT",
-                             "SALESFORCE_ALLOWED_NETWORKS", "TRUSTED_PROXY_HOPS"]:
+                             "SALESFORCE_ALLOWED_NETWORKS", "TRUSTED_PROXY_HOPS", "SALESFORCE_OUTBOUND_FIELDS"]:
         monkeypatch.delenv(key, raising=False)
     for key, value in GOOD.items():
         monkeypatch.setenv(key, value)
@@ -132,4 +132,19 @@ def test_no_countdown_outlives_half_the_visibility_timeout(env):
     assert load_settings().max_countdown_s == 10
     env.setenv("STUCK_AFTER_S", "10")
     with pytest.raises(SettingsError, match="STUCK_AFTER_S"):
+        load_settings()
+
+
+def test_outbound_fields_are_declared_per_object(env):
+    env.setenv("SALESFORCE_OUTBOUND_FIELDS", "contact: Id, FirstName , Email;  Account:Id,Name;")
+    assert load_settings().outbound_fields == {"Contact": {"Id", "FirstName", "Email"}, "Account": {"Id", "Name"}}
+    env.delenv("SALESFORCE_OUTBOUND_FIELDS")
+    assert load_settings().outbound_fields == {}   # unset: every job reads
+
+
+@pytest.mark.parametrize("value", ["Opportunity: Id, Name", "Contact Id, Name", "Contact: Id; Contact: Name",
+                                   "Lead: Id, Account.Name", "Lead:"])
+def test_a_bad_outbound_fields_declaration_is_named(env, value):
+    env.setenv("SALESFORCE_OUTBOUND_FIELDS", value)
+    with pytest.raises(SettingsError, match="setting SALESFORCE_OUTBOUND_FIELDS is invalid"):
         load_settings()

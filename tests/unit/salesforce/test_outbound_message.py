@@ -2,7 +2,15 @@ import pytest
 from defusedxml.ElementTree import fromstring
 
 from crm_enrich.salesforce.ids import same_org
-from crm_enrich.salesforce.outbound_message import ACK, OutboundMessageError, fault, parse_outbound_message
+from crm_enrich.salesforce.outbound_message import (
+    ACK,
+    Notification,
+    OutboundMessageError,
+    as_read,
+    declared_values,
+    fault,
+    parse_outbound_message,
+)
 from tests.soap_samples import BILLION_LAUGHS, ENTITY_DECLARATION, ORG_15, ORG_18, envelope, notification
 
 
@@ -88,3 +96,21 @@ def test_fault_escapes_its_message():
     body = fault("bad <org> & co")
     assert "bad &lt;org&gt; &amp; co" in body
     assert fromstring(body.encode()) is not None
+
+
+def test_declared_values_name_every_declared_field_and_ignore_the_rest():
+    n = Notification("04l1", "Contact", "0035g00000QwErUAAR", {"LastName": "Okafor", "Email": None, "Secret__c": "x"})
+    assert declared_values(n, frozenset({"LastName", "Email", "Title"})) == {
+        "Id": "0035g00000QwErUAAR", "LastName": "Okafor", "Email": None, "Title": None}   # absent: null
+
+
+def test_as_read_gives_values_the_types_a_read_gives_them():
+    types = {"NumberOfEmployees": "int", "Total_Funding__c": "currency", "HasOptedOutOfEmail": "boolean",
+             "CreatedDate": "datetime", "Name": "string"}
+    describe = {"fields": [{"name": name, "type": kind} for name, kind in types.items()]}
+    sent = {"NumberOfEmployees": "250", "Total_Funding__c": "45000000.0", "HasOptedOutOfEmail": "false",
+            "CreatedDate": "2026-11-20T09:00:00.000Z", "Name": "0042", "Industry": None, "Weird": "12"}
+    assert as_read(sent, describe) == {
+        "NumberOfEmployees": 250, "Total_Funding__c": 45000000.0, "HasOptedOutOfEmail": False,
+        "CreatedDate": "2026-11-20T09:00:00.000+0000", "Name": "0042", "Industry": None, "Weird": "12"}
+    assert as_read({"NumberOfEmployees": "many"}, describe) == {"NumberOfEmployees": "many"}   # kept as sent
