@@ -6,7 +6,7 @@ answers the ACK, both under the Procfile's gunicorn command line, with wrk
 
     apt-get install wrk
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 16] [--per-message 100] [--repeat 1]
-                                     [--fsync always|everysec]
+                                     [--fsync always|everysec] [--declared]
 
 Redis fsyncs its AOF on every write by default here, as the test stack does
 (so a SIGKILL test loses nothing); `--fsync everysec` is docker/compose.yaml's
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from crm_enrich.dev.devstack import Stack, free_port, wait_for
+from crm_enrich.dev.devstack import Stack, declared_outbound_fields, free_port, wait_for
 from crm_enrich.keys import METRICS_COUNTERS
 from crm_enrich.queues import URGENT_QUEUE
 
@@ -144,6 +144,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--per-message", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=1, help="measure each app this many times, alternating")
+    parser.add_argument("--declared", action="store_true",
+                        help="declare the org's Outbound Message fields (SALESFORCE_OUTBOUND_FIELDS): the receiver "
+                             "keeps each notification's values for its job, which then needs no read")
     parser.add_argument("--fsync", choices=("always", "everysec"), default="always",
                         help="Redis appendfsync: the test stack's (always) or docker/compose.yaml's (everysec)")
     args = parser.parse_args()
@@ -152,7 +155,8 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"receiver": [], "bare ACK app": []}
     with tempfile.TemporaryDirectory() as tmp:
         # Redis and the (idle) sandbox; no worker, no beat.
-        stack = Stack(Path(tmp), redis_config={"appendfsync": args.fsync})
+        stack = Stack(Path(tmp), redis_config={"appendfsync": args.fsync},
+                      extra_env=declared_outbound_fields() if args.declared else None)
         try:
             parts = Path(tmp) / "envelope"
             parts.mkdir()
@@ -191,7 +195,8 @@ def main() -> None:
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     print(f"Outbound Message ingest: {args.per_message} unique notifications a message, {args.connections} "
           f"connections, {args.seconds:.0f} s a run, {args.repeat} run(s) each, gunicorn as in the Procfile, "
-          f"no workers, Redis appendfsync {args.fsync}")
+          f"no workers, Redis appendfsync {args.fsync}"
+          + (", fields declared (values kept for the jobs)" if args.declared else ""))
     print(f"  {'':30}{'receiver':>22}{'bare ACK app':>22}")
     for label, key, fmt in (("messages/s", "rate", "{:.0f}"), ("p50 latency, ms", "p50_ms", "{:.0f}"),
                             ("p99 latency, ms", "p99_ms", "{:.0f}"), ("errors", "errors", "{:.0f}"),

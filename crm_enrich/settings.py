@@ -115,6 +115,7 @@ def parse_host_ports(text: str) -> list[tuple[str, int]]:
 OUTBOUND_OBJECTS = ("Contact", "Lead", "Account")
 
 
+@lru_cache(maxsize=4)   # read on every Outbound Message
 def parse_outbound_fields(text: str) -> dict[str, frozenset[str]]:
     """'Contact: Id, FirstName, Email; Account: Id, Name' -> {'Contact':
     {'Id', 'FirstName', 'Email'}, 'Account': {'Id', 'Name'}}: per object,
