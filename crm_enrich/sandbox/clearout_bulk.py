@@ -281,8 +281,7 @@ def install(app: Flask, lists: BulkLists) -> None:
                              E_VERIFY_BUSY if kind == "verify" else E_FINDER_BUSY)
         needed = len(raw_rows) * (co.COST_VERIFY if kind == "verify" else co.COST_FINDER)
         if credits <= 0:
-            state.bump("rejected_402")
-            return co.failed(402, "You have run out of credits", co.E_NO_CREDITS)
+            return co.out_of_credits(state)
         if credits < needed:
             state.bump("rejected_402")
             return co.failed(402, "not enough credits for this list", E_LIST_CREDITS,
