@@ -4,20 +4,15 @@ single-attribute checks, Clodura's people search. Credits, limits and
 errors as docs/clearout.md and docs/clodura.md say."""
 from __future__ import annotations
 
-import functools
-
 import pytest
-import requests
 
 from crm_enrich.providers.clearout import ClearoutClient
 from crm_enrich.providers.clearout_lookup import attribute_check, reverse_lookup_email, reverse_lookup_linkedin
 from crm_enrich.providers.clodura import CloduraClient
 from crm_enrich.providers.clodura_search import search_people
 from crm_enrich.providers.errors import ProviderRejected, ProviderUnavailable
-from crm_enrich.sandbox.clearout import ClearoutSimConfig, create_clearout_app
-from crm_enrich.sandbox.clodura import CloduraSimConfig, create_clodura_app
-from crm_enrich.sandbox.common import ServedApp, ensure_certificates
 from crm_enrich.sandbox.dataset import VERDICT_UNDELIVERABLE, build_dataset
+from tests.provider_sims import served_provider_sims
 
 TOKEN, KEY = "sandbox-clearout-token", "sandbox-clodura-key"
 DATASET = build_dataset()
@@ -28,14 +23,8 @@ KNOWN = next(p for p in DATASET.people if p.known)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    certs = ensure_certificates(tmp_path_factory.mktemp("certs"))
-    clearout = ServedApp(create_clearout_app(ClearoutSimConfig(rate_limit_per_minute=1000)), certs).start()
-    clodura = ServedApp(create_clodura_app(CloduraSimConfig()), certs).start()
-    session = requests.Session()
-    session.request = functools.partial(session.request, verify=str(certs.ca_pem))  # type: ignore[method-assign]
-    yield clearout, clodura, session
-    clearout.stop()
-    clodura.stop()
+    with served_provider_sims(tmp_path_factory.mktemp("certs")) as served:
+        yield served
 
 
 @pytest.fixture
