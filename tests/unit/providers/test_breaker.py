@@ -17,24 +17,17 @@ from crm_enrich.providers.clodura import CloduraClient
 from crm_enrich.providers.company_autocomplete import CompanyAutocomplete
 from crm_enrich.providers.errors import ProviderUnavailable
 from crm_enrich.sandbox.common import ServedApp
-from tests.provider_sims import served_provider_sims
 
 TOKEN, KEY = "sandbox-clearout-token", "sandbox-clodura-key"
 FAILURES = 2   # the breaker opens on the second outage answer in a row
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    with served_provider_sims(tmp_path_factory.mktemp("certs")) as served:
-        yield served
-
-
 @pytest.fixture
-def sims(served):
-    clearout, clodura, session = served
+def sims(provider_sims):
+    clearout, clodura, session = provider_sims
     assert session.post(clearout.url + "/_sandbox/clearout/reset").status_code == 204
     assert session.post(clodura.url + "/_sandbox/clodura/reset").status_code == 204
-    return served
+    return provider_sims
 
 
 def fail_next(session: requests.Session, server: ServedApp, path: str, status: int, times: int) -> None:
