@@ -172,23 +172,26 @@ def read_rerun_query_page(self, run_id: str, object_type: str, job_id: str, loca
     return len(ids)
 
 
-def _scheduled_trigger(task, lock_key: str, lock_timeout_s: float, start: Callable[[SendTask], dict],
-                       record: Callable[[dict], None], event: str) -> str:
+def _scheduled_trigger(task, svc: Services, turned_on: bool, start: Callable[[Services, SendTask], dict], *,
+                       lock_key: str, lock_timeout_s: float, last_key: str, counter: str, event: str) -> str:
     """One trigger of a scheduled capped run (re-verification, refresh), one
     at a time: two at once (a redelivery meeting the next beat) would both
     see no open run and select the same records. A retryable Salesforce
-    failure retries the task; any other ends the trigger as failed."""
-    lock = services().store.r.lock(lock_key, timeout=lock_timeout_s, blocking=False)
+    failure retries the task; any other ends the trigger as failed. What it
+    did is recorded under `last_key` and counted in `counter`."""
+    if not turned_on:
+        return "off"
+    lock = svc.store.r.lock(lock_key, timeout=lock_timeout_s, blocking=False)
     if not lock.acquire():
         return "busy"
     try:
         try:
-            result = start(lambda name, args: _send(name, args))
+            result = start(svc, lambda name, args: _send(name, args))
         except SalesforceFailure as exc:
             if exc.retryable and task.request.retries < task.max_retries:
                 raise task.retry(countdown=_bounded(backoff_s(task.request.retries, cap=60, jitter=False))) from None
             result = {"outcome": "failed", "error": str(exc)[:300]}
-        record(result)
+        reverify.record_trigger(svc.store.r, result, last_key, counter)
     finally:
         with contextlib.suppress(LockError):  # expired meanwhile: someone else's now
             lock.release()
@@ -201,23 +204,20 @@ def _scheduled_trigger(task, lock_key: str, lock_timeout_s: float, start: Callab
 def refresh_old_records(self) -> str:
     """The scheduled refresh (crm_enrich/operations/refresh.py)."""
     svc = services()
-    if svc.settings.refresh_after_days is None:
-        return "off"
     return _scheduled_trigger(
-        self, keys.REFRESH_LOCK, refresh.LOCK_TIMEOUT_S, lambda send: refresh.start_refresh(svc, send),
-        lambda result: reverify.record_trigger(svc.store.r, result, refresh.LAST_KEY, "refresh_triggers"),
-        "refresh.triggered")
+        self, svc, svc.settings.refresh_after_days is not None, refresh.start_refresh,
+        lock_key=keys.REFRESH_LOCK, lock_timeout_s=refresh.LOCK_TIMEOUT_S, last_key=refresh.LAST_KEY,
+        counter="refresh_triggers", event="refresh.triggered")
 
 
 @shared_task(bind=True, name=REVERIFY_OLD_EMAILS, max_retries=5)
 def reverify_old_emails(self) -> str:
     """The scheduled re-verification (crm_enrich/operations/reverify.py)."""
     svc = services()
-    if svc.settings.reverify_after_days is None:
-        return "off"
     return _scheduled_trigger(
-        self, keys.REVERIFY_LOCK, reverify.LOCK_TIMEOUT_S, lambda send: reverify.start_reverify(svc, send),
-        lambda result: reverify.record_trigger(svc.store.r, result), "reverify.triggered")
+        self, svc, svc.settings.reverify_after_days is not None, reverify.start_reverify,
+        lock_key=keys.REVERIFY_LOCK, lock_timeout_s=reverify.LOCK_TIMEOUT_S, last_key=reverify.LAST_KEY,
+        counter="reverify_triggers", event="reverify.triggered")
 
 
 @shared_task(name=RECONCILE)

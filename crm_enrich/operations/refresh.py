@@ -20,14 +20,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from crm_enrich import counters, keys
+from crm_enrich import keys
 from crm_enrich.field_map import FieldMap
 from crm_enrich.flow.services import Services
 from crm_enrich.providers.quota import COSTS
-from crm_enrich.queues import SELECT_RERUN_RECORDS
-from crm_enrich.salesforce.soql import selection_soql
 
-from . import operator_input, reverify, runs
+from . import operator_input, reverify
 
 REFRESH_OBJECTS = ("Contact", "Lead", "Account")
 RUNS_KEY = keys.REFRESH_RUNS
@@ -50,7 +48,7 @@ def refresh_condition(field: str, cutoff: str) -> str:
 def start_refresh(svc: Services, send_task: reverify.SendTask, now: datetime | None = None) -> dict:
     """One scheduled refresh: answers what it did. Raises SalesforceFailure
     from a count; nothing has been started then."""
-    settings, r = svc.settings, svc.store.r
+    settings = svc.settings
     blocked = reverify.why_not_now(svc, send_task, RUNS_KEY, REFRESH_OBJECTS)
     if blocked:
         return {"outcome": blocked}
@@ -60,28 +58,7 @@ def start_refresh(svc: Services, send_task: reverify.SendTask, now: datetime | N
         return {"outcome": "no_budget", "allowance": 0}
     assert settings.refresh_after_days is not None
     cutoff = reverify.cutoff_literal(now or datetime.now(UTC), settings.refresh_after_days)
-    plan, left = [], can_take
-    for object_type in REFRESH_OBJECTS:
-        field = enriched_at_field(svc.field_map, object_type)
-        if field is None or left == 0:
-            continue
-        where = refresh_condition(field, cutoff)
-        take = min(left, svc.batches.salesforce.count(selection_soql("COUNT()", object_type, where)))
-        if take:
-            plan.append((object_type, field, where, take))
-            left -= take
-    started = []
-    for object_type, field, where, take in plan:
-        req = operator_input.RerunRequest(object=object_type, kind=operator_input.REFRESH_KIND, where=where,
-                                          order_by=field, limit=take)
-        run_id = runs.create_run(r, req, total=take, status="selecting")
-        pipe = r.pipeline()  # tracked before the send, as re-verification's are
-        pipe.lpush(RUNS_KEY, run_id)
-        pipe.ltrim(RUNS_KEY, 0, reverify.KEEP_RUNS - 1)
-        pipe.expire(RUNS_KEY, runs.RUN_TTL_S)
-        pipe.execute()
-        send_task(SELECT_RERUN_RECORDS, [run_id, object_type, where, None])
-        counters.incr(r, "refresh_selected", take, object=object_type)
-        started.append(run_id)
-    return {"outcome": "started" if started else "nothing_due", "allowance": can_take, "cutoff": cutoff,
-            "selected": can_take - left, "runs": started}
+    return reverify.start_capped_runs(svc, send_task, can_take, cutoff, objects=REFRESH_OBJECTS,
+                                      field_of=enriched_at_field, condition=refresh_condition,
+                                      kind=operator_input.REFRESH_KIND, force=False, runs_key=RUNS_KEY,
+                                      counter="refresh_selected")

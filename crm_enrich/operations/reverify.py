@@ -143,7 +143,7 @@ def start_reverify(svc: Services, send_task: SendTask, now: datetime | None = No
     """One scheduled run: answers what it did (`outcome`, and the runs it
     started). Raises SalesforceFailure from a count; nothing has been
     started then, so the caller may simply try again."""
-    settings, r = svc.settings, svc.store.r
+    settings = svc.settings
     blocked = why_not_now(svc, send_task)
     if blocked:
         return {"outcome": blocked}
@@ -156,32 +156,48 @@ def start_reverify(svc: Services, send_task: SendTask, now: datetime | None = No
     # The task only calls with re-verification on (REVERIFY_AFTER_DAYS set).
     assert settings.reverify_after_days is not None
     cutoff = cutoff_literal(now or datetime.now(UTC), settings.reverify_after_days)
+    return start_capped_runs(svc, send_task, can_take, cutoff, objects=REVERIFY_OBJECTS,
+                             field_of=verified_at_field, condition=reverify_condition,
+                             kind=operator_input.REVERIFY_KIND, force=True, runs_key=RUNS_KEY,
+                             counter="reverify_selected")
+
+
+def start_capped_runs(svc: Services, send_task: SendTask, can_take: int, cutoff: str, *,
+                      objects: tuple[str, ...], field_of: Callable[[FieldMap, str], str | None],
+                      condition: Callable[[str, str], str], kind: str, force: bool, runs_key: str,
+                      counter: str) -> dict:
+    """A scheduled trigger's runs (re-verification's, refresh's): counts,
+    object by object, the records whose `field_of` time is older than the
+    cutoff (`condition(field, cutoff)`) until `can_take` are taken, starts a
+    capped run of `kind` per object with some, oldest first, and answers
+    what it did. Objects whose map writes no such field are passed over."""
+    r = svc.store.r
     plan = []
     left = can_take
-    for object_type in REVERIFY_OBJECTS:
-        field = verified_at_field(svc.field_map, object_type)
+    for object_type in objects:
+        field = field_of(svc.field_map, object_type)
         if field is None or left == 0:
             continue
-        where = reverify_condition(field, cutoff)
+        where = condition(field, cutoff)
         take = min(left, svc.batches.salesforce.count(selection_soql("COUNT()", object_type, where)))
         if take:
             plan.append((object_type, field, where, take))
             left -= take
     started = []
     for object_type, field, where, take in plan:
-        req = operator_input.RerunRequest(object=object_type, kind=operator_input.REVERIFY_KIND, where=where,
-                                     force=True, order_by=field, limit=take)
+        req = operator_input.RerunRequest(object=object_type, kind=kind, where=where, force=force,
+                                          order_by=field, limit=take)
         run_id = runs.create_run(r, req, total=take, status="selecting")
         # Tracked before its selection is sent: should the send be lost, a
         # later trigger finds the run stalled and sends it again, and never
         # starts a second run over the same records.
         pipe = r.pipeline()
-        pipe.lpush(RUNS_KEY, run_id)
-        pipe.ltrim(RUNS_KEY, 0, KEEP_RUNS - 1)
-        pipe.expire(RUNS_KEY, runs.RUN_TTL_S)
+        pipe.lpush(runs_key, run_id)
+        pipe.ltrim(runs_key, 0, KEEP_RUNS - 1)
+        pipe.expire(runs_key, runs.RUN_TTL_S)
         pipe.execute()
         send_task(SELECT_RERUN_RECORDS, [run_id, object_type, where, None])
-        counters.incr(r, "reverify_selected", take, object=object_type)
+        counters.incr(r, counter, take, object=object_type)
         started.append(run_id)
     return {"outcome": "started" if started else "nothing_due", "allowance": can_take, "cutoff": cutoff,
             "selected": can_take - left, "runs": started}

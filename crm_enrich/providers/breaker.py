@@ -11,8 +11,10 @@ calls per BREAKER_OPEN_S, whatever the number of jobs waiting.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
+import requests
 
 from crm_enrich import keys
 from crm_enrich.providers.errors import ProviderUnavailable
@@ -70,3 +72,31 @@ class CircuitBreaker:
 
     def is_open(self) -> bool:
         return bool(self.r.hget(self.key, "open_until"))
+
+
+def outage_status(status: int) -> bool:
+    """An answer that says the provider is down."""
+    return status >= 500
+
+
+def send_through(breaker: CircuitBreaker | None, name: str, send: Callable[[], requests.Response],
+                 is_outage: Callable[[int], bool] = outage_status) -> requests.Response:
+    """`send()`, the request, once the breaker lets it out (else CircuitOpen).
+    A request that gets no answer (a network error) counts against the
+    breaker and raises ProviderUnavailable("<name>: <the error's class>");
+    an answer counts against it when `is_outage(status)`, for it otherwise,
+    and is returned for the caller to read."""
+    if breaker:
+        breaker.before_call()
+    try:
+        resp = send()
+    except requests.RequestException as exc:
+        if breaker:
+            breaker.failed()
+        raise ProviderUnavailable(f"{name}: {type(exc).__name__}") from None
+    if breaker:
+        if is_outage(resp.status_code):
+            breaker.failed()
+        else:
+            breaker.succeeded()
+    return resp

@@ -23,7 +23,7 @@ import redis
 import requests
 
 from crm_enrich import keys
-from crm_enrich.providers.breaker import CircuitBreaker
+from crm_enrich.providers.breaker import CircuitBreaker, send_through
 from crm_enrich.providers.errors import ProviderRejected, ProviderUnavailable
 from crm_enrich.providers.rate_limit import RateLimited
 
@@ -137,6 +137,20 @@ class HeaderFedLimiter:
             self.r.set(keys.clearout_blocked_until(self.name, family), until, px=int(max(reset_s, 1.0) * 1000) + 1000)
 
 
+def _outage_status(status: int) -> bool:
+    # 524 is a verdict slower than its timeout, not an outage.
+    return status >= 500 and status != 524
+
+
+def json_object(resp: requests.Response) -> dict:
+    """The answer's JSON object; {} for anything else."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    return body if isinstance(body, dict) else {}
+
+
 def _check_timeout(timeout_ms: int, maximum: int) -> None:
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not 0 < timeout_ms <= maximum:
         raise ValueError(f"timeout_ms must be an integer in 1..{maximum}")
@@ -156,34 +170,20 @@ class ClearoutClient:
 
     def _send(self, method: str, path: str, family: str, read_timeout_s: float,
               **kwargs) -> tuple[requests.Response, dict]:
-        """One request: the limiter is asked first and fed after; answers
-        (status, body) for the caller to classify."""
-        if self.breaker:
-            self.breaker.before_call()
-        if self.limiter:
-            self.limiter.check(family)
-        try:
-            resp = self.session.request(method, f"{self.base_url}{path}",
+        """One request: the breaker and the limiter are asked first and fed
+        after; answers (status, body) for the caller to classify."""
+        def send() -> requests.Response:
+            if self.limiter:
+                self.limiter.check(family)
+            return self.session.request(method, f"{self.base_url}{path}",
                                         timeout=(CONNECT_TIMEOUT_S, read_timeout_s), **kwargs)
-        except requests.RequestException as exc:
-            if self.breaker:
-                self.breaker.failed()
-            raise ProviderUnavailable(f"clearout {path}: {type(exc).__name__}") from None
-        if self.breaker:
-            # 524 is a verdict slower than its timeout, not an outage.
-            if resp.status_code >= 500 and resp.status_code != 524:
-                self.breaker.failed()
-            else:
-                self.breaker.succeeded()
+
+        resp = send_through(self.breaker, f"clearout {path}", send, is_outage=_outage_status)
         if self.limiter:
             self.limiter.observe(family, resp.headers, limited=resp.status_code == 429)
         if self.on_answer:
             self.on_answer(path, resp.status_code)
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {}
-        return resp, body if isinstance(body, dict) else {}
+        return resp, json_object(resp)
 
     @staticmethod
     def _raise_for(path: str, resp: requests.Response, body: dict) -> None:

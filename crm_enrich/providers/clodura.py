@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import requests
 
-from crm_enrich.providers.breaker import CircuitBreaker
+from crm_enrich.providers.breaker import CircuitBreaker, send_through
 from crm_enrich.providers.errors import (
     CreditsExhausted,
     DailyQuotaExceeded,
@@ -64,22 +64,14 @@ class CloduraClient:
 
     def _request(self, method: str, path: str, endpoint: str | None = None, **kwargs) -> requests.Response:
         endpoint = endpoint or path
-        if self.breaker:
-            self.breaker.before_call()
-        if self.limiter:
-            self.limiter.acquire()
-        try:
-            resp = self.session.request(method, f"{self.base_url}{path}", timeout=TIMEOUT, **kwargs)
-        except requests.RequestException as exc:
-            if self.breaker:
-                self.breaker.failed()
-            raise ProviderUnavailable(f"{endpoint}: {type(exc).__name__}") from None
+
+        def send() -> requests.Response:
+            if self.limiter:
+                self.limiter.acquire()
+            return self.session.request(method, f"{self.base_url}{path}", timeout=TIMEOUT, **kwargs)
+
+        resp = send_through(self.breaker, endpoint, send)
         status = resp.status_code
-        if self.breaker:
-            if status >= 500:
-                self.breaker.failed()
-            else:
-                self.breaker.succeeded()
         if self.on_answer:
             self.on_answer(endpoint, status)
         if status in (200, 202):

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from crm_enrich.providers.breaker import CircuitBreaker
-from crm_enrich.providers.clearout import HeaderFedLimiter
+from crm_enrich.providers.breaker import CircuitBreaker, send_through
+from crm_enrich.providers.clearout import HeaderFedLimiter, json_object
 from crm_enrich.providers.errors import ProviderRejected, ProviderUnavailable
 
 TIMEOUT = (5, 15)
@@ -74,28 +74,20 @@ class CompanyAutocomplete:
     def suggestions(self, query: str) -> dict:
         """{"suggestions": [...], "refused": None} or, when Clearout refuses
         for the day, {"suggestions": [], "refused": its message}."""
-        if self.breaker:
-            self.breaker.before_call()
-        if self.limiter:
-            self.limiter.check(FAMILY)
-        try:
-            resp = self.session.get(self.url, params={"query": query}, timeout=TIMEOUT)
-        except requests.RequestException as exc:
-            if self.breaker:
-                self.breaker.failed()
-            raise ProviderUnavailable(f"clearout autocomplete: {type(exc).__name__}") from None
+        def send() -> requests.Response:
+            if self.limiter:
+                self.limiter.check(FAMILY)
+            return self.session.get(self.url, params={"query": query}, timeout=TIMEOUT)
+
+        # Every 5xx counts against the breaker: the request sets no timeout,
+        # so a 524 here is no slow verdict.
+        resp = send_through(self.breaker, "clearout autocomplete", send)
         status = resp.status_code
-        if self.breaker:
-            self.breaker.failed() if status >= 500 else self.breaker.succeeded()
         if self.limiter:
             self.limiter.observe(FAMILY, resp.headers, limited=status == 429)
         if self.on_answer:
             self.on_answer("public/companies/autocomplete", status)
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
+        body = json_object(resp)
         error: dict = body["error"] if isinstance(body.get("error"), dict) else {}
         message = f"clearout autocomplete: {status} {error.get('code') or ''} {str(error.get('message', ''))[:200]}"
         if status == 429 or status >= 500:

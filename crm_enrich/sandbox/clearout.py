@@ -348,6 +348,29 @@ def validation_failed(field_name: str, message: str, kind: str, location: str = 
     return resp
 
 
+def out_of_credits(state: ClearoutSimState):
+    """402 / 1002, counted as a rejection."""
+    state.bump("rejected_402")
+    return failed(402, "You have run out of credits", E_NO_CREDITS)
+
+
+def verification_refused(state: ClearoutSimState, cost: int):
+    """The refusal of a billable check, or None: 402 / 1002 when the balance
+    cannot pay `cost`, else 200 / 1017 past the daily verify limit (a check
+    let through counts against it)."""
+    if not state.has(cost):
+        return out_of_credits(state)
+    if not state.daily_verify_ok():
+        return failed(200, "daily verify limit reached, retry tomorrow", E_DAILY_LIMIT)
+    return None
+
+
+def verification_timed_out(email: str):
+    """524: the check would outlast the request's timeout."""
+    g.sandbox_extra["outcome"] = "timeout"
+    return failed(524, "Timeout Occurred", additional_info={"resource_name": "email", "resource_value": email})
+
+
 def parse_token(header: str | None) -> str:
     """docs/clearout.md#authentication: `Bearer <t>`, `Bearer:<t>` or the bare token."""
     value = (header or "").strip()
@@ -576,16 +599,11 @@ def create_clearout_app(config: ClearoutSimConfig | None = None, dataset: Datase
         email = body["email"].strip()
         time_taken = 200 + _h("verify-time", email.lower()) % 1200
         test = test_address_result(email, time_taken)
-        if test is None:
-            if not state.has(COST_VERIFY):
-                state.bump("rejected_402")
-                return failed(402, "You have run out of credits", E_NO_CREDITS)
-            if not state.daily_verify_ok():
-                return failed(200, "daily verify limit reached, retry tomorrow", E_DAILY_LIMIT)
+        refusal = verification_refused(state, COST_VERIFY) if test is None else None
+        if refusal:
+            return refusal
         if state.take_slow("verify") or time_taken > timeout:
-            g.sandbox_extra["outcome"] = "timeout"
-            return failed(524, "Timeout Occurred",
-                          additional_info={"resource_name": "email", "resource_value": email})
+            return verification_timed_out(email)
         data = test if test is not None else dataset_result(dataset, email, time_taken)
         cost = 0 if test is not None or data["status"] == "unknown" else COST_VERIFY
         if cost:

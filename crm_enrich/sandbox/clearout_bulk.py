@@ -41,6 +41,7 @@ import io
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Flask, Response, g, request
@@ -280,8 +281,7 @@ def install(app: Flask, lists: BulkLists) -> None:
                              E_VERIFY_BUSY if kind == "verify" else E_FINDER_BUSY)
         needed = len(raw_rows) * (co.COST_VERIFY if kind == "verify" else co.COST_FINDER)
         if credits <= 0:
-            state.bump("rejected_402")
-            return co.failed(402, "You have run out of credits", co.E_NO_CREDITS)
+            return co.out_of_credits(state)
         if credits < needed:
             state.bump("rejected_402")
             return co.failed(402, "not enough credits for this list", E_LIST_CREDITS,
@@ -308,62 +308,50 @@ def install(app: Flask, lists: BulkLists) -> None:
         g.sandbox_extra["rows"] = len(rows)
         return co.success({"list_id": list_id})
 
-    def progress(kind: str):
-        problem = _list_id_problem(request.args.to_dict(), "query")
+    def with_list(kind: str, params: dict, location: str, answer: Callable[[BulkList], Response]):
+        """`answer(list)`, called with the state's lock held, for the list
+        `params["list_id"]` names; or the 400 for a missing or empty id, or
+        the failed answer for a list that is not the caller's."""
+        problem = _list_id_problem(params, location)
         if problem:
             return problem
         with state.lock:
-            lst, problem = list_for(kind, request.args["list_id"].strip())
-            if problem:
-                return problem
-            status, done, total = lst.status, lst.processed, len(lst.rows)
-        percent = 100 if status == "completed" else math.floor(100 * done / max(1, total))
-        return co.success({"progress_status": status, "percentile" if kind == "verify" else "percentage": percent})
+            lst, problem = list_for(kind, params["list_id"].strip())
+            return problem or answer(lst)
+
+    def progress(kind: str):
+        def answer(lst: BulkList):
+            done = 100 if lst.status == "completed" else math.floor(100 * lst.processed / max(1, len(lst.rows)))
+            return co.success({"progress_status": lst.status,
+                               "percentile" if kind == "verify" else "percentage": done})
+        return with_list(kind, request.args.to_dict(), "query", answer)
 
     def download(kind: str):
-        body = request.get_json(silent=True) or {}
-        problem = _list_id_problem(body)
-        if problem:
-            return problem
-        with state.lock:
-            lst, problem = list_for(kind, body["list_id"].strip())
-            if problem:
-                return problem
-            ready = lst.status in ("completed", "cancelled")
-        if not ready:
-            return co.failed(200, "list is not available", E_NOT_AVAILABLE)
-        expires = int(time.time() + lists.cfg.url_ttl_s)
-        url = (f"{request.host_url.rstrip('/')}{RESULTS_PATH}{lst.list_id}.csv?X-Amz-Expires="
-               f"{int(lists.cfg.url_ttl_s)}&X-Amz-Date={expires}&X-Amz-Signature={lists.sign(lst.list_id, expires)}")
-        return co.success({"url": url})
+        def answer(lst: BulkList):
+            if lst.status not in ("completed", "cancelled"):
+                return co.failed(200, "list is not available", E_NOT_AVAILABLE)
+            expires = int(time.time() + lists.cfg.url_ttl_s)
+            url = (f"{request.host_url.rstrip('/')}{RESULTS_PATH}{lst.list_id}.csv?X-Amz-Expires="
+                   f"{int(lists.cfg.url_ttl_s)}&X-Amz-Date={expires}"
+                   f"&X-Amz-Signature={lists.sign(lst.list_id, expires)}")
+            return co.success({"url": url})
+        return with_list(kind, request.get_json(silent=True) or {}, "body", answer)
 
     def cancel(kind: str):
-        body = request.get_json(silent=True) or {}
-        problem = _list_id_problem(body)
-        if problem:
-            return problem
-        with state.lock:
-            lst, problem = list_for(kind, body["list_id"].strip())
-            if problem:
-                return problem
+        def answer(lst: BulkList):
             if lst.status not in ("queued", "running"):
                 return co.failed(200, "list is not in a cancellable stage", E_NOT_CANCELLABLE)
             lst.status = "cancelled"
-        return co.success({"name": lst.name, "source": "upload", "created_on": co._now_iso()})
+            return co.success({"name": lst.name, "source": "upload", "created_on": co._now_iso()})
+        return with_list(kind, request.get_json(silent=True) or {}, "body", answer)
 
     def remove(kind: str):
-        body = request.get_json(silent=True) or {}
-        problem = _list_id_problem(body)
-        if problem:
-            return problem
-        with state.lock:
-            lst, problem = list_for(kind, body["list_id"].strip())
-            if problem:
-                return problem
+        def answer(lst: BulkList):
             if lst.status in ("queued", "running"):
                 return co.failed(200, "a list cannot be removed while it is being processed")
             lst.removed = True
-        return co.success({"name": lst.name, "source": "upload", "created_on": co._now_iso()})
+            return co.success({"name": lst.name, "source": "upload", "created_on": co._now_iso()})
+        return with_list(kind, request.get_json(silent=True) or {}, "body", answer)
 
     for kind, prefix in (("verify", "/email_verify"), ("finder", "/email_finder")):
         base = co.PREFIX + prefix

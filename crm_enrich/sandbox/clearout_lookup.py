@@ -28,8 +28,6 @@ from __future__ import annotations
 from flask import Flask, g, request
 
 from .clearout import (
-    E_DAILY_LIMIT,
-    E_NO_CREDITS,
     PREFIX,
     ROLE_LOCALS,
     ClearoutSimState,
@@ -37,9 +35,12 @@ from .clearout import (
     _now_iso,
     dataset_result,
     failed,
+    out_of_credits,
     success,
     test_address_result,
     validation_failed,
+    verification_refused,
+    verification_timed_out,
 )
 from .dataset import VERDICT_UNDELIVERABLE, Dataset, Person
 
@@ -99,36 +100,31 @@ def attribute_flag(attribute: str, data: dict) -> str:
 
 def install_lookups(app: Flask, state: ClearoutSimState, dataset: Dataset) -> None:
 
-    def required_query(name: str):
+    def lookup_query(name: str):
+        """(the query parameter `name`, None), or (None, the 400 for a
+        missing or empty one, or the 402 when the balance cannot pay for the
+        cheapest find)."""
         value = request.args.get(name)
         if value is None:
             return None, validation_failed(name, f'"{name}" is required', "any.required", "query")
         if not value.strip():
             return None, validation_failed(name, f'"{name}" is not allowed to be empty', "any.empty", "query")
+        if not state.has(COST_REVERSE_ROLE):
+            return None, out_of_credits(state)
         return value.strip(), None
 
     def answer_lookup(lead: dict | None, cost: int, echo: dict):
         if cost and not state.has(cost):
-            state.bump("rejected_402")
-            return failed(402, "You have run out of credits", E_NO_CREDITS)
+            return out_of_credits(state)
         if cost:
             state.charge(cost)
         g.sandbox_extra["credits"] = cost
         g.sandbox_extra["outcome"] = lead["type"] if lead else "not_found"
         return success({**echo, "lead": lead})
 
-    def can_pay_a_find():
-        if not state.has(COST_REVERSE_ROLE):
-            state.bump("rejected_402")
-            return failed(402, "You have run out of credits", E_NO_CREDITS)
-        return None
-
     @app.get(PREFIX + "/reverse_lookup/email")
     def reverse_lookup_email():
-        email, problem = required_query("email_address")
-        if problem:
-            return problem
-        problem = can_pay_a_find()
+        email, problem = lookup_query("email_address")
         if problem:
             return problem
         lead, cost = lookup_by_email(dataset, email)
@@ -136,10 +132,7 @@ def install_lookups(app: Flask, state: ClearoutSimState, dataset: Dataset) -> No
 
     @app.get(PREFIX + "/reverse_lookup/linkedin")
     def reverse_lookup_linkedin():
-        url, problem = required_query("url")
-        if problem:
-            return problem
-        problem = can_pay_a_find()
+        url, problem = lookup_query("url")
         if problem:
             return problem
         person = dataset.anyone_by_linkedin(url)
@@ -167,16 +160,11 @@ def install_lookups(app: Flask, state: ClearoutSimState, dataset: Dataset) -> No
         email = email.strip()
         time_taken = 150 + _h("attribute-time", attribute, email.lower()) % 900
         test = test_address_result(email, time_taken)
-        if test is None:
-            if not state.has(COST_ATTRIBUTE):
-                state.bump("rejected_402")
-                return failed(402, "You have run out of credits", E_NO_CREDITS)
-            if not state.daily_verify_ok():
-                return failed(200, "daily verify limit reached, retry tomorrow", E_DAILY_LIMIT)
+        refusal = verification_refused(state, COST_ATTRIBUTE) if test is None else None
+        if refusal:
+            return refusal
         if attribute == "catchall" and time_taken > timeout:
-            g.sandbox_extra["outcome"] = "timeout"
-            return failed(524, "Timeout Occurred",
-                          additional_info={"resource_name": "email", "resource_value": email})
+            return verification_timed_out(email)
         data = test if test is not None else dataset_result(dataset, email, time_taken)
         cost = 0 if test is not None else COST_ATTRIBUTE
         if cost:

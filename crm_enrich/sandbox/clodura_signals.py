@@ -153,6 +153,18 @@ def install_signal_routes(app: Flask, dataset: Dataset, json_body: Callable[[], 
             return None, refuse(400, f"page must be an integer from 1 to {maximum}")
         return page, None
 
+    def page_and_company(body: dict, maximum: int, problem):
+        """(page, company, None), or (None, None, the first refusal): the
+        earlier checks' `problem`, the page's, or the organisation's. The page
+        is checked (and a bad one counted) whatever came before; the
+        organisation is looked up only when nothing was refused."""
+        page, bad_page = page_of(body, maximum)
+        problem = problem or bad_page
+        company, missing = (None, None) if problem else organisation(body)
+        if problem or missing or company is None or page is None:
+            return None, None, problem or missing
+        return page, company, None
+
     def answer(company: Company, page: int, per_page: int, items: list[dict], field: str, cost: float):
         shown = items[(page - 1) * per_page: page * per_page]
         cost = cost if shown else 0
@@ -172,11 +184,9 @@ def install_signal_routes(app: Flask, dataset: Dataset, json_body: Callable[[], 
             return refuse(400, "Request body must be a JSON object")
         since, until, problem = window(body, "postedSince", "postedUntil", required=False)
         problem = problem or strings(body, "jobTitle") or strings(body, "jobLocation")
-        page, bad_page = page_of(body, 500)
-        problem = problem or bad_page
-        company, missing = (None, None) if problem else organisation(body)
-        if problem or missing or company is None or page is None:
-            return problem or missing
+        page, company, problem = page_and_company(body, 500, problem)
+        if problem or company is None or page is None:
+            return problem
         titles = {t.strip().lower() for t in body.get("jobTitle") or []}
         places = [p.strip().lower() for p in body.get("jobLocation") or []]
         posts = [p for p in job_posts_of(company, today())
@@ -198,11 +208,9 @@ def install_signal_routes(app: Flask, dataset: Dataset, json_body: Callable[[], 
         unknown = [c for c in body.get("category") or [] if c not in NEWS_CATEGORIES] if problem is None else []
         if unknown:
             problem = refuse(400, f"unknown category {unknown[0]!r}; one of {', '.join(NEWS_CATEGORIES)}")
-        page, bad_page = page_of(body, NEWS_MAX_PAGE)
-        problem = problem or bad_page
-        company, missing = (None, None) if problem else organisation(body)
-        if problem or missing or company is None or page is None or since is None or until is None:
-            return problem or missing
+        page, company, problem = page_and_company(body, NEWS_MAX_PAGE, problem)
+        if problem or company is None or page is None or since is None or until is None:
+            return problem
         categories = set(body.get("category") or [])
         words = [k.lower() for k in body.get("keywords") or [] if k.strip()]
         title = (body.get("articleTitle") or "").strip()

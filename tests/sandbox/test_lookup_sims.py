@@ -4,19 +4,13 @@ single-attribute checks, Clodura's people search. Credits, limits and
 errors as docs/clearout.md and docs/clodura.md say."""
 from __future__ import annotations
 
-import functools
-
 import pytest
-import requests
 
 from crm_enrich.providers.clearout import ClearoutClient
 from crm_enrich.providers.clearout_lookup import attribute_check, reverse_lookup_email, reverse_lookup_linkedin
 from crm_enrich.providers.clodura import CloduraClient
 from crm_enrich.providers.clodura_search import search_people
 from crm_enrich.providers.errors import ProviderRejected, ProviderUnavailable
-from crm_enrich.sandbox.clearout import ClearoutSimConfig, create_clearout_app
-from crm_enrich.sandbox.clodura import CloduraSimConfig, create_clodura_app
-from crm_enrich.sandbox.common import ServedApp, ensure_certificates
 from crm_enrich.sandbox.dataset import VERDICT_UNDELIVERABLE, build_dataset
 
 TOKEN, KEY = "sandbox-clearout-token", "sandbox-clodura-key"
@@ -26,21 +20,9 @@ BOUNCING = next(p for p in DATASET.people if p.email_verdict == VERDICT_UNDELIVE
 KNOWN = next(p for p in DATASET.people if p.known)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    certs = ensure_certificates(tmp_path_factory.mktemp("certs"))
-    clearout = ServedApp(create_clearout_app(ClearoutSimConfig(rate_limit_per_minute=1000)), certs).start()
-    clodura = ServedApp(create_clodura_app(CloduraSimConfig()), certs).start()
-    session = requests.Session()
-    session.request = functools.partial(session.request, verify=str(certs.ca_pem))  # type: ignore[method-assign]
-    yield clearout, clodura, session
-    clearout.stop()
-    clodura.stop()
-
-
 @pytest.fixture
-def clearout(served):
-    server, _, session = served
+def clearout(provider_sims):
+    server, _, session = provider_sims
     assert session.post(server.url + "/_sandbox/clearout/reset").status_code == 204
     client = ClearoutClient(server.url + "/v2", TOKEN, session=session)
     client.usage = lambda: session.get(server.url + "/_sandbox/clearout/usage").json()  # type: ignore[attr-defined]
@@ -49,8 +31,8 @@ def clearout(served):
 
 
 @pytest.fixture
-def clodura(served):
-    _, server, session = served
+def clodura(provider_sims):
+    _, server, session = provider_sims
     assert session.post(server.url + "/_sandbox/clodura/reset").status_code == 204
     client = CloduraClient(server.url, KEY, session=session)
     client.spent = lambda: session.get(server.url + "/_sandbox/clodura/usage").json()[KEY]["creditsSpent"]  # type: ignore[attr-defined]
@@ -75,8 +57,8 @@ def test_reverse_lookup_finds_anyone_and_charges_4_for_a_person_2_for_a_role_0_f
     assert usage["calls"] == {"reverse_lookup/email": 3, "reverse_lookup/linkedin": 2}
 
 
-def test_reverse_lookup_refusals(clearout, served):
-    server, _, session = served
+def test_reverse_lookup_refusals(clearout, provider_sims):
+    server, _, session = provider_sims
     missing = session.get(server.url + "/v2/reverse_lookup/email", headers={"Authorization": TOKEN})
     assert missing.status_code == 400
     assert missing.json()["error"]["reasons"][0]["location"] == "query"
@@ -118,7 +100,7 @@ def test_attribute_check_limits(clearout):
     assert refused.value.status == 402
 
 
-def test_people_search_charges_per_record_and_never_gives_an_email(clodura, served):
+def test_people_search_charges_per_record_and_never_gives_an_email(clodura, provider_sims):
     company = DATASET.company(KNOWN.organisation_id)
     # A loose company name (no legal form, other case) still finds the person.
     loose = company.name.rsplit(" ", 1)[0] if company.name.split()[-1] in ("Inc", "LLC", "Corp") else company.name
@@ -136,7 +118,7 @@ def test_people_search_charges_per_record_and_never_gives_an_email(clodura, serv
     assert many["credits"] == len(many["people"]) == min(3, len(DATASET.people_at(company.organisation_id)))
     assert clodura.spent() == 1 + many["credits"]
 
-    _, server, session = served
+    _, server, session = provider_sims
     for bad in ({"perPage": 1}, {"page": 0, "perPage": 1}, {"page": 1, "perPage": 101},
                 {"page": 1, "perPage": 1, "linkedinUrl": "https://www.linkedin.com/sales/lead/123"},
                 {"page": 1, "perPage": 1, "companyDomain": [f"d{i}.test" for i in range(11)]}):
