@@ -7,7 +7,7 @@ Prints Redis peak memory and bytes per job, worker RSS, the time to drain
 against the floor the shared limiter allows for the Clodura calls made, and
 the creation → write-back latency of the live Contacts.
 
-    .venv/bin/python bench/backfill.py [--records 5000] [--per-second 100] [--live 10 --live-over 30]
+    .venv/bin/python bench/backfill.py [--records 5000] [--per-second 100] [--live 10 --live-over 30] [--undeclared]
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from crm_enrich.dev.devstack import Stack, wait_for
+from crm_enrich.dev.devstack import Stack, declared_outbound_fields, wait_for
 from crm_enrich.jobs.store import FINAL_STATES, JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import demo_contacts
@@ -88,12 +88,17 @@ def main() -> None:
     parser.add_argument("--per-second", type=int, default=100, help="Clodura limit (and the limiter's floor)")
     parser.add_argument("--live", type=int, default=10, help="Contacts created during the backfill")
     parser.add_argument("--live-over", type=float, default=30, help="seconds the live Contacts are spread over")
+    parser.add_argument("--undeclared", action="store_true",
+                        help="no SALESFORCE_OUTBOUND_FIELDS: the live Contacts' jobs read their records")
     args = parser.parse_args()
     n, rate = args.records, args.per_second
     limits = [[rate, 1], [rate * 60, 60], [10_000_000, 86400]]
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(Path(tmp), worker_concurrency=4, extra_env={
-            "CLODURA_RATE_LIMITS": f"{rate}/second;{rate * 60}/minute;10000000/day"})
+            "CLODURA_RATE_LIMITS": f"{rate}/second;{rate * 60}/minute;10000000/day",
+            # As the demo and bench/latency.py: the org's Outbound Messages
+            # declare their fields, so a live Contact is not read.
+            **({} if args.undeclared else declared_outbound_fields())})
         try:
             stack.start()
             info = stack.sandbox.info
