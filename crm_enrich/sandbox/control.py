@@ -43,6 +43,10 @@ class SandboxControl:
         return self._ok(self.http.post(f"{self.sf}/_sandbox/salesforce/records/{object_type}/{record_id}/edit",
                                        json=values))["record"]
 
+    def delete_record(self, object_type: str, record_id: str) -> None:
+        """A person deletes the record in Salesforce's UI (to the recycle bin)."""
+        self._ok(self.http.post(f"{self.sf}/_sandbox/salesforce/records/{object_type}/{record_id}/delete"))
+
     def salesforce_usage(self) -> dict:
         return self._ok(self.http.get(f"{self.sf}/_sandbox/salesforce/usage"))
 
@@ -69,8 +73,10 @@ class SandboxControl:
         self._ok(self.http.delete(f"{self.sf}/_sandbox/pubsub/faults"))
 
     def pubsub_log(self, since: int = 0) -> list[dict]:
-        """Subscribe and Fetch calls (topic, replay preset, num_requested),
-        the responses sent (events, pending_num_requested), refused calls."""
+        """Every call, in order, by `rpc`: Subscribe (topic, replay_preset,
+        num_requested, accepted), Fetch (num_requested), FetchResponse
+        (events, pending_num_requested), GetSchema (schema_id), GetTopic
+        (topic); a call with bad credentials as {"rpc", "refused"}."""
         return self._ok(self.http.get(f"{self.sf}/_sandbox/pubsub/log", params={"since": since}))
 
     def pubsub_events(self) -> dict:

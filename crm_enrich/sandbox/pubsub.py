@@ -224,8 +224,8 @@ class PubSubService(pb_grpc.PubSubServicer):
         ok = (org.token_valid(meta.get("accesstoken", ""))
               and meta.get("instanceurl", "").rstrip("/") in (self.instance_url, org.config.instance_url)
               and meta.get("tenantid") == org.config.org_id)
-        self.bus.record({"rpc": rpc, "authorized": ok})
         if not ok:
+            self.bus.record({"rpc": rpc, "refused": "credentials"})
             self._fail(context, grpc.StatusCode.UNAUTHENTICATED, AUTH_ERROR, "Authentication failed")
 
     def _entity(self, context, topic: str) -> str:
@@ -236,6 +236,7 @@ class PubSubService(pb_grpc.PubSubServicer):
 
     def GetTopic(self, request, context):
         self._authorize(context, "GetTopic")
+        self.bus.record({"rpc": "GetTopic", "topic": request.topic_name})
         entity = self._entity(context, request.topic_name)
         return pb.TopicInfo(topic_name=request.topic_name, tenant_guid=self.bus.org.config.org_id,
                             can_publish=False, can_subscribe=True, schema_id=self.bus.schema_ids[entity],
@@ -243,6 +244,7 @@ class PubSubService(pb_grpc.PubSubServicer):
 
     def GetSchema(self, request, context):
         self._authorize(context, "GetSchema")
+        self.bus.record({"rpc": "GetSchema", "schema_id": request.schema_id})
         for entity, schema_id in self.bus.schema_ids.items():
             if schema_id == request.schema_id:
                 return pb.SchemaInfo(schema_json=json.dumps(self.bus.schemas[entity]), schema_id=schema_id,
@@ -300,7 +302,7 @@ class PubSubService(pb_grpc.PubSubServicer):
                 sub.pending -= len(batch)
                 bus.delivered += len(batch)
                 pending = sub.pending
-            bus.record({"rpc": "Subscribe", "topic": first.topic_name, "response_events": len(batch),
+            bus.record({"rpc": "FetchResponse", "topic": first.topic_name, "events": len(batch),
                         "pending_num_requested": pending})
             yield pb.FetchResponse(
                 events=[pb.ConsumerEvent(replay_id=replay_id(e.position),

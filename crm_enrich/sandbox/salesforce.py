@@ -566,6 +566,11 @@ class SalesforceOrgState:
             self._changed(obj, "CREATE", rec, [n for n, v in rec.items() if v is not None], user, origin)
             return rid
 
+    def delete(self, obj: str, cid: str, user: str, origin: str = "") -> None:
+        """Move the record to the recycle bin as `user` (the caller holds the lock)."""
+        self.deleted.add(cid)
+        self._changed(obj, "DELETE", self.records[obj][cid], [], user, origin)
+
     def check_record_fault(self, rid: str) -> None:
         fault = self.record_faults.get(rid)
         if not fault or fault["times"] == 0:
@@ -1232,7 +1237,7 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
                     return sf_json(state.serialize(name, rec, names, ver))
                 if method == "DELETE":
                     cid, _rec = state.get_live(name, rid)
-                    state.deleted.add(cid)
+                    state.delete(name, cid, state.integration_user_id, api_origin(ver))
                     return Response(status=204)
                 body = request.get_json(silent=True)
                 if not isinstance(body, dict):
@@ -1598,7 +1603,7 @@ def _control_routes(app: Flask, state: SalesforceOrgState) -> None:
             cid = to_id18(rid)
             if cid not in state.records[name]:
                 return bad("no such record", 404)
-            state.deleted.add(cid)
+            state.delete(name, cid, state.human_user_id)
         return jsonify({"deleted": cid})
 
     @app.get(f"{P}/outbound")

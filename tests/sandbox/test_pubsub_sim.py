@@ -133,7 +133,7 @@ def contacts(control, n: int) -> list[str]:
 def test_a_created_contact_arrives_as_a_create_event_decoded_through_get_schema(client, control):
     stream = client.subscribe(pb.LATEST, num_requested=1)
     # LATEST starts at the tip as the server reads the request: create after it did.
-    wait_for(lambda: any(e.get("rpc") == "Subscribe" and e.get("accepted") for e in control.pubsub_log()))
+    wait_for(lambda: any(e["rpc"] == "Subscribe" and e.get("accepted") for e in control.pubsub_log()))
     [contact_id] = control.create_records("Contact", [{"FirstName": "Dana", "LastName": "Lee", "Title": "CTO"}],
                                           fire_outbound=False)
     [event] = stream.events(1)
@@ -148,6 +148,7 @@ def test_a_created_contact_arrives_as_a_create_event_decoded_through_get_schema(
     assert body["Title"] == "CTO"
     assert body["Email"] is None
     assert len(event.replay_id) == 8
+    assert [e["schema_id"] for e in control.pubsub_log() if e["rpc"] == "GetSchema"] == [event.event.schema_id]
     topic = client.stub.GetTopic(pb.TopicRequest(topic_name=CONTACTS), metadata=client.metadata, timeout=WAIT_S)
     assert topic.schema_id == event.event.schema_id and topic.can_subscribe
     assert topic.tenant_guid == control.info["salesforce_org_id"]
@@ -166,11 +167,10 @@ def test_flow_control_sends_no_more_than_requested(client, control):
     # The third event left only after the second FetchRequest came in.
     entries = control.pubsub_log()
     fetch = next(e["seq"] for e in entries if e.get("rpc") == "Fetch")
-    sent_before = [e for e in entries if "response_events" in e and e["seq"] < fetch]
-    assert sum(e["response_events"] for e in sent_before) == 2
+    sent_before = [e for e in entries if e["rpc"] == "FetchResponse" and e["seq"] < fetch]
+    assert sum(e["events"] for e in sent_before) == 2
     assert sent_before[-1]["pending_num_requested"] == 0
-    assert [e["num_requested"] for e in entries if e.get("rpc") in ("Subscribe", "Fetch") and "num_requested" in e] \
-        == [2, 1]
+    assert [e["num_requested"] for e in entries if e["rpc"] in ("Subscribe", "Fetch")] == [2, 1]
 
 
 def test_an_idle_stream_gets_keepalives_with_the_latest_replay_id(client, control):
@@ -245,7 +245,9 @@ def test_bad_credentials_are_refused(sandbox, login, control, bad):
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         client.close()
-    assert not any(e.get("rpc") == "Subscribe" and "accepted" in e for e in control.pubsub_log())
+    log = control.pubsub_log()
+    assert [e["rpc"] for e in log if e.get("refused") == "credentials"] == ["GetTopic", "Subscribe"]
+    assert not any(e["rpc"] == "Subscribe" and "accepted" in e for e in log)
 
 
 @pytest.mark.parametrize(("mode", "change_type"), [("gap", "GAP_CREATE"), ("overflow", "GAP_OVERFLOW")])
@@ -291,3 +293,14 @@ def test_updates_name_their_user_origin_and_changed_fields(sandbox, client, cont
     assert header["changeOrigin"] == ""
     assert "FirstName" in field_names(header["changedFields"], schema)
     assert theirs["Name"]["FirstName"] == "Dana"
+
+
+def test_a_deleted_record_gives_a_delete_event_without_values(client, control):
+    [contact_id] = contacts(control, 1)
+    control.delete_record("Contact", contact_id)
+    stream = client.subscribe(pb.EARLIEST, num_requested=2)
+    _create, delete = (client.decode(e) for e in stream.events(2))
+    stream.close()
+    assert delete["ChangeEventHeader"]["changeType"] == "DELETE"
+    assert delete["ChangeEventHeader"]["recordIds"] == [contact_id]
+    assert all(v is None for k, v in delete.items() if k != "ChangeEventHeader")
