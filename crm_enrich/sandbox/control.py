@@ -74,7 +74,8 @@ class SandboxControl:
 
     def pubsub_log(self, since: int = 0) -> list[dict]:
         """Every call, in order, by `rpc`: Subscribe (topic, replay_preset,
-        num_requested, accepted), Fetch (num_requested), FetchResponse
+        num_requested, accepted), Fetch (num_requested; requests_ended when
+        the client's request side closed), FetchResponse
         (events, pending_num_requested), GetSchema (schema_id), GetTopic
         (topic); a call with bad credentials as {"rpc", "refused"}."""
         return self._ok(self.http.get(f"{self.sf}/_sandbox/pubsub/log", params={"since": since}))

@@ -13,6 +13,7 @@ of Subscribe and Fetch calls.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import io
 import itertools
@@ -155,8 +156,16 @@ class EventBus:
         return self.position
 
     def after(self, entity: str, position: int, limit: int) -> list[StoredEvent]:
+        """Up to `limit` events of `entity` after `position`, oldest first."""
         self._purge()
-        return [e for e in self.events if e.position > position and e.entity == entity][:limit]
+        out: list[StoredEvent] = []
+        start = bisect.bisect_right(self.events, position, key=lambda e: e.position)
+        for event in itertools.islice(self.events, start, None):
+            if len(out) == limit:
+                break
+            if event.entity == entity:
+                out.append(event)
+        return out
 
     def record(self, entry: dict) -> None:
         with self.cond:
@@ -274,16 +283,17 @@ class PubSubService(pb_grpc.PubSubServicer):
                 bus.cond.notify_all()
 
         def read_requests():
+            # A client that stops sending requests may still read what it
+            # asked for: only the end of the call (`wake`) ends the stream.
             try:
                 for fetch in request_iterator:
                     bus.record({"rpc": "Fetch", "topic": first.topic_name, "num_requested": fetch.num_requested})
                     with bus.cond:
                         sub.pending += _requested(fetch)
                         bus.cond.notify_all()
+                bus.record({"rpc": "Fetch", "topic": first.topic_name, "requests_ended": True})
             except grpc.RpcError:
-                pass  # the client went away
-            finally:
-                wake()
+                pass  # the client went away: the call's end wakes the stream
 
         context.add_callback(wake)
         threading.Thread(target=read_requests, daemon=True, name="pubsub-fetch-reader").start()
@@ -322,7 +332,7 @@ class PubSubServer:
 
     def __init__(self, bus: EventBus, instance_url: str, certs: Certificates, host: str = "127.0.0.1",
                  port: int = 0):
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="pubsub"))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="pubsub"))
         pb_grpc.add_PubSubServicer_to_server(PubSubService(bus, instance_url), self.server)
         credentials = grpc.ssl_server_credentials([(certs.key_pem.read_bytes(), certs.cert_pem.read_bytes())])
         self.host = host
