@@ -15,10 +15,11 @@ def _sandbox(args) -> int:
     state_dir = Path(args.state_dir)
     sandbox = start_sandbox(state_dir, listener_url=args.listener_url,
                             clodura_port=args.clodura_port, salesforce_port=args.salesforce_port,
-                            clearout_port=args.clearout_port)
+                            clearout_port=args.clearout_port, pubsub_port=args.pubsub_port)
     print(f"Clodura simulator:    {sandbox.clodura.url}")
     print(f"Salesforce simulator: {sandbox.salesforce.url}")
     print(f"Clearout simulator:   {sandbox.info['clearout_url']}")
+    print(f"Pub/Sub API (gRPC):   {sandbox.pubsub.url}")
     print(f"CA bundle (REQUESTS_CA_BUNDLE): {sandbox.certs.ca_pem}")
     print(f"Everything in {state_dir / 'sandbox.json'}; Ctrl-C stops.")
     stop = threading.Event()
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_argument("--clodura-port", type=int, default=8443)
     sandbox.add_argument("--salesforce-port", type=int, default=8444)
     sandbox.add_argument("--clearout-port", type=int, default=8445)
+    sandbox.add_argument("--pubsub-port", type=int, default=8446)
     sandbox.set_defaults(func=_sandbox)
 
     check = sub.add_parser("check-settings", help="validate the environment and exit")

@@ -308,14 +308,14 @@ class Stack:
             "SALESFORCE_CLIENT_ID": info["salesforce_client_id"],
             "SALESFORCE_CLIENT_SECRET": info["salesforce_client_secret"],
             "SALESFORCE_ORG_ID": info["salesforce_org_id"],
+            "SALESFORCE_PUBSUB_URL": info["pubsub_url"],
             "SALESFORCE_WEBHOOK_SECRET": self.webhook_secret,
             "SALESFORCE_OUTBOUND_TOKEN": self.outbound_token,
             "ADMIN_TOKEN": self.admin_token,
             "SECRET_KEY": secrets.token_urlsafe(32),
             # The only difference from production: trust the sandbox's CA.
             "REQUESTS_CA_BUNDLE": info["ca_bundle"],
-            **({"SALESFORCE_PUBSUB_URL": info["pubsub_url"], "SALESFORCE_PUBSUB_CA_FILE": info["ca_bundle"]}
-               if info.get("pubsub_url") else {}),
+            "SALESFORCE_PUBSUB_CA_FILE": info["ca_bundle"],
             "DATA_DIR": str(self.state_dir / "data"),
             **(extra_env or {}),
         }
