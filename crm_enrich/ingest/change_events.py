@@ -17,6 +17,7 @@ from crm_enrich import keys
 from crm_enrich.flow.intake import InboundRecord
 from crm_enrich.flow.record import IDENTITY_FIELDS
 from crm_enrich.salesforce.ids import OBJECTS, is_record_id, to_id18
+from crm_enrich.salesforce.pubsub.schemas import field_names
 
 SOURCE = "cdc"
 HEADER = "ChangeEventHeader"
@@ -47,37 +48,14 @@ class ChangeHeader:
                    changed_fields=tuple(header.get("changedFields") or ()))
 
 
-def _record_fields(avro_type) -> list[dict] | None:
-    """The fields of an Avro record type, or of the record in a union."""
-    for candidate in avro_type if isinstance(avro_type, list) else [avro_type]:
-        if isinstance(candidate, dict) and candidate.get("type") == "record":
-            return candidate["fields"]
-    return None
-
-
-def _set_bits(hex_bitmap: str) -> list[int]:
-    """'0x0D' -> [0, 2, 3]: bit i (from the least significant) is field i."""
-    value = int(hex_bitmap, 16)
-    return [i for i in range(value.bit_length()) if value >> i & 1]
-
-
 def changed_field_names(schema: dict, bitmaps: Iterable[str]) -> set[str]:
-    """The names of the fields a changedFields bitmap marks, by their
-    position in the event's Avro schema: the first bitmap covers the
-    top-level fields, "<pos>-0x..." the fields of the compound field at
-    <pos> (a Contact's Name: FirstName, LastName, ...), named by themselves."""
-    top = schema["fields"]
-    names: set[str] = set()
-    for bitmap in bitmaps:
-        parent, _, bits = bitmap.rpartition("-")
-        fields = top
-        if parent:
-            nested = _record_fields(top[int(parent)]["type"]) if int(parent) < len(top) else None
-            if nested is None:
-                continue  # a schema we do not understand: no names rather than wrong ones
-            fields = nested
-        names.update(fields[i]["name"] for i in _set_bits(bits) if i < len(fields))
-    return names
+    """The fields a changedFields bitmap names (a compound field's parts by
+    their own names); none when it names a field past the event's own
+    schema, which Salesforce never sends: no job rather than a wrong one."""
+    try:
+        return set(field_names(bitmaps, schema))
+    except (ValueError, IndexError):
+        return set()
 
 
 def is_own_change(header: ChangeHeader, integration_user_id: str | None) -> bool:
