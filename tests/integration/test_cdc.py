@@ -7,10 +7,14 @@ read through; a subscriber down longer than the retention has the
 reconciliation cover the gap."""
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
+import requests
 
 from crm_enrich import counters, keys
 from crm_enrich.dev.devstack import Stack, wait_for
@@ -18,6 +22,7 @@ from crm_enrich.jobs.store import JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.conftest import final_job
+from tests.integration.test_doctor import doctor
 
 CONTACTS = "/data/ContactChangeEvent"
 PERSON_ENRICH = "/api/v1/cleanup/enrich"   # Clodura's person enrich: one call per person enriched
@@ -207,3 +212,34 @@ def test_down_longer_than_the_retention_the_reconciliation_covers_the_gap(cdc_st
     (after,) = create_contacts(control, 1)
     assert final_job(store, "Contact", after).source == "cdc"
     assert "cdc.replay_id_expired" in (cdc_stack.log_dir / "events.log").read_text()
+
+
+def test_metrics_count_deliveries_and_doctor_sees_the_subscriber(cdc_stack, control, store):
+    (rid,) = create_contacts(control, 1)
+    final_job(store, "Contact", rid)
+    queued_up_to(control, store, [rid])
+    text = requests.get(f"{cdc_stack.web_url}/metrics", timeout=10).text
+    delivered = re.search(r'^crm_enrich_cdc_events_delivered_total\{topic="/data/ContactChangeEvent"\} ([\d.e+]+)$',
+                          text, re.M)
+    assert delivered and float(delivered.group(1)) >= 1
+    assert re.search(r'^crm_enrich_cdc_last_replay_age_seconds\{topic="/data/ContactChangeEvent"\} [\d.e+-]+$',
+                     text, re.M)
+    heartbeat = re.search(r"^crm_enrich_cdc_subscriber_heartbeat_age_seconds ([\d.e+-]+)$", text, re.M)
+    assert heartbeat and float(heartbeat.group(1)) < keys.CDC_HEARTBEAT_TTL_S
+    code, checks, output = doctor(cdc_stack.env)
+    assert checks["CDC subscriber"][0], output
+    assert checks["CDC subscriber"][1].endswith("3/3 streams open")
+    # Without it, doctor says the subscriber is missing.
+    cdc_stack.stop_process("events")
+    store.r.delete(keys.CDC_HEARTBEAT)
+    _, checks, _ = doctor(cdc_stack.env)
+    assert not checks["CDC subscriber"][0]
+    cdc_stack.start_events()
+
+
+def test_the_events_process_exits_at_once_unless_the_ingest_is_cdc(cdc_stack):
+    env = {**cdc_stack.env, "SALESFORCE_INGEST": "outbound_message"}
+    result = subprocess.run([sys.executable, "-m", "crm_enrich.ingest.subscriber"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    assert "SALESFORCE_INGEST is not cdc" in result.stderr
