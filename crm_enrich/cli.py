@@ -33,7 +33,7 @@ def _sandbox(args) -> int:
 def _demo(args) -> int:
     from crm_enrich.dev.demo import run_demo
 
-    return run_demo(records=args.records, workers=args.workers, timeout_s=args.timeout)
+    return run_demo(records=args.records, workers=args.workers, timeout_s=args.timeout, ingest=args.ingest)
 
 
 def _check_settings(_args) -> int:
@@ -273,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--records", type=int, default=50, help="Contacts to create (default 50)")
     demo.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     demo.add_argument("--timeout", type=float, default=600, help="seconds to wait at most")
+    demo.add_argument("--ingest", choices=("outbound_message", "cdc"), default="outbound_message",
+                      help="how the org's records come in: Outbound Messages (default) or change events "
+                           "over the Pub/Sub API, followed by the events: process")
     demo.set_defaults(func=_demo)
 
     sandbox = sub.add_parser("sandbox", help="run the Clodura and Salesforce simulators")
