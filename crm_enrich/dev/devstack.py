@@ -303,6 +303,7 @@ class Stack:
             "SALESFORCE_CLIENT_ID": info["salesforce_client_id"],
             "SALESFORCE_CLIENT_SECRET": info["salesforce_client_secret"],
             "SALESFORCE_ORG_ID": info["salesforce_org_id"],
+            "SALESFORCE_PUBSUB_URL": info["pubsub_url"],
             "SALESFORCE_WEBHOOK_SECRET": self.webhook_secret,
             "SALESFORCE_OUTBOUND_TOKEN": self.outbound_token,
             "ADMIN_TOKEN": self.admin_token,
