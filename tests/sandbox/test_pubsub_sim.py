@@ -314,3 +314,43 @@ def test_a_client_that_stops_sending_requests_still_gets_what_it_asked_for(clien
     [event] = stream.events(1)
     stream.close()
     assert client.decode(event)["ChangeEventHeader"]["recordIds"] == [contact_id]
+
+
+def test_a_gap_on_an_update_is_a_gap_update(client, control):
+    [contact_id] = contacts(control, 1)
+    control.pubsub_gap_fault("gap", times=1)
+    control.edit_record("Contact", contact_id, {"Title": "CEO"})
+    stream = client.subscribe(pb.EARLIEST, num_requested=2)
+    create, gap = (client.decode(e) for e in stream.events(2))
+    stream.close()
+    assert create["ChangeEventHeader"]["changeType"] == "CREATE"
+    assert gap["ChangeEventHeader"]["changeType"] == "GAP_UPDATE"
+    assert gap["ChangeEventHeader"]["recordIds"] == [contact_id] and gap["Title"] is None
+
+
+@pytest.mark.parametrize(("entity", "values"), [("Account", {"Name": "Acme", "NumberOfEmployees": 12}),
+                                                ("Lead", {"LastName": "Kim", "Company": "Acme"})])
+def test_accounts_and_leads_have_topics_of_their_own(client, control, entity, values):
+    [record_id] = control.create_records(entity, [values], fire_outbound=False)
+    contacts(control, 1)  # on another topic: not on this stream
+    stream = client.subscribe(pb.EARLIEST, num_requested=5, topic=f"/data/{entity}ChangeEvent")
+    response = stream.next()
+    stream.close()
+    [event] = response.events
+    body = client.decode(event)
+    assert body["ChangeEventHeader"]["entityName"] == entity
+    assert body["ChangeEventHeader"]["recordIds"] == [record_id]
+    if entity == "Account":
+        assert body["Name"] == "Acme" and body["NumberOfEmployees"] == 12
+    else:
+        assert body["Name"] == {"FirstName": None, "LastName": "Kim"} and body["Company"] == "Acme"
+
+
+def test_an_unknown_topic_or_schema_is_not_found(client, control):
+    stream = client.subscribe(pb.EARLIEST, topic="/data/OpportunityChangeEvent")
+    with pytest.raises(grpc.RpcError) as missing:
+        stream.next()
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as missing:
+        client.stub.GetSchema(pb.SchemaRequest(schema_id="nope"), metadata=client.metadata, timeout=WAIT_S)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
