@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 import requests
 
+from crm_enrich import keys
 from crm_enrich.sandbox import org_metadata
 from crm_enrich.sandbox.server import Sandbox, start_sandbox
 
@@ -424,11 +425,12 @@ class Stack:
         # default), so no record created while the stream opens is missed.
         client = self.redis_client()
         for topic in self.env.get("SALESFORCE_CDC_TOPICS", DEFAULT_CDC_TOPICS).split(","):
-            client.hsetnx(f"cdc:replay:{topic.strip()}", "replay_id", "EARLIEST")
+            client.hsetnx(keys.cdc_replay(topic.strip()), "replay_id", "EARLIEST")
+        client.delete(keys.CDC_HEARTBEAT)  # a stopped subscriber's last word is not this one's
         self._spawn("events", [sys.executable, "-m", "crm_enrich.ingest.subscriber"])
 
         def streams_open() -> bool:
-            beat = str(self.redis_client().get("cdc:heartbeat") or "")
+            beat = str(client.get(keys.CDC_HEARTBEAT) or "")
             opened, _, topics = beat.rpartition(" ")[2].partition("/")
             return bool(topics) and opened == topics
 

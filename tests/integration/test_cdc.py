@@ -243,3 +243,22 @@ def test_the_events_process_exits_at_once_unless_the_ingest_is_cdc(cdc_stack):
                             text=True, timeout=60)
     assert result.returncode == 0
     assert "SALESFORCE_INGEST is not cdc" in result.stderr
+
+
+def test_a_rejected_token_is_replaced_and_the_stream_opened_again(cdc_stack, control, store):
+    # A fresh process: no schema fetched yet, its token taken at start.
+    cdc_stack.stop_process("events")
+    cdc_stack.start_events()
+    mark = max([e["seq"] for e in control.pubsub_log()] or [0])
+    control.http.post(f"{control.sf}/_sandbox/salesforce/expire-sessions").raise_for_status()
+    # The Contact's event comes on the open stream; its schema is fetched
+    # with the expired token, refused, and the stream opened again with a new one.
+    (rid,) = create_contacts(control, 1)
+    job = final_job(store, "Contact", rid)
+    assert job.state == "done", job.last_error
+    calls = control.pubsub_log(since=mark)
+    refused = [e["seq"] for e in calls if e.get("refused") == "credentials"]
+    reopened = [e["seq"] for e in calls if e["rpc"] == "Subscribe" and e.get("topic") == CONTACTS
+                and e.get("accepted")]
+    assert refused and reopened and max(reopened) > min(refused)
+    assert len(cdc_dedupe_keys(store, rid)) == 1
