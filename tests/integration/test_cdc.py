@@ -22,6 +22,7 @@ from crm_enrich.jobs.store import JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.conftest import final_job
+from tests.integration.test_demo_and_logs import UNMASKED_EMAIL
 from tests.integration.test_doctor import doctor
 
 CONTACTS = "/data/ContactChangeEvent"
@@ -262,3 +263,18 @@ def test_a_rejected_token_is_replaced_and_the_stream_opened_again(cdc_stack, con
                 and e.get("accepted")]
     assert refused and reopened and max(reopened) > min(refused)
     assert len(cdc_dedupe_keys(store, rid)) == 1
+
+
+def test_no_email_from_the_change_events_reaches_the_logs(cdc_stack, control, store):
+    people = [next(_next_person) for _ in range(3)]
+    ids = control.create_records("Contact", [{"FirstName": p.first_name, "LastName": p.last_name, "Email": p.email}
+                                             for p in people])
+    for rid in ids:
+        final_job(store, "Contact", rid)
+    queued_up_to(control, store, ids)
+    events_log = (cdc_stack.log_dir / "events.log").read_text()
+    assert "cdc.subscribed" in events_log  # the subscriber's log is really there
+    logs = "\n".join(p.read_text() for p in cdc_stack.log_dir.glob("*.log"))
+    for person in people:
+        assert person.email not in logs
+    assert [h for h in UNMASKED_EMAIL.findall(logs) if not h.endswith("@127.0.0.1")] == []  # celery node names
