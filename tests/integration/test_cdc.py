@@ -174,7 +174,7 @@ def test_a_killed_subscriber_restarted_misses_nothing_and_enriches_nothing_twice
     # again is at most the one batch queued but not yet recorded.
     resumed = [e["replay_preset"] for e in control.pubsub_log(since=log_mark)
                if e.get("topic") == CONTACTS and "replay_preset" in e]
-    assert resumed == ["CUSTOM"]
+    assert resumed and set(resumed) == {"CUSTOM"}
     assert duplicates(store) - dropped <= 5
 
 
