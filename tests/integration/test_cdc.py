@@ -278,3 +278,23 @@ def test_no_email_from_the_change_events_reaches_the_logs(cdc_stack, control, st
     for person in people:
         assert person.email not in logs
     assert [h for h in UNMASKED_EMAIL.findall(logs) if not h.endswith("@127.0.0.1")] == []  # celery node names
+
+
+def test_a_quiet_topic_keeps_its_replay_id_fresh_from_keepalives(cdc_stack, control, store):
+    leads = "/data/LeadChangeEvent"
+    control.pubsub_config(keepalive_s=0.3)
+    try:
+        # Streams opened from now on get a keepalive every 0.3 s while events are owed.
+        cdc_stack.stop_process("events")
+        cdc_stack.start_events()
+        (rid,) = create_contacts(control, 1)   # the stream moves on; the Lead topic has no event
+        latest = max(int(e["replay_id"], 16) for e in control.pubsub_events()["events"])
+
+        def stored() -> int:
+            value = store.r.hget(keys.cdc_replay(leads), "replay_id") or ""
+            return int(value, 16) if value not in ("", "EARLIEST") else -1
+
+        wait_for(lambda: stored() >= latest, 30, "a keepalive's replay id stored for the quiet Lead topic")
+        final_job(store, "Contact", rid)
+    finally:
+        control.pubsub_config(keepalive_s=270)
