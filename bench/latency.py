@@ -10,10 +10,14 @@ limits raised so they do not bind; 4 worker processes as in the Procfile):
 
     .venv/bin/python bench/latency.py [--mode both|trickle|flood] [--trickle 30 --over 60]
                                       [--flood 400 --accounts 85] [--undeclared] [--accounts-upfront]
+                                      [--ingest outbound_message|cdc]
 
 The stack declares what the org's Outbound Messages send
 (SALESFORCE_OUTBOUND_FIELDS), so a record its message describes is not
-read; --undeclared leaves the declaration out (every job reads).
+read; --undeclared leaves the declaration out (every job reads). With
+--ingest cdc the org sends no Outbound Message: the records come in as
+change events through the CDC subscriber (every job reads), and the change
+events delivered are counted.
 """
 from __future__ import annotations
 
@@ -42,9 +46,10 @@ def kind(path: str) -> str:
     return "other"
 
 
-def start(tmp: str, declared: bool) -> tuple[Stack, SandboxControl]:
+def start(tmp: str, declared: bool, ingest: str = "outbound_message") -> tuple[Stack, SandboxControl]:
     stack = Stack(Path(tmp), worker_concurrency=4,
-                  extra_env={**FAST_ENV, **(declared_outbound_fields() if declared else {})})
+                  extra_env={**FAST_ENV, **(declared_outbound_fields() if declared else {}),
+                             "SALESFORCE_INGEST": ingest})
     stack.start()
     control = SandboxControl(stack.sandbox.info)
     control.http.post(f"{control.clodura}/_sandbox/clodura/config", json={
@@ -85,7 +90,9 @@ def measure(stack: Stack, control: SandboxControl, created: list[tuple[str, floa
     trace = [f"{e['t'] - t0:6.2f}s {kind(e['path'])} {e.get('object', 'mixed')} {e.get('records', '?')}"
              for e in entries]
     states = Counter(store.get(store.r.get(f"record:Contact:{rid}:last_job")).state for rid, _ in created)
+    events = control.pubsub_events()["delivered"] if stack.cdc else None
     return {"latencies": latencies, "api_calls": control.salesforce_usage()["api_used"] - used_before,
+            "change_events": events,
             "calls": calls, "contacts": len(created), "accounts": len(accounts),
             "accounts_written": accounts_written, "states": states, "trace": trace}
 
@@ -102,10 +109,10 @@ def contacts_with_accounts(control: SandboxControl, n: int, n_accounts: int | No
 def trickle(control: SandboxControl, stack: Stack, n: int, over_s: float, accounts_upfront: bool) -> dict:
     """Each Contact's Account is created (with its Outbound Message, as a
     person creating it in the org fires one) just before the Contact; with
-    `accounts_upfront`, every Account is created at the start, as this
-    benchmark did before SALESFORCE_OUTBOUND_FIELDS (by a Contact's turn
-    its Account's message is older than SALESFORCE_OUTBOUND_ACCOUNT_MAX_AGE_S,
-    so most Contacts are read for their Account's fields)."""
+    `accounts_upfront`, every Account is created at the start, quietly (no
+    Outbound Message), as this benchmark did before SALESFORCE_OUTBOUND_FIELDS:
+    nothing recent is known of a Contact's Account, so each Contact is read
+    for its Account's fields."""
     people = demo_contacts(n, seed=2024)
     upfront = contacts_with_accounts(control, n, None, seed=2024) if accounts_upfront else None
     mark = max([e["seq"] for e in control.log("salesforce")] or [0])
@@ -150,6 +157,8 @@ def report(name: str, result: dict, trace: bool = False) -> None:
               f"max {max(lat):.2f}s")
     print(f"  Salesforce calls: {result['api_calls']} ({calls['read']} reads, {calls['write']} writes), "
           f"{result['api_calls'] / n:.2f} per Contact (Accounts included); floor at 200 a call: {floor}")
+    if result["change_events"] is not None:
+        print(f"  change events delivered: {result['change_events']} (the org's event delivery allocation)")
     if trace:  # each call: seconds since the first creation, kind, object, records
         for line in result["trace"]:
             print("   ", line)
@@ -167,13 +176,15 @@ def main() -> None:
                         help="trickle: create every Account at the start (this benchmark's trickle before)")
     parser.add_argument("--undeclared", action="store_true",
                         help="no SALESFORCE_OUTBOUND_FIELDS: every job reads its record")
+    parser.add_argument("--ingest", choices=("outbound_message", "cdc"), default="outbound_message",
+                        help="cdc: the records come in as change events through the CDC subscriber")
     args = parser.parse_args()
     results: dict[str, dict] = {}
     for mode in ("trickle", "flood"):
         if args.mode not in (mode, "both"):
             continue
         with tempfile.TemporaryDirectory() as tmp:  # a fresh stack: no regime warms the other's caches
-            stack, control = start(tmp, declared=not args.undeclared)
+            stack, control = start(tmp, declared=not args.undeclared, ingest=args.ingest)
             try:
                 if mode == "trickle":
                     results[mode] = trickle(control, stack, args.trickle, args.over, args.accounts_upfront)

@@ -15,10 +15,11 @@ def _sandbox(args) -> int:
     state_dir = Path(args.state_dir)
     sandbox = start_sandbox(state_dir, listener_url=args.listener_url,
                             clodura_port=args.clodura_port, salesforce_port=args.salesforce_port,
-                            clearout_port=args.clearout_port)
+                            clearout_port=args.clearout_port, pubsub_port=args.pubsub_port)
     print(f"Clodura simulator:    {sandbox.clodura.url}")
     print(f"Salesforce simulator: {sandbox.salesforce.url}")
     print(f"Clearout simulator:   {sandbox.info['clearout_url']}")
+    print(f"Pub/Sub API (gRPC):   {sandbox.pubsub.url}")
     print(f"CA bundle (REQUESTS_CA_BUNDLE): {sandbox.certs.ca_pem}")
     print(f"Everything in {state_dir / 'sandbox.json'}; Ctrl-C stops.")
     stop = threading.Event()
@@ -32,7 +33,7 @@ def _sandbox(args) -> int:
 def _demo(args) -> int:
     from crm_enrich.dev.demo import run_demo
 
-    return run_demo(records=args.records, workers=args.workers, timeout_s=args.timeout)
+    return run_demo(records=args.records, workers=args.workers, timeout_s=args.timeout, ingest=args.ingest)
 
 
 def _check_settings(_args) -> int:
@@ -272,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--records", type=int, default=50, help="Contacts to create (default 50)")
     demo.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     demo.add_argument("--timeout", type=float, default=600, help="seconds to wait at most")
+    demo.add_argument("--ingest", choices=("outbound_message", "cdc"), default="outbound_message",
+                      help="how the org's records come in: Outbound Messages (default) or change events "
+                           "over the Pub/Sub API, followed by the events: process")
     demo.set_defaults(func=_demo)
 
     sandbox = sub.add_parser("sandbox", help="run the Clodura and Salesforce simulators")
@@ -282,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_argument("--clodura-port", type=int, default=8443)
     sandbox.add_argument("--salesforce-port", type=int, default=8444)
     sandbox.add_argument("--clearout-port", type=int, default=8445)
+    sandbox.add_argument("--pubsub-port", type=int, default=8446)
     sandbox.set_defaults(func=_sandbox)
 
     check = sub.add_parser("check-settings", help="validate the environment and exit")

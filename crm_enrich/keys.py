@@ -93,6 +93,23 @@ def record_created(object_type: str, record_id: str) -> str:
     return f"created:{object_type}:{record_id}"
 
 
+def cdc_event(replay_id: bytes, record_id: str) -> str:
+    """A change event's record (one event may name several records)."""
+    return f"cdc:{replay_id.hex()}:{record_id}"
+
+
+# -- Change Data Capture subscriber (crm_enrich/ingest) ------------------------------
+def cdc_replay(topic: str) -> str:
+    """The replay id (hex) up to which the topic's events are queued, or
+    EARLIEST after Salesforce refused an expired one. No TTL: it is where
+    the subscriber resumes, and it holds nothing personal."""
+    return f"cdc:replay:{topic}"
+
+
+CDC_HEARTBEAT = "cdc:heartbeat"   # "<unix time> <host> <streams open>/<topics>", every 15 s from its main loop
+CDC_HEARTBEAT_TTL_S = 120
+
+
 def run_record(run_id: str, record_id: str) -> str:
     return f"rerun:{run_id}:{record_id}"
 

@@ -42,7 +42,7 @@ RECONCILE = "crm_enrich.reconcile_unenriched"
 # records never starves a record created meanwhile.
 URGENT_QUEUE = "enrich"
 BULK_QUEUE = "bulk"
-EVENT_SOURCES = frozenset({"outbound_message", "json_event"})
+EVENT_SOURCES = frozenset({"outbound_message", "json_event", "cdc"})
 # A scheduled re-verification of an old email: verify only, no enrichment.
 REVERIFY_SOURCE = "reverify"
 

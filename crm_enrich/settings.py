@@ -139,6 +139,15 @@ def parse_outbound_fields(text: str) -> dict[str, frozenset[str]]:
     return declared
 
 
+def parse_topics(text: str) -> list[str]:
+    """'/data/ContactChangeEvent, /data/LeadChangeEvent' -> those topics."""
+    topics = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [t for t in topics if not (t.startswith(("/data/", "/event/")) and len(t) > 7)]
+    if bad or not topics:
+        raise ValueError(f"{', '.join(bad) or 'no topic given'}: a topic looks like /data/ContactChangeEvent")
+    return topics
+
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -236,6 +245,24 @@ class Settings(BaseSettings):
     # still give its Contacts' jobs the Account's fields instead of a read
     # (0: never).
     salesforce_outbound_account_max_age_s: float = Field(default=30, ge=0, le=3600)
+    # The way records come in: Outbound Messages to our endpoint (the
+    # default), or Change Data Capture events we subscribe to over the
+    # Pub/Sub API (the `events:` process; no inbound endpoint needed).
+    salesforce_ingest: Literal["outbound_message", "cdc"] = "outbound_message"
+    # The Pub/Sub API's host:port, its change event topics (comma-separated),
+    # and, unset, the system's CAs to trust its certificate (a file: those
+    # CAs instead, e.g. the sandbox's).
+    salesforce_pubsub_url: str = Field(default="api.pubsub.salesforce.com:7443", pattern=r"^[^\s/:]+:\d{1,5}$")
+    salesforce_pubsub_ca_file: Path | None = None
+    salesforce_cdc_topics: str = "/data/ContactChangeEvent,/data/LeadChangeEvent,/data/AccountChangeEvent"
+    # Also take UPDATEs that change a field we read to find the person or
+    # company (by default only CREATEs make jobs).
+    salesforce_cdc_updates: bool = False
+    # Events asked for at a time, per topic: the next ask waits until these
+    # are queued (Salesforce allows at most 100).
+    salesforce_cdc_batch_size: int = Field(default=100, ge=1, le=100)
+    # Reconnection after a broken stream: waits doubling from 1 s up to this.
+    salesforce_cdc_retry_max_s: float = Field(default=30, ge=1, le=600)
     # How many proxies in front of the web app set X-Forwarded-For (0: none;
     # the client address is then the socket's).
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
@@ -413,6 +440,12 @@ class Settings(BaseSettings):
             parse_outbound_fields(value)
         return value or None
 
+    @field_validator("salesforce_cdc_topics")
+    @classmethod
+    def _valid_topics(cls, value: str) -> str:
+        parse_topics(value)
+        return value
+
     @field_validator("clodura_org_components")
     @classmethod
     def _known_components(cls, value: str | None) -> str | None:
@@ -545,6 +578,10 @@ class Settings(BaseSettings):
     def outbound_fields(self) -> dict[str, frozenset[str]]:
         """Per object, the fields its Outbound Message is declared to send (empty: none declared)."""
         return parse_outbound_fields(self.salesforce_outbound_fields) if self.salesforce_outbound_fields else {}
+
+    @property
+    def cdc_topics(self) -> list[str]:
+        return parse_topics(self.salesforce_cdc_topics)
 
     @property
     def org_id_15(self) -> str:

@@ -23,9 +23,10 @@ bp = Blueprint("metrics", __name__)
 
 
 class RedisStateCollector:
-    def __init__(self, store, daily_credit_budget: float | None = None):
+    def __init__(self, store, daily_credit_budget: float | None = None, cdc_topics: list[str] | None = None):
         self.store = store
         self.daily_credit_budget = daily_credit_budget
+        self.cdc_topics = cdc_topics or []   # SALESFORCE_INGEST=cdc: the subscriber's topics
 
     def collect(self):
         jobs = GaugeMetricFamily("crm_enrich_jobs", "Jobs by state (kept 7 days)", labels=["state"])
@@ -59,6 +60,8 @@ class RedisStateCollector:
         yield celery_depth
         yield from spending_families(self.store.r, self.daily_credit_budget)
         yield heartbeat_family(self.store.r)
+        if self.cdc_topics:
+            yield from subscriber_families(self.store.r, self.cdc_topics)
         yield from counter_families(counters.read(self.store.r))
 
 
@@ -106,7 +109,25 @@ def heartbeat_family(r: redis.Redis) -> GaugeMetricFamily:
                                                                                      time.time()))
 
 
+def subscriber_families(r: redis.Redis, topics: list[str]):
+    """The CDC subscriber's sign of life and, per topic, how long ago it
+    last stored a replay id (its events queued; a quiet topic's keepalive)."""
+    now = time.time()
+    yield GaugeMetricFamily("crm_enrich_cdc_subscriber_heartbeat_age_seconds",
+                            "Seconds since the CDC subscriber's last heartbeat (+Inf: none within "
+                            f"{keys.CDC_HEARTBEAT_TTL_S} s)", value=heartbeat_age(r.get(keys.CDC_HEARTBEAT), now))
+    replayed = GaugeMetricFamily("crm_enrich_cdc_last_replay_age_seconds",
+                                 "Seconds since the topic's replay id was last stored (+Inf: never)",
+                                 labels=["topic"])
+    for topic in topics:
+        at = r.hget(keys.cdc_replay(topic), "at")
+        replayed.add_metric([topic], max(0.0, now - float(at)) if at else math.inf)
+    yield replayed
+
+
 HELP = {
+    "cdc_events_delivered": "Change events the Pub/Sub API delivered to us, by topic: each counts against "
+                            "the org's daily event delivery allocation",
     "records_received": "Records accepted from Salesforce or an operator, by source",
     "records_forwarded": "Outbound Message records acknowledged and handed to the workers' intake, by source",
     "duplicates_dropped": "Redelivered events recognised and dropped",
@@ -157,5 +178,6 @@ def counter_families(samples):
 def metrics():
     registry = CollectorRegistry(auto_describe=False)
     ctx = context()
-    registry.register(RedisStateCollector(ctx.store, ctx.settings.clodura_daily_credit_budget))
+    cdc_topics = ctx.settings.cdc_topics if ctx.settings.salesforce_ingest == "cdc" else None
+    registry.register(RedisStateCollector(ctx.store, ctx.settings.clodura_daily_credit_budget, cdc_topics))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

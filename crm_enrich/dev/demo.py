@@ -77,11 +77,11 @@ def interesting_records(ids: list[str], jobs: dict[str, Job], provider: dict[str
     return shown
 
 
-def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int:
+def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600, ingest: str = "outbound_message") -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="crm-enrich-demo-"))
     console = make_console()
-    console.print(f"crm-enrich demo: {records} Contacts through the sandbox (logs in {state_dir / 'logs'})",
-                  markup=False)
+    console.print(f"crm-enrich demo: {records} Contacts through the sandbox, in by {WAYS_IN[ingest]} "
+                  f"(logs in {state_dir / 'logs'})", markup=False)
     # Clearout as the second opinion on risky and catch-all addresses, its
     # finder for people Clodura cannot reveal, and the waterfall for people
     # Clodura does not match at all (its Clearout steps: Clodura's people
@@ -90,9 +90,12 @@ def run_demo(records: int = 50, workers: int = 4, timeout_s: float = 600) -> int
     # are declared, so a record they describe fully is not read.
     stack = Stack(state_dir, worker_concurrency=workers,
                   extra_env={"VERIFY_PROVIDER": "clodura_then_clearout", "CLEAROUT_FINDER": "true",
-                             "WATERFALL_STEPS": "clearout_email,clearout_linkedin", **declared_outbound_fields()})
+                             "WATERFALL_STEPS": "clearout_email,clearout_linkedin", **declared_outbound_fields(),
+                             # cdc: the org sends no Outbound Message; the events: process subscribes.
+                             "SALESFORCE_INGEST": ingest})
     try:
-        print("  starting Redis, the sandbox, the web app (gunicorn) and a Celery worker …")
+        print("  starting Redis, the sandbox, the web app (gunicorn), a Celery worker"
+              + (" and the CDC subscriber …" if ingest == "cdc" else " …"))
         stack.start()
         control = SandboxControl(stack.sandbox.info)
         store = JobStore(stack.redis_client())
@@ -114,7 +117,7 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
     lead_ids = control.create_records("Lead", domain_leads(DEMO_LEADS, set(companies)))
     leads_before = {rid: control.record("Lead", rid)["record"] for rid in lead_ids}
     print(f"  created {len(companies)} Accounts, {len(ids)} Contacts and {len(lead_ids)} Leads; "
-          "the org sends Outbound Messages …")
+          f"the org sends {WAYS_IN[stack.env.get('SALESFORCE_INGEST', 'outbound_message')]} …")
 
     started = time.monotonic()
     # The Contacts, then the Accounts their jobs enrich (one job per company), and the Leads.
@@ -219,7 +222,11 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
           f"({lookups} lookups, free), then company and email")
     print(f"    Salesforce API     {salesforce['api_used']} calls "
           f"({salesforce['api_used'] / max(1, len(ids)):.2f} per record)")
-    print(f"    Outbound Messages  {_outbound_summary(outbound)}")
+    if stack.cdc:
+        print(f"    change events      {control.pubsub_events()['delivered']} delivered (counted against the "
+              "org's daily event delivery allocation)")
+    else:
+        print(f"    Outbound Messages  {_outbound_summary(outbound)}")
     for job in failed_jobs[:5]:
         print(f"    failed {job.record_id}: {job.last_error}")
 
@@ -280,6 +287,9 @@ def _show_change_log(stack: Stack, record_id: str) -> None:
         at = time.strftime("%H:%M:%S", time.localtime(change["at"]))
         print(f"    {at}  {change['field']:<30} {change['rule']:<10} {change['source']:<26} "
               f"{change['provider']:<10} was {change['was']}")
+
+
+WAYS_IN = {"outbound_message": "Outbound Messages", "cdc": "change events (CDC over the Pub/Sub API)"}
 
 
 def _outbound_summary(outbound) -> str:

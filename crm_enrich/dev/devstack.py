@@ -18,10 +18,12 @@ from pathlib import Path
 import redis
 import requests
 
+from crm_enrich import keys
 from crm_enrich.sandbox import org_metadata
 from crm_enrich.sandbox.server import Sandbox, start_sandbox
 
 BIN = Path(sys.executable).parent
+DEFAULT_CDC_TOPICS = "/data/ContactChangeEvent,/data/LeadChangeEvent,/data/AccountChangeEvent"
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
@@ -284,7 +286,11 @@ class Stack:
         self.outbound_token = secrets.token_urlsafe(32)
         # Where the org's Outbound Messages go: the secret is the URL's last part.
         self.outbound_url = f"{self.web_url}/salesforce/outbound-message/{self.outbound_token}"
-        self.sandbox: Sandbox = start_sandbox(self.state_dir, listener_url=self.outbound_url, host=sandbox_host)
+        # With SALESFORCE_INGEST=cdc the org sends no Outbound Messages: its
+        # records come only through the change events.
+        self.cdc = (extra_env or {}).get("SALESFORCE_INGEST") == "cdc"
+        self.sandbox: Sandbox = start_sandbox(self.state_dir, listener_url=None if self.cdc else self.outbound_url,
+                                              host=sandbox_host)
         info = self.sandbox.info
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.admin_token = secrets.token_urlsafe(24)
@@ -303,12 +309,14 @@ class Stack:
             "SALESFORCE_CLIENT_ID": info["salesforce_client_id"],
             "SALESFORCE_CLIENT_SECRET": info["salesforce_client_secret"],
             "SALESFORCE_ORG_ID": info["salesforce_org_id"],
+            "SALESFORCE_PUBSUB_URL": info["pubsub_url"],
             "SALESFORCE_WEBHOOK_SECRET": self.webhook_secret,
             "SALESFORCE_OUTBOUND_TOKEN": self.outbound_token,
             "ADMIN_TOKEN": self.admin_token,
             "SECRET_KEY": secrets.token_urlsafe(32),
             # The only difference from production: trust the sandbox's CA.
             "REQUESTS_CA_BUNDLE": info["ca_bundle"],
+            "SALESFORCE_PUBSUB_CA_FILE": info["ca_bundle"],
             "DATA_DIR": str(self.state_dir / "data"),
             **(extra_env or {}),
         }
@@ -409,11 +417,32 @@ class Stack:
         # The schedule file goes to DATA_DIR (state_dir/data), like a deployment's.
         self._spawn("beat", [str(BIN / "celery"), "-A", "worker.app", "beat", "--loglevel", "INFO"])
 
+    def start_events(self) -> None:
+        """The CDC subscriber (the Procfile's events:), once every topic's
+        stream is open (its heartbeat says n/n)."""
+        # A fresh sandbox org has no event before this: its first start
+        # takes every event from the oldest, not LATEST (the product's
+        # default), so no record created while the stream opens is missed.
+        client = self.redis_client()
+        for topic in self.env.get("SALESFORCE_CDC_TOPICS", DEFAULT_CDC_TOPICS).split(","):
+            client.hsetnx(keys.cdc_replay(topic.strip()), "replay_id", "EARLIEST")
+        client.delete(keys.CDC_HEARTBEAT)  # a stopped subscriber's last word is not this one's
+        self._spawn("events", [sys.executable, "-m", "crm_enrich.ingest.subscriber"])
+
+        def streams_open() -> bool:
+            beat = str(client.get(keys.CDC_HEARTBEAT) or "")
+            opened, _, topics = beat.rpartition(" ")[2].partition("/")
+            return bool(topics) and opened == topics
+
+        self._wait_started("events", streams_open, "the CDC subscriber's streams")
+
     def start(self) -> Stack:
         try:
             self.start_web()
             self.start_worker()
             self.start_beat()
+            if self.cdc:
+                self.start_events()
         except BaseException:
             self.stop()  # leave no process behind
             raise

@@ -82,7 +82,7 @@ def check_redis(settings: Settings) -> list[Check]:
 def check_heartbeats(settings: Settings) -> list[Check]:
     client = redis_client(settings, socket_connect_timeout=3)
     try:
-        worker, beat = client.mget(keys.WORKER_HEARTBEAT, keys.BEAT_HEARTBEAT)
+        worker, beat, events = client.mget(keys.WORKER_HEARTBEAT, keys.BEAT_HEARTBEAT, keys.CDC_HEARTBEAT)
     except redis.RedisError as exc:
         why = f"Redis unreachable ({type(exc).__name__})"
         return [Check("worker heartbeat", False, why, "fix Redis first"),
@@ -97,7 +97,21 @@ def check_heartbeats(settings: Settings) -> list[Check]:
               f"last heartbeat {beat_age:.0f}s ago" if beat_age is not None
               else f"no beat heartbeat in the last {keys.BEAT_HEARTBEAT_TTL_S}s",
               "" if beat_age is not None else "start exactly one beat: celery -A worker.app beat (same REDIS_URL)"),
-    ]
+    ] + ([check_subscriber(events)] if settings.salesforce_ingest == "cdc" else [])
+
+
+def check_subscriber(heartbeat: str | bytes | None) -> Check:
+    """SALESFORCE_INGEST=cdc: the `events:` process runs and its streams are open."""
+    age = _age_s(heartbeat)
+    text = heartbeat.decode() if isinstance(heartbeat, bytes) else heartbeat or ""
+    streams = text.split()[-1] if age is not None else ""
+    opened, _, topics = streams.partition("/")
+    if age is None:
+        return Check("CDC subscriber", False, f"no heartbeat in the last {keys.CDC_HEARTBEAT_TTL_S}s",
+                     "start one subscriber: python -m crm_enrich.ingest.subscriber (the Procfile's events:)")
+    return Check("CDC subscriber", opened == topics, f"last heartbeat {age:.0f}s ago, {streams} streams open",
+                 "" if opened == topics
+                 else "see its log (cdc.stream_broken): the Pub/Sub API refuses us or is unreachable")
 
 
 # -- Salesforce -------------------------------------------------------------------

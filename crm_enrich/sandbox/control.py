@@ -43,6 +43,10 @@ class SandboxControl:
         return self._ok(self.http.post(f"{self.sf}/_sandbox/salesforce/records/{object_type}/{record_id}/edit",
                                        json=values))["record"]
 
+    def delete_record(self, object_type: str, record_id: str) -> None:
+        """A person deletes the record in Salesforce's UI (to the recycle bin)."""
+        self._ok(self.http.post(f"{self.sf}/_sandbox/salesforce/records/{object_type}/{record_id}/delete"))
+
     def salesforce_usage(self) -> dict:
         return self._ok(self.http.get(f"{self.sf}/_sandbox/salesforce/usage"))
 
@@ -51,6 +55,39 @@ class SandboxControl:
 
     def salesforce_config(self, **changes) -> None:
         self._ok(self.http.post(f"{self.sf}/_sandbox/salesforce/config", json=changes))
+
+    # The org's Pub/Sub API (change events; served next to the org's REST API)
+    def pubsub_config(self, **changes) -> dict:
+        """No changes: the effective config; else apply them (retention_s,
+        keepalive_s)."""
+        if not changes:
+            return self._ok(self.http.get(f"{self.sf}/_sandbox/pubsub/config"))
+        return self._ok(self.http.post(f"{self.sf}/_sandbox/pubsub/config", json=changes))
+
+    def pubsub_gap_fault(self, mode: str = "gap", times: int = 1) -> dict:
+        """The next `times` change events (-1: until cleared) are GAP_<change>
+        events (mode "gap") or GAP_OVERFLOW ones ("overflow"): ids only."""
+        return self._ok(self.http.post(f"{self.sf}/_sandbox/pubsub/faults", json={"mode": mode, "times": times}))
+
+    def clear_pubsub_faults(self) -> None:
+        self._ok(self.http.delete(f"{self.sf}/_sandbox/pubsub/faults"))
+
+    def pubsub_log(self, since: int = 0) -> list[dict]:
+        """Every call, in order, by `rpc`: Subscribe (topic, replay_preset,
+        num_requested, accepted), Fetch (num_requested; requests_ended when
+        the client's request side closed), FetchResponse
+        (events, pending_num_requested), GetSchema (schema_id), GetTopic
+        (topic); a call with bad credentials as {"rpc", "refused"}."""
+        return self._ok(self.http.get(f"{self.sf}/_sandbox/pubsub/log", params={"since": since}))
+
+    def pubsub_events(self) -> dict:
+        """The retained change events (replay id in hex, topic, header) and
+        how many were delivered."""
+        return self._ok(self.http.get(f"{self.sf}/_sandbox/pubsub/events"))
+
+    def pubsub_reset(self) -> None:
+        """Forget the events; every replay id given so far is then expired."""
+        self._ok(self.http.post(f"{self.sf}/_sandbox/pubsub/reset"))
 
     # Clodura
     def clodura_usage(self, key: str | None = None) -> dict:

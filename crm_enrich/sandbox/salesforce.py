@@ -18,6 +18,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import fields as dc_fields
 from datetime import UTC, datetime
@@ -402,6 +403,10 @@ class SalesforceOrgState:
         self.deliveries: list[dict] = []
         self._dispatcher: threading.Thread | None = None
         self._stopped = False
+        # Called, under the lock, for every record created or changed (the
+        # Pub/Sub server's change events): (object, change, record, changed
+        # field names, user id, change origin).
+        self.change_listeners: list[Callable[[str, str, dict, list[str], str, str], None]] = []
 
     # ---- tokens ---------------------------------------------------------
 
@@ -539,7 +544,12 @@ class SalesforceOrgState:
             return to_id18(value)
         return value
 
-    def create(self, obj: str, values: dict, *, human: bool, fire_outbound: bool = True) -> str:
+    def _changed(self, obj: str, change: str, rec: dict, names: list[str], user: str, origin: str) -> None:
+        for listener in self.change_listeners:
+            listener(obj, change, dict(rec), names, user, origin)
+
+    def create(self, obj: str, values: dict, *, human: bool, fire_outbound: bool = True, origin: str = "") -> str:
+        """`origin`: the change origin its change event names (API calls only)."""
         with self.lock:
             conv = self.convert_values(obj, values, creating=True, system=human)
             conv.pop("Id", None)
@@ -553,7 +563,13 @@ class SalesforceOrgState:
             self.records[obj][rid] = rec
             if fire_outbound and obj in self.config.om_fields:
                 self._queue_notification(obj, rid)
+            self._changed(obj, "CREATE", rec, [n for n, v in rec.items() if v is not None], user, origin)
             return rid
+
+    def delete(self, obj: str, cid: str, user: str, origin: str = "") -> None:
+        """Move the record to the recycle bin as `user` (the caller holds the lock)."""
+        self.deleted.add(cid)
+        self._changed(obj, "DELETE", self.records[obj][cid], [], user, origin)
 
     def check_record_fault(self, rid: str) -> None:
         fault = self.record_faults.get(rid)
@@ -572,14 +588,20 @@ class SalesforceOrgState:
         self.check_record_fault(cid)
         return cid, conv
 
-    def apply_update(self, obj: str, cid: str, conv: dict, raw: dict, via: str) -> None:
-        rec = self.records[obj][cid]
-        now = _now_dt()
-        rec.update(conv)
-        rec.update({"LastModifiedDate": now, "LastModifiedById": self.integration_user_id, "SystemModstamp": now})
+    def apply_update(self, obj: str, cid: str, conv: dict, raw: dict, via: str, origin: str = "") -> None:
+        self.edit(obj, cid, conv, self.integration_user_id, origin)
         self.writes.setdefault(cid, []).append({"t": time.time(), "fields": raw, "via": via})
         if self.config.om_on_update and obj in self.config.om_fields:
             self._queue_notification(obj, cid)
+
+    def edit(self, obj: str, cid: str, conv: dict, user: str, origin: str = "") -> dict:
+        """Apply converted values as `user` (the caller holds the lock)."""
+        rec = self.records[obj][cid]
+        now = _now_dt()
+        rec.update(conv)
+        rec.update({"LastModifiedDate": now, "LastModifiedById": user, "SystemModstamp": now})
+        self._changed(obj, "UPDATE", rec, [*conv, "LastModifiedDate", "LastModifiedById"], user, origin)
+        return rec
 
     def serialize(self, obj: str, rec: dict, names: list[str] | None = None, ver: str = "v59.0") -> dict:
         out: dict[str, Any] = {"attributes": {"type": obj, "url": f"/services/data/{ver}/sobjects/{obj}/{rec['Id']}"}}
@@ -1039,6 +1061,15 @@ def _matches(rec: dict, where) -> bool:
 # --------------------------------------------------------------------------
 
 
+def api_origin(ver: str) -> str:
+    """The changeOrigin of a REST call: the API, its version and, when the
+    caller named itself in `Sforce-Call-Options: client=<name>`, that name."""
+    options = dict(part.strip().partition("=")[::2]
+                   for part in request.headers.get("Sforce-Call-Options", "").split(",") if "=" in part)
+    client = options.get("client")
+    return f"com/salesforce/api/rest/{ver.removeprefix('v')}" + (f";client={client}" if client else "")
+
+
 def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
     config = config or SalesforceSimConfig()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -1175,7 +1206,7 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
         if not isinstance(body, dict):
             return sf_error(SfError("JSON_PARSER_ERROR", "Request body must be a JSON object"))
         try:
-            rid = state.create(name, body, human=False)
+            rid = state.create(name, body, human=False, origin=api_origin(ver))
         except SfError as err:
             return sf_error(err)
         return sf_json({"id": rid, "success": True, "errors": []}, 201)
@@ -1206,13 +1237,13 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
                     return sf_json(state.serialize(name, rec, names, ver))
                 if method == "DELETE":
                     cid, _rec = state.get_live(name, rid)
-                    state.deleted.add(cid)
+                    state.delete(name, cid, state.integration_user_id, api_origin(ver))
                     return Response(status=204)
                 body = request.get_json(silent=True)
                 if not isinstance(body, dict):
                     raise SfError("JSON_PARSER_ERROR", "Request body must be a JSON object")
                 cid, conv = state.prepare_update(name, rid, body)
-                state.apply_update(name, cid, conv, body, "sobject")
+                state.apply_update(name, cid, conv, body, "sobject", api_origin(ver))
                 return Response(status=204)
         except SfError as err:
             return sf_error(err)
@@ -1250,7 +1281,7 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
                     cid, conv = state.prepare_update(name, str(rid), values)
                     prepared.append((name, cid, conv, values))
                     if not all_or_none:
-                        state.apply_update(name, cid, conv, values, "collections")
+                        state.apply_update(name, cid, conv, values, "collections", api_origin(ver))
                 except SfError as err:
                     prepared.append(err)
             failed = any(isinstance(p, SfError) for p in prepared)
@@ -1265,7 +1296,7 @@ def create_salesforce_app(config: SalesforceSimConfig | None = None) -> Flask:
                                    "was using AllOrNone header", "fields": []}]})
                 else:
                     if all_or_none:
-                        state.apply_update(p[0], p[1], p[2], p[3], "collections")
+                        state.apply_update(p[0], p[1], p[2], p[3], "collections", api_origin(ver))
                     results.append({"id": p[1], "success": True, "errors": []})
         return sf_json(results)
 
@@ -1560,9 +1591,7 @@ def _control_routes(app: Flask, state: SalesforceOrgState) -> None:
                 conv = state.convert_values(name, values, creating=False, system=False)
             except SfError as err:
                 return bad(err.message)
-            now = _now_dt()
-            rec.update(conv)
-            rec.update({"LastModifiedDate": now, "LastModifiedById": state.human_user_id, "SystemModstamp": now})
+            rec = state.edit(name, cid, conv, state.human_user_id)
         return jsonify({"record": {k: _json_value(v) for k, v in rec.items()}})
 
     @app.post(f"{P}/records/<obj>/<rid>/delete")
@@ -1574,7 +1603,7 @@ def _control_routes(app: Flask, state: SalesforceOrgState) -> None:
             cid = to_id18(rid)
             if cid not in state.records[name]:
                 return bad("no such record", 404)
-            state.deleted.add(cid)
+            state.delete(name, cid, state.human_user_id)
         return jsonify({"deleted": cid})
 
     @app.get(f"{P}/outbound")

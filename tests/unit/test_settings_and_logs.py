@@ -148,3 +148,25 @@ def test_a_bad_outbound_fields_declaration_is_named(env, value):
     env.setenv("SALESFORCE_OUTBOUND_FIELDS", value)
     with pytest.raises(SettingsError, match="setting SALESFORCE_OUTBOUND_FIELDS is invalid"):
         load_settings()
+
+
+def test_change_data_capture_is_off_by_default_and_its_topics_are_parsed(env):
+    s = load_settings()
+    assert s.salesforce_ingest == "outbound_message" and not s.salesforce_cdc_updates
+    assert s.salesforce_pubsub_url == "api.pubsub.salesforce.com:7443" and s.salesforce_cdc_batch_size == 100
+    assert s.cdc_topics == ["/data/ContactChangeEvent", "/data/LeadChangeEvent", "/data/AccountChangeEvent"]
+    env.setenv("SALESFORCE_CDC_TOPICS", " /data/ContactChangeEvent , /event/Contact_Created__e")
+    assert load_settings().cdc_topics == ["/data/ContactChangeEvent", "/event/Contact_Created__e"]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SALESFORCE_INGEST", "cometd"),
+    ("SALESFORCE_CDC_TOPICS", "ContactChangeEvent"),
+    ("SALESFORCE_CDC_TOPICS", " , "),
+    ("SALESFORCE_CDC_BATCH_SIZE", "101"),   # Salesforce's maximum is 100
+    ("SALESFORCE_PUBSUB_URL", "https://api.pubsub.salesforce.com"),
+])
+def test_a_bad_change_data_capture_setting_is_named(env, name, value):
+    env.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"setting {name} is invalid"):
+        load_settings()

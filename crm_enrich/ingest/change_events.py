@@ -1,0 +1,90 @@
+"""Change Data Capture events as intake: which changes make jobs, and the
+InboundRecords they make. Plain functions over decoded events (docs/
+salesforce.md#change-data-capture); the stream is the subscriber's.
+
+A change event's payload, decoded with its Avro schema, holds a
+ChangeEventHeader (entityName, recordIds, changeType, commitUser,
+changedFields, ...) and the record's fields. We use only the header: the
+job reads its record in the batched read, as for a JSON event, so an
+event's values (emails among them) are never kept.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from crm_enrich import keys
+from crm_enrich.flow.intake import InboundRecord
+from crm_enrich.flow.record import IDENTITY_FIELDS
+from crm_enrich.salesforce.ids import OBJECTS, is_record_id, to_id18
+from crm_enrich.salesforce.pubsub.schemas import field_names
+
+SOURCE = "cdc"
+HEADER = "ChangeEventHeader"
+# Gap events (Salesforce could not build the full event) and overflow
+# events (a transaction too large to describe) carry ids and no fields:
+# their jobs read the records, which every job does anyway.
+GAP_CREATE, GAP_UPDATE, GAP_OVERFLOW = "GAP_CREATE", "GAP_UPDATE", "GAP_OVERFLOW"
+# The fields we read to find the person or company: an UPDATE of one of
+# them is worth a job (SALESFORCE_CDC_UPDATES), any other is not.
+INPUT_FIELDS = {obj: frozenset(f for f in fields if "." not in f) for obj, fields in IDENTITY_FIELDS.items()}
+
+
+@dataclass(frozen=True)
+class ChangeHeader:
+    entity: str
+    record_ids: tuple[str, ...]
+    change_type: str
+    commit_user: str | None
+    changed_fields: tuple[str, ...]   # the bitmaps as sent ("0x...", "<pos>-0x...")
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> ChangeHeader:
+        header = payload.get(HEADER) or {}
+        return cls(entity=str(header.get("entityName") or ""),
+                   record_ids=tuple(str(rid) for rid in header.get("recordIds") or ()),
+                   change_type=str(header.get("changeType") or ""),
+                   commit_user=header.get("commitUser") or None,
+                   changed_fields=tuple(header.get("changedFields") or ()))
+
+
+def changed_field_names(schema: dict, bitmaps: Iterable[str]) -> set[str]:
+    """The fields a changedFields bitmap names (a compound field's parts by
+    their own names); none when it names a field past the event's own
+    schema, which Salesforce never sends: no job rather than a wrong one."""
+    try:
+        return set(field_names(bitmaps, schema))
+    except (ValueError, IndexError):
+        return set()
+
+
+def is_own_change(header: ChangeHeader, integration_user_id: str | None) -> bool:
+    """The change was made by our integration user: our write-back (never
+    a job again, or every write would loop)."""
+    return bool(integration_user_id and header.commit_user
+                and header.commit_user[:15] == integration_user_id[:15])
+
+
+def makes_jobs(header: ChangeHeader, schema: dict, take_updates: bool, integration_user_id: str | None) -> bool:
+    """A CREATE (or a gap or overflow event for creations) of an object we
+    enrich, not ours; with `take_updates` also an UPDATE of an input field
+    (a gap UPDATE tells no fields: it reads)."""
+    if header.entity not in OBJECTS or is_own_change(header, integration_user_id):
+        return False
+    if header.change_type in ("CREATE", GAP_CREATE, GAP_OVERFLOW):
+        return True
+    if not take_updates:
+        return False
+    if header.change_type == GAP_UPDATE:
+        return True
+    return (header.change_type == "UPDATE"
+            and bool(changed_field_names(schema, header.changed_fields) & INPUT_FIELDS[header.entity]))
+
+
+def inbound_records(header: ChangeHeader, replay_id: bytes) -> list[InboundRecord]:
+    """One InboundRecord per record the event names, deduplicated on the
+    event's replay id and the record: a redelivery after a restart is the
+    same event again, never a second job."""
+    ids = dict.fromkeys(to_id18(rid) for rid in header.record_ids if is_record_id(rid))
+    return [InboundRecord(dedupe_key=keys.cdc_event(replay_id, rid), object_type=header.entity,
+                          record_id=rid, source=SOURCE) for rid in ids]
