@@ -26,6 +26,7 @@ from crm_enrich.queues import ENRICH_RECORDS, enqueue_jobs
 from crm_enrich.salesforce.batches import READ_AT
 from tests.soap_samples import envelope, notification
 
+from .conftest import forwarded_count
 from .test_receivers import fresh_ids, post_soap
 
 
@@ -128,10 +129,6 @@ def test_a_hundred_notifications_are_acked_and_a_redelivery_queues_nothing(stack
     assert forwarded_count(store) == forwarded   # the redelivery was dropped by the web app: nothing forwarded
     assert [store.r.get(f"dedupe:om:{nid}") for nid, _ in pairs] == jobs
     assert all(store.r.get(f"record:Contact:{rid}:last_job") == j for (_, rid), j in zip(pairs, jobs, strict=True))
-
-
-def forwarded_count(store) -> float:
-    return float(store.r.hget("metrics:counters", "records_forwarded|source=outbound_message") or 0)
 
 
 class Forwarded:
