@@ -72,6 +72,12 @@ def enqueue_jobs(sender: TaskSender, job_ids: list[str], source: str, **options:
                          queue=queue_for(source), **options)
 
 
+# Publishing from a process that someone is waiting on (Salesforce's
+# request, with its 60 s timeout; the CDC stream) must fail fast on a broker
+# that is down: the web app answers 503 and the subscriber reopens its
+# stream from the stored replay id, rather than hanging.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
 # No task runs longer (Celery kills it): locks that guard a call live longer.
 TASK_TIME_LIMIT_S = 240
 TASK_SOFT_TIME_LIMIT_S = 200

@@ -11,12 +11,9 @@ from flask import current_app
 
 from crm_enrich.flow.intake import InboundRecord
 from crm_enrich.jobs.store import JobStore
-from crm_enrich.queues import ACCEPT_RECORDS, URGENT_QUEUE, enqueue_job, enqueue_jobs
+from crm_enrich.queues import ACCEPT_RECORDS, PUBLISH_RETRY, URGENT_QUEUE, enqueue_job, enqueue_jobs
 from crm_enrich.settings import Settings
 
-# Publishing to a broker that is down must fail fast so we can answer 503
-# while Salesforce's own request (60 s timeout) is still open.
-PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 EXTENSION = "crm_enrich"
 
 

@@ -37,7 +37,14 @@ from crm_enrich import keys
 from crm_enrich.flow.intake import QueueUnavailable, accept_records
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import configure_logging, log
-from crm_enrich.queues import BULK_QUEUE, RECONCILE, create_celery, enqueue_jobs, exit_on_unsafe_redis
+from crm_enrich.queues import (
+    BULK_QUEUE,
+    PUBLISH_RETRY,
+    RECONCILE,
+    create_celery,
+    enqueue_jobs,
+    exit_on_unsafe_redis,
+)
 from crm_enrich.salesforce.gateway import SalesforceFailure, TokenProvider, new_http_session
 from crm_enrich.salesforce.pubsub import pubsub_api_pb2 as pb
 from crm_enrich.salesforce.pubsub import pubsub_api_pb2_grpc as pb_grpc
@@ -47,9 +54,6 @@ from . import replay
 from .change_events import ChangeHeader, inbound_records, makes_jobs
 
 HEARTBEAT_EVERY_S = 15.0
-# Publishing jobs must not hang on a broker that is down: the stream is
-# opened again from the stored id instead.
-PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 # Salesforce's error code (in the trailers) for a replay id it cannot
 # serve, e.g. one older than the retention: ...fetch.replayid.corrupted.
 REPLAY_ID_REFUSED = "replayid"
@@ -69,7 +73,7 @@ class Schemas:
         if known is None:
             info = stub.GetSchema(pb.SchemaRequest(schema_id=schema_id), metadata=metadata, timeout=30)
             schema = json.loads(info.schema_json)
-            known = (schema, fastavro.parse_schema(json.loads(info.schema_json)))
+            known = (schema, fastavro.parse_schema(schema))  # leaves `schema` as it was
             with self._lock:
                 self._by_id[schema_id] = known
         return known

@@ -308,6 +308,12 @@ def install(app: Flask, lists: BulkLists) -> None:
         g.sandbox_extra["rows"] = len(rows)
         return co.success({"list_id": list_id})
 
+    def _json_object() -> dict:
+        """The request's JSON body if it is an object, else nothing (a list,
+        a number: no list id in it, so a clear 400)."""
+        body = request.get_json(silent=True)
+        return body if isinstance(body, dict) else {}
+
     def with_list(kind: str, params: dict, location: str, answer: Callable[[BulkList], Response]):
         """`answer(list)`, called with the state's lock held, for the list
         `params["list_id"]` names; or the 400 for a missing or empty id, or
@@ -335,7 +341,7 @@ def install(app: Flask, lists: BulkLists) -> None:
                    f"{int(lists.cfg.url_ttl_s)}&X-Amz-Date={expires}"
                    f"&X-Amz-Signature={lists.sign(lst.list_id, expires)}")
             return co.success({"url": url})
-        return with_list(kind, request.get_json(silent=True) or {}, "body", answer)
+        return with_list(kind, _json_object(), "body", answer)
 
     def cancel(kind: str):
         def answer(lst: BulkList):
@@ -343,7 +349,7 @@ def install(app: Flask, lists: BulkLists) -> None:
                 return co.failed(200, "list is not in a cancellable stage", E_NOT_CANCELLABLE)
             lst.status = "cancelled"
             return co.success({"name": lst.name, "source": "upload", "created_on": co._now_iso()})
-        return with_list(kind, request.get_json(silent=True) or {}, "body", answer)
+        return with_list(kind, _json_object(), "body", answer)
 
     def remove(kind: str):
         def answer(lst: BulkList):
@@ -351,7 +357,7 @@ def install(app: Flask, lists: BulkLists) -> None:
                 return co.failed(200, "a list cannot be removed while it is being processed")
             lst.removed = True
             return co.success({"name": lst.name, "source": "upload", "created_on": co._now_iso()})
-        return with_list(kind, request.get_json(silent=True) or {}, "body", answer)
+        return with_list(kind, _json_object(), "body", answer)
 
     for kind, prefix in (("verify", "/email_verify"), ("finder", "/email_finder")):
         base = co.PREFIX + prefix

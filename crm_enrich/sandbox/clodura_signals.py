@@ -155,11 +155,13 @@ def install_signal_routes(app: Flask, dataset: Dataset, json_body: Callable[[], 
 
     def page_and_company(body: dict, maximum: int, problem):
         """(page, company, None), or (None, None, the first refusal): the
-        earlier checks' `problem`, the page's, or the organisation's. The page
-        is checked (and a bad one counted) whatever came before; the
-        organisation is looked up only when nothing was refused."""
-        page, bad_page = page_of(body, maximum)
-        problem = problem or bad_page
+        earlier checks' `problem`, the page's, or the organisation's. Each
+        check runs only when nothing before it was refused, so a request
+        counts as one refusal however much of it is wrong."""
+        if problem is None:
+            page, problem = page_of(body, maximum)
+        else:
+            page = None
         company, missing = (None, None) if problem else organisation(body)
         if problem or missing or company is None or page is None:
             return None, None, problem or missing

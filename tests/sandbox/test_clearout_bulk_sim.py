@@ -122,6 +122,10 @@ def test_uploads_are_refused_as_the_contract_says(co):
     assert co.upload("finder", "First Name,Domain\nAda,acme.test\n")["error"]["code"] == 1002
     missing = co.call("GET", "/email_verify/bulk/progress_status")
     assert missing["error"]["reasons"][0]["location"] == "query"
+    for not_an_object in ([first], "list", 7):  # JSON, but no list id in it: a clear 400, not a 500
+        resp = co.http.post(co.url + "/v2/email_verify/list/cancel", json=not_an_object,
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+        assert resp.status_code == 400 and resp.json()["error"]["reasons"][0]["field"] == ["list_id"], resp.text
 
 
 def test_a_finder_list_finds_people_and_reports_percentage(co):

@@ -146,3 +146,15 @@ def test_signals_need_a_key_and_credits(clodura):
     assert clodura("news", body).status_code == 402
     assert clodura("jobpost", {"organisationId": company.organisation_id, "postedUntil": "2001-01-31"}
                    ).status_code == 200   # nothing found: nothing to charge
+
+
+def test_a_request_wrong_in_several_ways_counts_as_one_refusal(clodura):
+    def refused() -> int:
+        return clodura.session.get(clodura.url + "/_sandbox/clodura/usage").json()[KEY]["rejected_400"]
+
+    before = refused()
+    bad_dates_and_page = {"organisationId": "o_x", "publishedSince": "01/01/2026", "publishedUntil": "2026-02-01",
+                          "page": 0}
+    assert clodura("news", bad_dates_and_page).status_code == 400
+    assert clodura("jobpost", {"organisationId": "o_x", "postedSince": "yesterday", "page": "two"}).status_code == 400
+    assert refused() == before + 2
