@@ -20,7 +20,7 @@ from typing import Literal
 
 import requests
 
-from crm_enrich.providers.clearout import ClearoutClient, ClearoutVerdict, clearout_verdict
+from crm_enrich.providers.clearout import ClearoutClient, ClearoutVerdict, clearout_verdict, email_type_of
 from crm_enrich.providers.errors import ProviderRejected, ProviderUnavailable
 
 Kind = Literal["verify", "finder"]
@@ -126,10 +126,15 @@ _STATUS = {"valid": "valid", "invalid": "invalid", "catch all": "catch_all", "ca
            "unknown": "unknown"}
 
 
+# The instant answer's flags, as the result file's columns name them.
+_FLAG_COLUMNS = {"disposable": "Disposable", "role": "Role Account", "free": "Free Account"}
+
+
 def row_verdict(row: dict) -> ClearoutVerdict:
     """A verify result row -> the same verdict an instant check gives.
     The file has labels (`Valid`, `Catch All`; `Yes`, `Risky`) and a reason,
-    but no sub-status code."""
+    but no sub-status code; its account-status columns are the instant
+    answer's flags, so the address's type needs no check of its own."""
     label = (row.get("Clearout Verification Status") or "").strip()
     status = _STATUS.get(label.lower(), "unknown")
     safe = (row.get("Clearout Safe to Send") or "").strip().lower() or None
@@ -137,7 +142,9 @@ def row_verdict(row: dict) -> ClearoutVerdict:
     detail = "; ".join(part for part in (reason, f"safe to send: {safe}" if safe else "") if part)
     return ClearoutVerdict(verdict=clearout_verdict(status, None, safe), provider_status=status,
                            detail=f"bulk: {detail or label or status}", sub_status=None, safe_to_send=safe,
-                           verified_at=(row.get("Clearout Verified At (UTC)") or "").strip() or None)
+                           verified_at=(row.get("Clearout Verified At (UTC)") or "").strip() or None,
+                           email_type=email_type_of({flag: row.get(f"Clearout {column} Status")
+                                                     for flag, column in _FLAG_COLUMNS.items()}))
 
 
 def row_cancelled(row: dict) -> bool:

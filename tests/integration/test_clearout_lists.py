@@ -1,6 +1,8 @@
 """Large runs go to Clearout as bulk lists. A stack of its own: Clearout
 verifies (VERIFY_PROVIDER=clearout) and finds (CLEAROUT_FINDER=true), a
-run of more than 5 records uses lists, and the sweeper looks every second."""
+run of more than 5 records uses lists, and the sweeper looks every second.
+Email_Type__c is mapped, with no attribute checks allowed: a listed
+address's type comes from its result row."""
 from __future__ import annotations
 
 import signal
@@ -15,6 +17,7 @@ from crm_enrich.jobs.store import JobStore
 from crm_enrich.operations import runs
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
+from tests.integration.conftest import map_with_email_type
 from tests.integration.test_async_results import states
 
 THRESHOLD = 5
@@ -30,8 +33,9 @@ _UNKNOWN = iter([p for p in DATASET.people if not p.known and p.email_verdict ==
 
 @pytest.fixture(scope="module")
 def lstack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("lists"), worker_concurrency=2, extra_env={
-            "VERIFY_PROVIDER": "clearout", "CLEAROUT_FINDER": "true",
+    state_dir = tmp_path_factory.mktemp("lists")
+    with Stack(state_dir, worker_concurrency=2, extra_env={
+            "VERIFY_PROVIDER": "clearout", "CLEAROUT_FINDER": "true", "FIELD_MAP": str(map_with_email_type(state_dir)),
             "CLEAROUT_BULK_THRESHOLD": str(THRESHOLD), "CLEAROUT_BULK_POLL_S": "1",
             "CLEAROUT_BULK_COLLECT_S": "120", "SWEEP_INTERVAL_S": "1"}) as stack:
         yield stack
@@ -100,6 +104,7 @@ def test_a_large_run_is_verified_and_found_by_one_list_each(lstack, lcontrol, ls
         assert record["Email"], rid  # the four without one got theirs from the finder's list
         assert record["Email_Verification_Status__c"] == "valid"
         assert record["Email_Verification_Detail__c"].startswith("clearout: valid (bulk: Success"), record
+        assert record["Email_Type__c"] == "business", record  # from the row's account-status columns
 
     # One upload per kind, every address on it; no instant call at all.
     verify_uploads = calls_since(lcontrol, since, "/v2/email_verify/bulk")

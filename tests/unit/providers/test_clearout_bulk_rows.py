@@ -43,3 +43,17 @@ def test_the_run_of_a_job_is_read_from_its_dedupe_key():
     assert keys.run_of_record_key(keys.run_record("abc123", "003000000000001AAA")) == "abc123"
     assert keys.run_of_record_key(keys.outbound_notification("04l000000000001")) is None
     assert keys.run_of_record_key(None) is None
+
+
+@pytest.mark.parametrize("disposable, role, free, expected", [
+    ("No", "No", "No", "business"),
+    ("No", "No", "Yes", "free"),
+    ("No", "Yes", "Yes", "role"),
+    ("Yes", "Yes", "No", "disposable"),   # the worst flag wins, as for an instant answer
+    ("", "", "", None),                   # a row without the columns says nothing
+])
+def test_a_result_rows_account_flags_give_the_addresss_type(disposable, role, free, expected):
+    verdict = row_verdict({"Clearout Verification Status": "Valid", "Clearout Safe to Send": "Yes",
+                           "Clearout Disposable Status": disposable, "Clearout Role Account Status": role,
+                           "Clearout Free Account Status": free})
+    assert verdict.email_type == expected
