@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import redis
@@ -25,6 +25,7 @@ from kombu.exceptions import OperationalError
 from crm_enrich import counters, keys
 from crm_enrich.jobs.store import JobStore, NewJob
 from crm_enrich.logs import log
+from crm_enrich.salesforce.outbound_message import SentValue
 
 from .record import RECORD, sent_record
 
@@ -38,12 +39,13 @@ class InboundRecord:
     # The names of the fields the event carried, for the job's bookkeeping.
     fields_sent: tuple[str, ...] = ()
     force: bool = False  # an operator's re-run that must not use cached answers
-    # The record's values as an authenticated Outbound Message sent them,
-    # every declared field present (None: null); None when the job must read
-    # the record (undeclared object, JSON events). Kept only in the job's
-    # provider data (24 h at most, dropped when the job ends).
-    values: dict[str, str | None] | None = None
-    received_at: float | None = None   # when the message came (the values' age); None: now
+    # The record's values as an authenticated Outbound Message sent them
+    # (every declared field present, None: null), or as a CREATE change
+    # event did; None when the job must read the record (undeclared object,
+    # JSON events, other changes). Kept only in the job's provider data
+    # (24 h at most, dropped when the job ends).
+    values: Mapping[str, SentValue] | None = None
+    received_at: float | None = None   # when the record held them (the values' age); None: now
 
     def to_task_args(self) -> list:
         """The record as the intake task's message carries it (JSON)."""

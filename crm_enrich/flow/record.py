@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 from crm_enrich import keys
-from crm_enrich.field_map import is_blank
+from crm_enrich.field_map import FieldMap, is_blank
 from crm_enrich.jobs.state import SkipReason, State
 from crm_enrich.jobs.store import Job, JobMemory
 from crm_enrich.queues import EVENT_SOURCES
 from crm_enrich.salesforce.batches import READ_AT, queue_read
 from crm_enrich.salesforce.ids import PERSON_OBJECTS
-from crm_enrich.salesforce.outbound_message import as_read
+from crm_enrich.salesforce.outbound_message import SentValue, as_read
 
 from .services import Services
 from .write_back import share_write_with
@@ -33,7 +34,7 @@ ACCOUNT = "Account"   # a Contact's relationship to its Account
 FROM_MESSAGE, SENT, READY = "_from_message", "sent", "ready"
 
 
-def sent_record(values: dict[str, str | None], received_at: float) -> dict:
+def sent_record(values: Mapping[str, SentValue], received_at: float) -> dict:
     """A message's declared values (absent ones None), saved where a read
     saves its record and stamped as one made when the message came."""
     return {**values, READ_AT: received_at, FROM_MESSAGE: SENT}
@@ -49,16 +50,26 @@ def is_own_change(record: dict, integration_user_id: str | None) -> bool:
 
 
 def fields_to_read(svc: Services, object_type: str) -> list[str]:
-    fields = IDENTITY_FIELDS[object_type] + AUDIT_FIELDS + svc.field_map.target_fields(object_type)
-    if object_type == "Contact" and svc.field_map.rules_for("Account"):
+    return fields_read(svc.field_map, object_type)
+
+
+def fields_read(field_map: FieldMap, object_type: str) -> list[str]:
+    """What a job's read asks for: the record's own fields, and for a
+    Contact its Account's as relationship fields (`Account.Name`)."""
+    fields = IDENTITY_FIELDS[object_type] + AUDIT_FIELDS + field_map.target_fields(object_type)
+    if object_type == "Contact" and field_map.rules_for("Account"):
         # The Account's own fields come in the same query (relationship
         # fields): its job starts from them instead of reading it again.
-        fields += [f"{ACCOUNT}.{name}" for name in account_fields(svc) if f"{ACCOUNT}.{name}" not in fields]
+        fields += [f"{ACCOUNT}.{name}" for name in _account_fields(field_map) if f"{ACCOUNT}.{name}" not in fields]
     return fields
 
 
 def account_fields(svc: Services) -> list[str]:
-    return ["Id", *IDENTITY_FIELDS["Account"], *AUDIT_FIELDS, *svc.field_map.target_fields("Account")]
+    return _account_fields(svc.field_map)
+
+
+def _account_fields(field_map: FieldMap) -> list[str]:
+    return ["Id", *IDENTITY_FIELDS["Account"], *AUDIT_FIELDS, *field_map.target_fields("Account")]
 
 
 def account_record(svc: Services, contact: dict) -> dict | None:
@@ -78,8 +89,10 @@ def current_record(svc: Services, job: Job, memory: JobMemory) -> dict | None:
     queued (200 records to a query). A JSON event's values are not evidence
     of anything, so its job reads. An Outbound Message whose fields are
     declared came through the endpoint only the org knows (its URL token)
-    and says what the record holds; it stands for the read when it holds
-    every field the job would read (see `record_from_message`)."""
+    and says what the record holds, as a CREATE change event does (over
+    the stream we opened to Salesforce, with every field the object's
+    change events carry); either stands for the read when it holds every
+    field the job would read (see `record_from_message`)."""
     record = memory.get(RECORD)
     if record is not None and record.get(FROM_MESSAGE) != SENT:
         return record

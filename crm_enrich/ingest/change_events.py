@@ -4,9 +4,12 @@ salesforce.md#change-data-capture); the stream is the subscriber's.
 
 A change event's payload, decoded with its Avro schema, holds a
 ChangeEventHeader (entityName, recordIds, changeType, commitUser,
-changedFields, ...) and the record's fields. We use only the header: the
-job reads its record in the batched read, as for a JSON event, so an
-event's values (emails among them) are never kept.
+changedFields, ...) and the record's fields. A CREATE holds every field
+the object's change events carry, null when empty: its job starts from
+those values (the ones it reads, kept like an Outbound Message's declared
+values: in the job's provider data, 24 h at most) instead of reading the
+record, if they cover what it needs. Other changes carry only what
+changed, gap and overflow events nothing: their jobs read.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from crm_enrich import keys
 from crm_enrich.flow.intake import InboundRecord
 from crm_enrich.flow.record import IDENTITY_FIELDS
 from crm_enrich.salesforce.ids import OBJECTS, is_record_id, to_id18
-from crm_enrich.salesforce.pubsub.schemas import field_names
+from crm_enrich.salesforce.outbound_message import SentValue
+from crm_enrich.salesforce.pubsub.schemas import compound_fields, field_names
 
 SOURCE = "cdc"
 HEADER = "ChangeEventHeader"
@@ -37,6 +41,7 @@ class ChangeHeader:
     change_type: str
     commit_user: str | None
     changed_fields: tuple[str, ...]   # the bitmaps as sent ("0x...", "<pos>-0x...")
+    committed_at: float | None = None  # commitTimestamp, in seconds
 
     @classmethod
     def from_payload(cls, payload: dict) -> ChangeHeader:
@@ -45,7 +50,8 @@ class ChangeHeader:
                    record_ids=tuple(str(rid) for rid in header.get("recordIds") or ()),
                    change_type=str(header.get("changeType") or ""),
                    commit_user=header.get("commitUser") or None,
-                   changed_fields=tuple(header.get("changedFields") or ()))
+                   changed_fields=tuple(header.get("changedFields") or ()),
+                   committed_at=header["commitTimestamp"] / 1000 if header.get("commitTimestamp") else None)
 
 
 def changed_field_names(schema: dict, bitmaps: Iterable[str]) -> set[str]:
@@ -81,10 +87,36 @@ def makes_jobs(header: ChangeHeader, schema: dict, take_updates: bool, integrati
             and bool(changed_field_names(schema, header.changed_fields) & INPUT_FIELDS[header.entity]))
 
 
-def inbound_records(header: ChangeHeader, replay_id: bytes) -> list[InboundRecord]:
+def created_values(header: ChangeHeader, payload: dict, schema: dict,
+                   wanted: Iterable[str]) -> dict[str, SentValue] | None:
+    """A CREATE's values of the `wanted` fields the event's schema has
+    (a compound field's parts by their own names; a field the schema lacks,
+    such as a formula, is left out, so its job reads); None for any other
+    change."""
+    if header.change_type != "CREATE":
+        return None
+    flat: dict[str, SentValue] = {}
+    for spec in schema["fields"]:
+        if spec["name"] == HEADER:
+            continue
+        value = payload.get(spec["name"])
+        parts = compound_fields(spec)
+        if parts is None:
+            flat[spec["name"]] = value
+        else:
+            flat.update({part["name"]: (value or {}).get(part["name"]) for part in parts})
+    return {name: flat[name] for name in wanted if name in flat}
+
+
+def inbound_records(header: ChangeHeader, replay_id: bytes,
+                    values: dict[str, SentValue] | None = None) -> list[InboundRecord]:
     """One InboundRecord per record the event names, deduplicated on the
     event's replay id and the record: a redelivery after a restart is the
-    same event again, never a second job."""
+    same event again, never a second job. `values` (a CREATE's) are as of
+    the commit: a job's plan older than WRITEBACK_REREAD_AFTER_S (an event
+    replayed after downtime) is read again before its write."""
     ids = dict.fromkeys(to_id18(rid) for rid in header.record_ids if is_record_id(rid))
     return [InboundRecord(dedupe_key=keys.cdc_event(replay_id, rid), object_type=header.entity,
-                          record_id=rid, source=SOURCE) for rid in ids]
+                          record_id=rid, source=SOURCE,
+                          values=None if values is None else {**values, "Id": rid},
+                          received_at=header.committed_at) for rid in ids]

@@ -34,7 +34,9 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from crm_enrich import keys
+from crm_enrich.field_map import FieldMap, load_field_map
 from crm_enrich.flow.intake import QueueUnavailable, accept_records
+from crm_enrich.flow.record import fields_read
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.logs import configure_logging, log
 from crm_enrich.queues import (
@@ -51,7 +53,7 @@ from crm_enrich.salesforce.pubsub import pubsub_api_pb2_grpc as pb_grpc
 from crm_enrich.settings import Settings, exit_on_bad_settings
 
 from . import replay
-from .change_events import ChangeHeader, inbound_records, makes_jobs
+from .change_events import ChangeHeader, created_values, inbound_records, makes_jobs
 
 HEARTBEAT_EVERY_S = 15.0
 # Salesforce's error code (in the trailers) for a replay id it cannot
@@ -86,10 +88,15 @@ class Subscriber:
     celery: Celery
     tokens: TokenProvider
     channel: grpc.Channel
+    field_map: FieldMap
     schemas: Schemas = field(default_factory=Schemas)
     stopping: threading.Event = field(default_factory=threading.Event)
     open_streams: set[str] = field(default_factory=set)
     _calls: dict[str, grpc.Future] = field(default_factory=dict)
+
+    def fields_kept(self, entity: str) -> list[str]:
+        """Of a CREATE's values, those its job would read (its own fields)."""
+        return [name for name in fields_read(self.field_map, entity) if "." not in name]
 
     @property
     def stub(self) -> pb_grpc.PubSubStub:
@@ -190,7 +197,8 @@ class Subscriber:
                 continue
             header = ChangeHeader.from_payload(payload)  # type: ignore[arg-type]
             if makes_jobs(header, schema, self.settings.salesforce_cdc_updates, self.tokens.get().user_id):
-                records += inbound_records(header, event.replay_id)
+                values = created_values(header, payload, schema, self.fields_kept(header.entity))  # type: ignore[arg-type]
+                records += inbound_records(header, event.replay_id, values)
             else:
                 ignored[header.change_type] += 1
         if records:
@@ -261,7 +269,8 @@ def main() -> None:
     exit_on_unsafe_redis(settings)
     subscriber = Subscriber(settings=settings, store=JobStore.from_settings(settings),
                             celery=create_celery(settings, "crm_enrich_events"),
-                            tokens=TokenProvider(settings, new_http_session()), channel=open_channel(settings))
+                            tokens=TokenProvider(settings, new_http_session()), channel=open_channel(settings),
+                            field_map=load_field_map(settings.field_map))
     signal.signal(signal.SIGTERM, subscriber.stop)
     signal.signal(signal.SIGINT, subscriber.stop)
     log.info("cdc.starting", topics=settings.cdc_topics, pubsub=settings.salesforce_pubsub_url)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -150,16 +151,23 @@ def _parse_notification(el: Element) -> Notification:
 
 
 _NUMBERS = frozenset({"int", "double", "currency", "percent"})
+_EPOCH = date(1970, 1, 1)
+# A field's value as a message or a change event sent it.
+SentValue = str | int | float | bool | None
 
 
 def as_read(values: dict, describe: dict | None) -> dict:
-    """A message's field values (SOAP text) as the REST API gives them: a
-    number, a boolean, a date-time in its "+0000" form (so a value compares
-    and hashes as the same value read would). Pure."""
+    """A message's field values (SOAP text) or a change event's (Avro) as
+    the REST API gives them: a number, a boolean, a date-time in its
+    "+0000" form, a date (so a value compares and hashes as the same value
+    read would). Avro sends date-times as epoch milliseconds and dates as
+    epoch days. Pure."""
     types = {f["name"]: f.get("type") for f in (describe or {}).get("fields", [])}
     out = dict(values)
     for name, value in values.items():
         kind = types.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and kind in ("datetime", "date"):
+            out[name] = _from_epoch(value, kind)
         if not isinstance(value, str):
             continue
         try:
@@ -172,6 +180,13 @@ def as_read(values: dict, describe: dict | None) -> dict:
         except ValueError:
             pass   # kept as sent: the field map's rules see what Salesforce said
     return out
+
+
+def _from_epoch(value: int, kind: str) -> str:
+    if kind == "date":
+        return (_EPOCH + timedelta(days=value)).isoformat()
+    at = datetime.fromtimestamp(value / 1000, UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value % 1000:03d}+0000"
 
 
 def declared_values(notification: Notification, declared: frozenset[str]) -> dict[str, str | None]:

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -26,6 +27,9 @@ from tests.integration.test_demo_and_logs import UNMASKED_EMAIL
 from tests.integration.test_doctor import doctor
 
 CONTACTS = "/data/ContactChangeEvent"
+# A job's plan older than this is read again before its write (production: 30 s).
+REREAD_AFTER_S = 10
+QUERY, COMPOSITE = "/query", "/composite/sobjects"
 PERSON_ENRICH = "/api/v1/cleanup/enrich"   # Clodura's person enrich: one call per person enriched
 
 
@@ -37,7 +41,7 @@ def cdc_stack(tmp_path_factory):
     # reconciliation (the subscriber's own trigger is tested).
     with Stack(tmp_path_factory.mktemp("cdc"), worker_concurrency=2, extra_env={
             "SALESFORCE_INGEST": "cdc", "SALESFORCE_CDC_BATCH_SIZE": "5", "SALESFORCE_CDC_RETRY_MAX_S": "1",
-            "SALESFORCE_CDC_UPDATES": "true",
+            "SALESFORCE_CDC_UPDATES": "true", "WRITEBACK_REREAD_AFTER_S": str(REREAD_AFTER_S),
             "RECONCILE_INTERVAL_S": "0", "SALESFORCE_USAGE_RECHECK_S": "2"}) as running:
         yield running
 
@@ -118,6 +122,45 @@ def test_records_created_while_the_subscriber_runs_are_enriched_and_written_back
     # Each schema fetched once (this test is the stack's first, before any restart).
     fetched = Counter(e["schema_id"] for e in calls if e["rpc"] == "GetSchema")
     assert fetched and set(fetched.values()) == {1}
+
+
+def salesforce_mark(control) -> int:
+    return max([e["seq"] for e in control.log("salesforce")] or [0])
+
+
+def salesforce_calls(control, since: int, part: str) -> list[dict]:
+    return [e for e in control.log("salesforce", since=since) if part in e["path"]]
+
+
+def test_a_created_record_is_written_back_from_its_events_values_without_a_read(control, store):
+    mark = salesforce_mark(control)
+    (rid,) = create_contacts(control, 1)
+    job = final_job(store, "Contact", rid)
+    assert job.state == "done", job.last_error
+    # The CREATE carried every field the job reads (a null one as null):
+    # no query, one write, and the blank Title filled.
+    assert salesforce_calls(control, mark, QUERY) == []
+    assert len(salesforce_calls(control, mark, COMPOSITE)) == 1
+    assert control.record("Contact", rid)["record"]["Title"]
+
+
+def test_a_create_replayed_after_downtime_is_read_again_before_its_write(cdc_stack, control, store):
+    """Its values are as of the commit: a person may have changed the
+    record since, and their edit is never overwritten."""
+    cdc_stack.stop_process("events")
+    (rid,) = create_contacts(control, 1)
+    (event,) = [e for e in control.pubsub_events()["events"] if rid in e["header"]["recordIds"]]
+    control.edit_record("Contact", rid, {"Title": "Keeper of the Tea"})
+    committed_at = event["header"]["commitTimestamp"] / 1000
+    wait_for(lambda: time.time() - committed_at > REREAD_AFTER_S, REREAD_AFTER_S + 5,
+             "the event's values to be older than a plan may be when written")
+    mark = salesforce_mark(control)
+    cdc_stack.start_events()
+    job = final_job(store, "Contact", rid)
+    assert job.state == "done", job.last_error
+    assert control.record("Contact", rid)["record"]["Title"] == "Keeper of the Tea"
+    (read,) = salesforce_calls(control, mark, QUERY)   # the write's re-read
+    assert read["object"] == "Contact"
 
 
 def test_our_own_write_back_of_a_revealed_email_makes_no_job(control, store):

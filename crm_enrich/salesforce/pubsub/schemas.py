@@ -77,7 +77,7 @@ def change_event_schema(entity: str, fields: Iterable[tuple[str, str]]) -> dict:
     return {"type": "record", "name": f"{entity}ChangeEvent", "namespace": "com.sforce.eventbus", "fields": out}
 
 
-def _compound_fields(field: Mapping) -> list[dict] | None:
+def compound_fields(field: Mapping) -> list[dict] | None:
     """The parts of a compound (nested record) field, else None."""
     for branch in field["type"] if isinstance(field["type"], list) else [field["type"]]:
         if isinstance(branch, dict) and branch.get("type") == "record":
@@ -105,7 +105,7 @@ def field_names(bitmaps: Iterable[str], schema: Mapping) -> list[str]:
     names: list[str] = []
     for entry in bitmaps:
         parent, _, hex_bitmap = entry.rpartition("-")
-        fields = top if not parent else _compound_fields(top[int(parent)])
+        fields = top if not parent else compound_fields(top[int(parent)])
         if fields is None:
             raise ValueError(f"bitmap {entry!r} names parts of a field that has none")
         for position in _bits(hex_bitmap):
@@ -123,7 +123,7 @@ def field_bitmaps(names: Iterable[str], schema: Mapping) -> list[str]:
     positions = [i for i, f in enumerate(top) if f["name"] in wanted]
     entries = [bitmap(positions)] if positions else []
     for i, field in enumerate(top):
-        parts = _compound_fields(field)
+        parts = compound_fields(field)
         part_positions = [j for j, p in enumerate(parts or []) if p["name"] in wanted]
         if part_positions:
             entries.append(f"{i}-{bitmap(part_positions)}")

@@ -1,5 +1,5 @@
 """Change events as intake: the changedFields bitmap, which changes make
-jobs, and the records (and dedupe keys) an event makes."""
+jobs, the records (and dedupe keys) an event makes, and a CREATE's values."""
 from __future__ import annotations
 
 import pytest
@@ -7,6 +7,7 @@ import pytest
 from crm_enrich.ingest.change_events import (
     ChangeHeader,
     changed_field_names,
+    created_values,
     inbound_records,
     is_own_change,
     makes_jobs,
@@ -91,3 +92,23 @@ def test_one_record_per_id_keyed_on_the_replay_id_and_the_18_character_id_withou
     # The same event again (a redelivery) makes the same keys; another event other keys.
     assert [r.dedupe_key for r in inbound_records(event, b"\x00\x01")] == [r.dedupe_key for r in records]
     assert inbound_records(event, b"\x00\x02")[0].dedupe_key != records[0].dedupe_key
+
+
+def test_a_creates_values_are_the_wanted_fields_it_has_person_names_by_their_parts():
+    event = ChangeHeader.from_payload({"ChangeEventHeader": {
+        "entityName": "Contact", "recordIds": ["003000000000001AAA", "003000000000002AAA"], "changeType": "CREATE",
+        "commitUser": PERSON, "commitTimestamp": 1_780_000_000_250}})
+    payload = {"Name": {"Salutation": None, "FirstName": "Ada", "LastName": "Lovelace"}, "AccountId": None,
+               "Email": "ada@example.com", "Title": None, "LastModifiedDate": 1_780_000_000_250}
+    wanted = ["FirstName", "LastName", "Email", "Title", "AccountId", "LastModifiedDate", "Formula__c"]
+    values = created_values(event, payload, SCHEMA, wanted)
+    # A field the event does not carry (a formula) is left out: its job reads.
+    assert values == {"FirstName": "Ada", "LastName": "Lovelace", "Email": "ada@example.com", "Title": None,
+                      "AccountId": None, "LastModifiedDate": 1_780_000_000_250}
+    records = inbound_records(event, b"\x00\x07", values)
+    # Each record named gets them, with its own id, as of the commit.
+    assert [r.values["Id"] for r in records] == ["003000000000001AAA", "003000000000002AAA"]
+    assert {r.received_at for r in records} == {1_780_000_000.25}
+    # Other changes carry only what changed (or nothing): their jobs read.
+    for change in ("UPDATE", "GAP_CREATE", "GAP_OVERFLOW"):
+        assert created_values(header(change), payload, SCHEMA, wanted) is None

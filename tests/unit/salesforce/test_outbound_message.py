@@ -114,3 +114,11 @@ def test_as_read_gives_values_the_types_a_read_gives_them():
         "NumberOfEmployees": 250, "Total_Funding__c": 45000000.0, "HasOptedOutOfEmail": False,
         "CreatedDate": "2026-11-20T09:00:00.000+0000", "Name": "0042", "Industry": None, "Weird": "12"}
     assert as_read({"NumberOfEmployees": "many"}, describe) == {"NumberOfEmployees": "many"}   # kept as sent
+
+
+def test_as_read_gives_a_change_events_avro_values_the_types_a_read_gives_them():
+    describe = {"fields": [{"name": "CreatedDate", "type": "datetime"}, {"name": "Birthdate", "type": "date"},
+                           {"name": "NumberOfEmployees", "type": "int"}, {"name": "DoNotCall", "type": "boolean"}]}
+    sent = {"CreatedDate": 1_795_165_200_042, "Birthdate": 20_000, "NumberOfEmployees": 250, "DoNotCall": True}
+    assert as_read(sent, describe) == {"CreatedDate": "2026-11-20T09:00:00.042+0000", "Birthdate": "2024-10-04",
+                                       "NumberOfEmployees": 250, "DoNotCall": True}
