@@ -63,6 +63,7 @@ def check_redis(settings: Settings) -> list[Check]:
         client.ping()
         persistence = client.info("persistence")
         memory = client.info("memory")
+        replication = client.info("replication") if settings.redis_sentinels else None
     except redis.RedisError as exc:
         return [Check("Redis reachable", False, f"{type(exc).__name__}: {exc}",
                       "check REDIS_URL and that Redis runs and accepts this host")]
@@ -76,7 +77,21 @@ def check_redis(settings: Settings) -> list[Check]:
         Check("Redis maxmemory-policy", policy == "noeviction", policy,
               "" if policy == "noeviction" else "set maxmemory-policy noeviction: any other policy may drop "
                                                 "queued jobs and locks when memory runs short"),
-    ]
+    ] + ([check_replicas(settings, replication)] if replication is not None else [])
+
+
+def check_replicas(settings: Settings, replication: dict) -> Check:
+    """With Sentinel, an acknowledgement waits for REDIS_ACK_REPLICAS
+    replicas (WAIT): with fewer online, every Outbound Message is answered
+    503 and every JSON event refused until one is back."""
+    online = sum(1 for name, replica in replication.items()
+                 if name.startswith("slave") and isinstance(replica, dict) and replica.get("state") == "online")
+    wanted = settings.redis_ack_replicas
+    detail = f"{online} online, {wanted} needed to acknowledge (master {settings.redis_master_name})"
+    return Check("Redis replicas", online >= wanted, detail,
+                 "" if online >= wanted else
+                 "start a replica of the master (replicaof), or wait until it has caught up: until then "
+                 "every Outbound Message is answered 503 (REDIS_ACK_REPLICAS sets how many are needed)")
 
 
 def check_heartbeats(settings: Settings) -> list[Check]:

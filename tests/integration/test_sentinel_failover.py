@@ -23,6 +23,7 @@ from crm_enrich.dev.devstack import SentinelRedis, Stack, wait_for
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
+from tests.integration.test_doctor import doctor
 
 RECORDS, CONCURRENCY = 300, 2
 KILL_AT = int(RECORDS * 0.4)
@@ -64,6 +65,16 @@ def _unfinished(store_r, record_ids: list[str]) -> str:
                       if not j or j.state != "done")
     return (f"{dict(waiting)}; queues enrich={store_r.llen('enrich')} bulk={store_r.llen('bulk')} "
             f"unacked={store_r.hlen('unacked')} (restore mutex ttl {store_r.ttl('unacked_mutex')})")
+
+
+def test_doctor_counts_the_replicas_that_acknowledgements_wait_for(hastack):
+    code, checks, output = doctor(hastack.env)
+    ok, detail, _ = checks["Redis replicas"]
+    assert ok and detail.startswith("1 online, 1 needed"), output
+    # Asked for more than there are: every ACK would be a 503, and doctor says so.
+    code, checks, output = doctor({**hastack.env, "REDIS_ACK_REPLICAS": "2"})
+    ok, detail, fix = checks["Redis replicas"]
+    assert code != 0 and not ok and detail.startswith("1 online, 2 needed") and "503" in fix, output
 
 
 def test_master_killed_at_40_percent_every_record_done_and_work_resumes(hastack):
