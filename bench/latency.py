@@ -16,8 +16,9 @@ The stack declares what the org's Outbound Messages send
 (SALESFORCE_OUTBOUND_FIELDS), so a record its message describes is not
 read; --undeclared leaves the declaration out (every job reads). With
 --ingest cdc the org sends no Outbound Message: the records come in as
-change events through the CDC subscriber (every job reads), and the change
-events delivered are counted.
+change events through the CDC subscriber (a CREATE's values stand for the
+read, as a declared message's do), and the change events delivered are
+counted.
 """
 from __future__ import annotations
 
