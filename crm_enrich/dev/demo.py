@@ -219,7 +219,7 @@ def _run(console: Console, stack: Stack, control: SandboxControl, store: JobStor
           f"{clearout.get('reverse_lookup/email', 0) + clearout.get('reverse_lookup/linkedin', 0)} reverse lookups")
     lookups = control.clearout_usage()["calls"].get("public/companies/autocomplete", 0)
     print(f"    Leads              {leads_ok} of {len(lead_ids)} got their domain from Clearout's autocomplete "
-          f"({lookups} lookups, free), then company and email")
+          f"({lookups} lookups in all, free: Accounts without a Website ask too), then company and email")
     print(f"    Salesforce API     {salesforce['api_used']} calls "
           f"({salesforce['api_used'] / max(1, len(ids)):.2f} per record)")
     if stack.cdc:
