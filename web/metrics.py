@@ -131,6 +131,8 @@ HELP = {
     "records_received": "Records accepted from Salesforce or an operator, by source",
     "records_forwarded": "Outbound Message records acknowledged and handed to the workers' intake, by source",
     "duplicates_dropped": "Redelivered events recognised and dropped",
+    "records_ignored": "Records an event named that we did not take in, by source and reason "
+                       "(ingest_is_cdc: an Outbound Message while change events make the jobs)",
     "jobs_finished": "Jobs that reached a final state",
     "jobs_skipped": "Jobs that ended skipped, by reason (a SkipReason code)",
     "provider_calls": "Provider answers by endpoint and HTTP status (429, 409, 402 included)",

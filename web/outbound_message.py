@@ -12,7 +12,8 @@ SALESFORCE_OUTBOUND_FIELDS declares what an object's message sends, the
 declared fields' values go with each job (kept in Redis 24 h at most),
 which then needs no read of its record (crm_enrich/flow/record.py);
 otherwise the values are not used and every job reads its record from
-Salesforce.
+Salesforce. While SALESFORCE_INGEST is cdc, change events make the jobs,
+and a message is acknowledged and dropped.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from flask import Blueprint, Response, abort, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from crm_enrich import keys
-from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, forward_records
+from crm_enrich.flow.intake import InboundRecord, QueueUnavailable, forward_records, ignore_records
 from crm_enrich.logs import log
 from crm_enrich.salesforce.ids import same_org
 from crm_enrich.salesforce.outbound_message import (
@@ -82,6 +83,15 @@ def receive(token: str):
     if not same_org(message.organization_id, settings.salesforce_org_id):
         log.warning("outbound_message.wrong_org", org_id=message.organization_id)
         return _fault(403, "unknown organization")
+
+    if settings.salesforce_ingest == "cdc":
+        # Change events make the jobs: a Flow left sending Outbound Messages
+        # would make every record's job twice. Acknowledged (or Salesforce
+        # retries it for 24 h), counted and dropped.
+        ignore_records(context().store, "outbound_message", "ingest_is_cdc", len(message.notifications))
+        log.warning("outbound_message.ignored", notifications=len(message.notifications),
+                    reason="SALESFORCE_INGEST is cdc: deactivate the Flows that send Outbound Messages")
+        return Response(ACK, status=200, content_type=XML)
 
     declared = settings.outbound_fields
     records = [

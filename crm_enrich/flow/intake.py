@@ -118,6 +118,15 @@ def forward_records(store: JobStore, forward: Forward, records: Iterable[Inbound
     return result
 
 
+def ignore_records(store: JobStore, source: str, reason: str, count: int) -> None:
+    """Count records an event named that another way in takes in. Only a
+    count: with Redis away it is lost, and nothing else is."""
+    try:
+        counters.incr(store.r, "records_ignored", count, source=source, reason=reason)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("intake.count_lost", error=type(exc).__name__)
+
+
 def accept_records(store: JobStore, enqueue: Enqueue, records: Iterable[InboundRecord]) -> IntakeResult:
     """De-duplicate, create and queue a message's records in a fixed number
     of round trips (store.create_many_unless_seen; one publish per source;

@@ -341,3 +341,31 @@ def test_a_quiet_topic_keeps_its_replay_id_fresh_from_keepalives(cdc_stack, cont
         final_job(store, "Contact", rid)
     finally:
         control.pubsub_config(keepalive_s=270)
+
+
+def test_outbound_messages_from_flows_left_active_are_acknowledged_and_dropped(cdc_stack, control, store):
+    """Runs last: the org sends every Outbound Message it held, too."""
+    def ignored() -> float:
+        return sum(v for name, labels, v in counters.read(store.r)
+                   if name == "records_ignored" and labels == {"source": "outbound_message", "reason": "ingest_is_cdc"})
+
+    mark, before = clodura_mark(control), ignored()
+    control.salesforce_config(listener_url=cdc_stack.outbound_url)
+    try:
+        (rid,) = create_contacts(control, 1)
+        job = final_job(store, "Contact", rid)
+        assert job.state == "done" and job.source == "cdc", job.last_error
+
+        def acked() -> list[dict]:
+            notes = [n for n in control.outbound_log()["notifications"] if n["record_id"] == rid]
+            return notes if notes and all(n["state"] == "acked" for n in notes) else []
+
+        notes = wait_for(acked, 60, "the record's Outbound Message to be acknowledged")
+        # Acknowledged, counted, and no job of its own: one job, one enrich.
+        assert all(store.r.get(store.dedupe_key(keys.outbound_notification(n["id"]))) is None for n in notes)
+        assert ignored() > before
+        queued_up_to(control, store, [rid])
+        assert store.r.get(keys.record_last_job("Contact", rid)) == job.id
+        assert person_enrich_calls(control, mark) == 1
+    finally:
+        control.salesforce_config(listener_url=None)
