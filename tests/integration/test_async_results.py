@@ -12,31 +12,9 @@ from crm_enrich.dev.devstack import wait_for
 from crm_enrich.flow import callbacks
 from crm_enrich.sandbox.clodura import deep_verdict
 from crm_enrich.sandbox.dataset import build_dataset
+from tests.integration.helpers import create_contact, people, states
 
 DATASET = build_dataset()
-
-
-def people(kind: str, count: int, skip: int = 0):
-    """Known people whose address verifies Deliverable (kind "deliverable")
-    or who work at a catch-all company (kind "catch_all"), from the end of
-    the dataset so other tests' cached answers are not reused."""
-    companies = {c.organisation_id: c for c in DATASET.companies}
-    if kind == "catch_all":
-        chosen = [p for p in DATASET.people if p.known and companies[p.organisation_id].catch_all]
-    else:
-        chosen = [p for p in DATASET.people if p.known and p.email_verdict == "Deliverable"
-                  and not companies[p.organisation_id].catch_all]
-    chosen = chosen[::-1][skip:skip + count]
-    return [(p, companies[p.organisation_id]) for p in chosen]
-
-
-def create_contact(control, person, company, with_email: bool) -> str:
-    (account_id,) = control.create_records("Account", [{"Name": company.name}], fire_outbound=False)
-    fields = {"FirstName": person.first_name, "LastName": person.last_name, "AccountId": account_id}
-    if with_email:
-        fields["Email"] = person.email
-    (contact_id,) = control.create_records("Contact", [fields])
-    return contact_id
 
 
 def deliveries(control, store, job_id: str, step: str) -> list[dict]:
@@ -47,10 +25,6 @@ def deliveries(control, store, job_id: str, step: str) -> list[dict]:
 
 def last_job_id(store, object_type: str, record_id: str) -> str:
     return store.r.get(f"record:{object_type}:{record_id}:last_job")
-
-
-def states(job) -> list[str]:
-    return [step["state"] for step in job.steps]
 
 
 def test_contact_without_email_gets_one_by_reveal_callback_and_is_verified(control, job_for, store):

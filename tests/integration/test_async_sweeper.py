@@ -9,7 +9,7 @@ from crm_enrich import counters
 from crm_enrich.dev.devstack import wait_for
 from crm_enrich.keys import QUOTA_UNTIL
 from tests.integration.conftest import GIVE_UP_AFTER_S, final_job
-from tests.integration.test_async_results import create_contact, people, states
+from tests.integration.helpers import create_contact, people, states
 
 
 def async_outcomes(store) -> dict[tuple[str, str], float]:

@@ -23,8 +23,7 @@ from crm_enrich.jobs.store import JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.conftest import final_job
-from tests.integration.test_demo_and_logs import UNMASKED_EMAIL
-from tests.integration.test_doctor import doctor
+from tests.integration.helpers import UNMASKED_EMAIL, doctor
 
 CONTACTS = "/data/ContactChangeEvent"
 # A job's plan older than this is read again before its write (production: 30 s).

@@ -18,7 +18,7 @@ from crm_enrich.operations import runs
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.conftest import map_with_email_type
-from tests.integration.test_async_results import states
+from tests.integration.helpers import states
 
 THRESHOLD = 5
 DATASET = build_dataset()

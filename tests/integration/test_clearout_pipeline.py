@@ -7,7 +7,7 @@ from __future__ import annotations
 from crm_enrich.sandbox.clodura import deep_verdict
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.conftest import final_job
-from tests.integration.test_async_results import create_contact, people, states
+from tests.integration.helpers import create_contact, people, states
 
 DATASET = build_dataset()
 COMPANIES = {c.organisation_id: c for c in DATASET.companies}

@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 from crm_enrich.sandbox.dataset import demo_contacts
+from tests.integration.helpers import UNMASKED_EMAIL
 
-UNMASKED_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+")
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN_PROGRESS_EVERY_S = 5
 

@@ -3,35 +3,18 @@ the right ✗ with its fix when one part is broken."""
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 
 from crm_enrich import keys
-from crm_enrich.dev.devstack import BIN, EmbeddedRedis, free_port, wait_for
+from crm_enrich.dev.devstack import EmbeddedRedis, free_port, wait_for
+from tests.integration.helpers import doctor
 
 ANSI = re.compile(r"\x1b\[")
 ALL_CHECKS = ("settings", "Redis reachable", "Redis persistent (AOF)", "Redis maxmemory-policy", "Salesforce OAuth",
               "mapped fields", "Salesforce API allocation", "Clodura key", "Clodura credits", "Clodura plan limits",
               "Clearout token", "Clearout credits", "PUBLIC_BASE_URL answers /healthz", "worker heartbeat",
               "beat running")
-
-
-def doctor(env: dict) -> tuple[int, dict[str, tuple[bool, str, str]], str]:
-    """Exit status, {check name: (ok, detail, fix)} and the raw output."""
-    result = subprocess.run([str(BIN / "crm-enrich"), "doctor"], env=env, capture_output=True, text=True,
-                            timeout=120)
-    checks: dict[str, tuple[bool, str, str]] = {}
-    last = None
-    for line in result.stdout.splitlines():
-        if line.startswith(("✓ ", "✗ ")):
-            name, _, detail = line[2:].partition(": ")
-            checks[name] = (line.startswith("✓"), detail, "")
-            last = name
-        elif line.startswith("    fix: ") and last:
-            ok, detail, _ = checks[last]
-            checks[last] = (ok, detail, line.removeprefix("    fix: "))
-    return result.returncode, checks, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from crm_enrich.dev.devstack import SentinelRedis, Stack, wait_for
 from crm_enrich.jobs.store import JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
-from tests.integration.test_doctor import doctor
+from tests.integration.helpers import doctor
 
 RECORDS, CONCURRENCY = 300, 2
 KILL_AT = int(RECORDS * 0.4)
