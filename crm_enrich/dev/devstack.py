@@ -19,11 +19,12 @@ import redis
 import requests
 
 from crm_enrich import keys
+from crm_enrich.ingest.replay import EARLIEST
 from crm_enrich.sandbox import org_metadata
 from crm_enrich.sandbox.server import Sandbox, start_sandbox
+from crm_enrich.settings import Settings, parse_topics
 
 BIN = Path(sys.executable).parent
-DEFAULT_CDC_TOPICS = "/data/ContactChangeEvent,/data/LeadChangeEvent,/data/AccountChangeEvent"
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
@@ -424,8 +425,9 @@ class Stack:
         # takes every event from the oldest, not LATEST (the product's
         # default), so no record created while the stream opens is missed.
         client = self.redis_client()
-        for topic in self.env.get("SALESFORCE_CDC_TOPICS", DEFAULT_CDC_TOPICS).split(","):
-            client.hsetnx(keys.cdc_replay(topic.strip()), "replay_id", "EARLIEST")
+        topics = self.env.get("SALESFORCE_CDC_TOPICS") or Settings.model_fields["salesforce_cdc_topics"].default
+        for topic in parse_topics(topics):
+            client.hsetnx(keys.cdc_replay(topic), "replay_id", EARLIEST)
         client.delete(keys.CDC_HEARTBEAT)  # a stopped subscriber's last word is not this one's
         self._spawn("events", [sys.executable, "-m", "crm_enrich.ingest.subscriber"])
 

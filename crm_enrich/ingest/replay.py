@@ -46,16 +46,17 @@ def save_replay(store: JobStore, topic: str, replay_id: bytes, delivered: int) -
     """The topic's events up to `replay_id` are queued; `delivered` more
     events came (counted for /metrics). Raises a RedisError (NotDurable
     among them) when the write is not as durable as an ACK must be."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hset(keys.cdc_replay(topic), mapping={"replay_id": replay_id.hex(), "at": round(time.time(), 3)})
-    if delivered:
-        counters.incr(pipe, DELIVERED, delivered, topic=topic)
-    store.execute_acknowledged(pipe)
+    _store_position(store, topic, replay_id.hex(), delivered)
 
 
 def restart_from_earliest(store: JobStore, topic: str) -> None:
     """Salesforce refused the stored id (older than its retention)."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hset(keys.cdc_replay(topic), mapping={"replay_id": EARLIEST, "at": round(time.time(), 3)})
-    store.execute_acknowledged(pipe)
+    _store_position(store, topic, EARLIEST, 0)
 
+
+def _store_position(store: JobStore, topic: str, position: str, delivered: int) -> None:
+    pipe = store.r.pipeline(transaction=False)
+    pipe.hset(keys.cdc_replay(topic), mapping={"replay_id": position, "at": round(time.time(), 3)})
+    if delivered:
+        counters.incr(pipe, DELIVERED, delivered, topic=topic)
+    store.execute_acknowledged(pipe)

@@ -14,6 +14,7 @@ events that were lost. Runs only with SALESFORCE_INGEST=cdc.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import queue
@@ -93,13 +94,19 @@ class Subscriber:
     stopping: threading.Event = field(default_factory=threading.Event)
     open_streams: set[str] = field(default_factory=set)
     _calls: dict[str, grpc.Future] = field(default_factory=dict)
+    _kept: dict[str, list[str]] = field(default_factory=dict)
 
     def fields_kept(self, entity: str) -> list[str]:
-        """Of a CREATE's values, those its job would read (its own fields)."""
-        return [name for name in fields_read(self.field_map, entity) if "." not in name]
+        """Of a CREATE's values, those its job would read (its own fields);
+        worked out once per object, not per event."""
+        if entity not in self._kept:
+            self._kept[entity] = [name for name in fields_read(self.field_map, entity) if "." not in name]
+        return self._kept[entity]
 
-    @property
+    @functools.cached_property
     def stub(self) -> pb_grpc.PubSubStub:
+        """One stub for the channel, shared by every topic's thread (gRPC
+        stubs are thread-safe), not a new one per event."""
         return pb_grpc.PubSubStub(self.channel)
 
     def metadata(self, refresh: bool = False) -> list[tuple[str, str]]:

@@ -1,6 +1,7 @@
 """Helpers more than one integration test module uses: people from the
-sandbox's dataset, a Contact at its Account, a job's steps, `crm-enrich
-doctor`'s checks, and the pattern of an address in a log."""
+sandbox's dataset, Contacts for them, the simulators' request log, a job's
+steps, `crm-enrich doctor`'s checks, and the pattern of an address in a
+log."""
 from __future__ import annotations
 
 import re
@@ -35,6 +36,23 @@ def create_contact(control, person, company, with_email: bool) -> str:
         fields["Email"] = person.email
     (contact_id,) = control.create_records("Contact", [fields])
     return contact_id
+
+
+def contacts_for(control, people) -> list[str]:
+    """A Contact for each person (name and email), created as a person would."""
+    return control.create_records("Contact", [{"FirstName": p.first_name, "LastName": p.last_name,
+                                                "Email": p.email} for p in people])
+
+
+def log_mark(control, service: str) -> int:
+    """The sequence number of the simulator's latest logged request (0:
+    none): what a test counts calls after."""
+    return max([e["seq"] for e in control.log(service)] or [0])
+
+
+def calls_to(control, service: str, since: int, part: str) -> list[dict]:
+    """The simulator's logged requests after `since` whose path holds `part`."""
+    return [e for e in control.log(service, since=since) if part in e["path"]]
 
 
 def states(job) -> list[str]:

@@ -23,7 +23,7 @@ from crm_enrich.jobs.store import JobStore
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.conftest import final_job
-from tests.integration.helpers import UNMASKED_EMAIL, doctor
+from tests.integration.helpers import UNMASKED_EMAIL, calls_to, contacts_for, doctor, log_mark
 
 CONTACTS = "/data/ContactChangeEvent"
 # A job's plan older than this is read again before its write (production: 30 s).
@@ -64,13 +64,11 @@ _next_person = iter(PEOPLE)
 
 
 def create_contacts(control, n: int) -> list[str]:
-    people = [next(_next_person) for _ in range(n)]
-    return control.create_records("Contact", [{"FirstName": p.first_name, "LastName": p.last_name,
-                                                "Email": p.email} for p in people])
+    return contacts_for(control, [next(_next_person) for _ in range(n)])
 
 
 def clodura_mark(control) -> int:
-    return max([e["seq"] for e in control.log("clodura")] or [0])
+    return log_mark(control, "clodura")
 
 
 def person_enrich_calls(control, since: int) -> int:
@@ -123,23 +121,15 @@ def test_records_created_while_the_subscriber_runs_are_enriched_and_written_back
     assert fetched and set(fetched.values()) == {1}
 
 
-def salesforce_mark(control) -> int:
-    return max([e["seq"] for e in control.log("salesforce")] or [0])
-
-
-def salesforce_calls(control, since: int, part: str) -> list[dict]:
-    return [e for e in control.log("salesforce", since=since) if part in e["path"]]
-
-
 def test_a_created_record_is_written_back_from_its_events_values_without_a_read(control, store):
-    mark = salesforce_mark(control)
+    mark = log_mark(control, "salesforce")
     (rid,) = create_contacts(control, 1)
     job = final_job(store, "Contact", rid)
     assert job.state == "done", job.last_error
     # The CREATE carried every field the job reads (a null one as null):
     # no query, one write, and the blank Title filled.
-    assert salesforce_calls(control, mark, QUERY) == []
-    assert len(salesforce_calls(control, mark, COMPOSITE)) == 1
+    assert calls_to(control, "salesforce", mark, QUERY) == []
+    assert len(calls_to(control, "salesforce", mark, COMPOSITE)) == 1
     assert control.record("Contact", rid)["record"]["Title"]
 
 
@@ -153,12 +143,12 @@ def test_a_create_replayed_after_downtime_is_read_again_before_its_write(cdc_sta
     committed_at = event["header"]["commitTimestamp"] / 1000
     wait_for(lambda: time.time() - committed_at > REREAD_AFTER_S, REREAD_AFTER_S + 5,
              "the event's values to be older than a plan may be when written")
-    mark = salesforce_mark(control)
+    mark = log_mark(control, "salesforce")
     cdc_stack.start_events()
     job = final_job(store, "Contact", rid)
     assert job.state == "done", job.last_error
     assert control.record("Contact", rid)["record"]["Title"] == "Keeper of the Tea"
-    (read,) = salesforce_calls(control, mark, QUERY)   # the write's re-read
+    (read,) = calls_to(control, "salesforce", mark, QUERY)   # the write's re-read
     assert read["object"] == "Contact"
 
 
@@ -309,8 +299,7 @@ def test_a_rejected_token_is_replaced_and_the_stream_opened_again(cdc_stack, con
 
 def test_no_email_from_the_change_events_reaches_the_logs(cdc_stack, control, store):
     people = [next(_next_person) for _ in range(3)]
-    ids = control.create_records("Contact", [{"FirstName": p.first_name, "LastName": p.last_name, "Email": p.email}
-                                             for p in people])
+    ids = contacts_for(control, people)
     for rid in ids:
         final_job(store, "Contact", rid)
     queued_up_to(control, store, ids)

@@ -14,6 +14,7 @@ from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 
 from .conftest import final_job
+from .helpers import calls_to, log_mark
 
 QUERY, COMPOSITE = "/query", "/composite/sobjects"
 
@@ -49,11 +50,11 @@ def known_people(start: int, n: int = 1):
 
 
 def last_seq(control) -> int:
-    return max([e["seq"] for e in control.log("salesforce")] or [0])
+    return log_mark(control, "salesforce")
 
 
 def calls(control, since: int, part: str) -> list[dict]:
-    return [e for e in control.log("salesforce", since=since) if part in e["path"]]
+    return calls_to(control, "salesforce", since, part)
 
 
 def test_a_created_contact_is_written_back_without_a_read(ctl, jobs):

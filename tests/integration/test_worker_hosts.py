@@ -29,6 +29,7 @@ from crm_enrich.queues import ENRICH_RECORD
 from crm_enrich.sandbox.control import SandboxControl
 from crm_enrich.sandbox.dataset import build_dataset
 from tests.integration.conftest import final_job
+from tests.integration.helpers import contacts_for, log_mark
 
 # The plan both hosts share, on our side and the sandbox's: tight enough
 # that the two hosts together ask for more than it allows.
@@ -94,13 +95,11 @@ _people = iter([p for p in build_dataset().people if p.known and p.email_verdict
 
 
 def create_contacts(control, n: int) -> list[str]:
-    people = [next(_people) for _ in range(n)]
-    return control.create_records("Contact", [{"FirstName": p.first_name, "LastName": p.last_name,
-                                                "Email": p.email} for p in people])
+    return contacts_for(control, [next(_people) for _ in range(n)])
 
 
 def seq(control) -> int:
-    return max([e["seq"] for e in control.log("clodura")] or [0])
+    return log_mark(control, "clodura")
 
 
 def charged_calls(control, since: int) -> list[dict]:
